@@ -1,0 +1,1 @@
+//! The drbd.conf configuration language.

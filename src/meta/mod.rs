@@ -1,0 +1,1 @@
+//! DRBD v08 on-disk metadata.
