@@ -1,6 +1,83 @@
-//! The `urbdadm` command tree.
+//! The `urbdadm` command tree: drbdadm's commands, resolved against the configuration and
+//! carried out by the library (metadata now; the node daemon in later versions).
+//!
+//! Two stages, as ripgrep does it: [`args`] is the flag table (no syscalls), [`context`]
+//! resolves it against the configuration file and the node name; each `cmd_*` module then
+//! does one family of commands.
+
+pub mod args;
+pub mod argv;
+// mod cmd_config;
+// mod cmd_meta;
+// pub mod context;
+// mod demo;
+pub mod error;
+// mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use error::CliError;
 
 /// Entry point of the `urbdadm` binary.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::from(20)
+pub fn main() -> ExitCode {
+    let argv = argv::normalize(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that exit 0.
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(code).unwrap_or(error::exit::SYNTAX));
+        }
+    };
+    init_tracing(cli.verbose);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("urbdadm: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("URBD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: &Cli) -> Result<(), CliError> {
+    let other = &cli.command;
+    Err(CliError::not_built(&other.describe(), arrives_with(other)))
+}
+
+/// Which part of urbd a command that is not served yet belongs to.
+fn arrives_with(command: &Command) -> &'static str {
+    match command {
+        Command::Connect { .. } | Command::Disconnect(_) | Command::WaitConnect(_) => {
+            "replication between two nodes"
+        }
+        Command::ApplyAl(_)
+        | Command::Invalidate(_)
+        | Command::InvalidateRemote(_)
+        | Command::Verify(_)
+        | Command::PauseSync(_)
+        | Command::ResumeSync(_) => "the activity log and resync engine",
+        Command::Outdate(_) => "outdate and fencing",
+        _ => "the node daemon",
+    }
 }

@@ -1,0 +1,62 @@
+//! What a failed `urbdadm` command reports, and its exit code (drbdadm's codes).
+
+use std::fmt;
+
+/// drbdadm's exit codes (drbd-utils `drbdadm.h`), which scripts around DRBD test for.
+pub mod exit {
+    /// Command-line syntax error (clap's own code).
+    pub const SYNTAX: u8 = 2;
+    /// Usage error: a resource that does not exist, a bad combination of arguments.
+    pub const USAGE: u8 = 3;
+    /// The configuration file is invalid.
+    pub const CONFIG_INVALID: u8 = 10;
+    /// The command ran and failed, was refused, or is not available yet.
+    pub const EXEC_ERROR: u8 = 20;
+}
+
+/// A failed command: a message for the operator and drbdadm's exit code.
+#[derive(Debug)]
+pub struct CliError {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl CliError {
+    /// A usage error (exit 3).
+    pub fn usage(msg: impl fmt::Display) -> Self {
+        Self {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("{msg}"),
+        }
+    }
+
+    /// A command that ran and failed or was refused (exit 20).
+    pub fn exec(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: exit::EXEC_ERROR,
+            error: error.into(),
+        }
+    }
+
+    /// A command of drbdadm's that urbd does not serve yet (exit 20). Says so plainly.
+    pub fn not_built(command_line: &str, arrives_with: &str) -> Self {
+        Self {
+            code: exit::EXEC_ERROR,
+            error: anyhow::anyhow!(
+                "`urbdadm {command_line}` is not available yet in this version of urbd \
+                 (it arrives with {arrives_with}); nothing was done"
+            ),
+        }
+    }
+
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}

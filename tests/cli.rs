@@ -1,0 +1,122 @@
+//! The `urbdadm` command tree, exercised through the real binary.
+
+mod util;
+
+use util::adm;
+
+const ALL_COMMANDS: &[&str] = &[
+    "create-md",
+    "up",
+    "down",
+    "attach",
+    "detach",
+    "connect",
+    "disconnect",
+    "primary",
+    "secondary",
+    "role",
+    "cstate",
+    "dstate",
+    "status",
+    "dump",
+    "dump-md",
+    "show-gi",
+    "get-gi",
+    "apply-al",
+    "invalidate",
+    "invalidate-remote",
+    "verify",
+    "pause-sync",
+    "resume-sync",
+    "outdate",
+    "wait-connect",
+    "adjust",
+    "proc",
+    "events",
+    "demo",
+];
+
+#[test]
+fn help_lists_every_drbdadm_command() {
+    let out = adm(&["--help"]).ok();
+    for c in ALL_COMMANDS {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{c} "))),
+            "`{c}` missing from --help:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn unknown_command_is_a_syntax_error() {
+    let out = adm(&["frobnicate", "r0"]).code(2);
+    assert!(out.stderr.contains("frobnicate"), "{}", out.stderr);
+}
+
+#[test]
+fn commands_not_served_yet_say_so_and_fail() {
+    for c in [
+        "up",
+        "down",
+        "primary",
+        "secondary",
+        "connect",
+        "verify",
+        "outdate",
+    ] {
+        let out = adm(&[c, "optzimbra"]).code(20);
+        assert!(
+            out.stderr
+                .contains(&format!("`urbdadm {c} optzimbra` is not available yet")),
+            "{c}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was done"), "{}", out.stderr);
+        assert!(
+            out.stdout.is_empty(),
+            "{c} printed to stdout: {}",
+            out.stdout
+        );
+    }
+    // Not even a dry run pretends.
+    adm(&["-d", "up", "optzimbra"]).code(20);
+    adm(&["proc"]).code(20);
+}
+
+#[test]
+fn discard_my_data_before_and_after_the_command() {
+    // The seed's form: options for the connect command after `--`, before the command.
+    for argv in [
+        &["--", "--discard-my-data", "connect", "optzimbra"][..],
+        &["--discard-my-data", "connect", "optzimbra"][..],
+        &["connect", "--discard-my-data", "optzimbra"][..],
+    ] {
+        let out = adm(argv).code(20);
+        assert!(
+            out.stderr
+                .contains("`urbdadm connect --discard-my-data optzimbra`"),
+            "{argv:?}: {}",
+            out.stderr
+        );
+    }
+    // An option that connect does not have is refused, not ignored.
+    adm(&["--", "--bogus", "connect", "optzimbra"]).code(2);
+}
+
+#[test]
+fn primary_force_is_parsed() {
+    let out = adm(&["--", "--force", "primary", "optzimbra"]).code(20);
+    assert!(
+        out.stderr.contains("`urbdadm primary --force optzimbra`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resource_argument_is_required() {
+    adm(&["up"]).code(2);
+}

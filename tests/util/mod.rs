@@ -1,0 +1,106 @@
+//! Helpers shared by the integration tests: run the real binaries, own a temp dir, check for
+//! external tools (fail loudly under CI=true, skip with a message otherwise).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A `urbdadm` invocation with its own environment (no URBD_NODE leaking in from the caller).
+pub fn urbdadm() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbdadm"));
+    cmd.env_remove("URBD_NODE")
+        .env_remove("URBD_LOG")
+        .env(
+            "URBD_RUN_DIR",
+            std::env::temp_dir().join("urbd-test-run-unused"),
+        )
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Output of a finished command, decoded for assertions.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn from_output(out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "wrong exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(cmd: &mut Command) -> Ran {
+    Ran::from_output(
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")),
+    )
+}
+
+/// Runs `urbdadm ARGS...`.
+pub fn adm(args: &[&str]) -> Ran {
+    run(urbdadm().args(args))
+}
+
+/// True when the tool is on PATH (or is an absolute path that exists). When it is missing:
+/// under CI=true this panics (CI must never skip silently); otherwise it prints why the test
+/// is skipped and returns false.
+pub fn have_tool(tool: &str) -> bool {
+    let found = if tool.contains('/') {
+        Path::new(tool).exists()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("required tool `{tool}` is missing (CI=true: install it via .ci/run)");
+        }
+        eprintln!("SKIPPED: `{tool}` is not installed (run .ci/run to install test tools)");
+    }
+    found
+}
+
+/// True when running as root; same loud-under-CI rule as [`have_tool`].
+pub fn have_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs root (CI runs as root)");
+        }
+        eprintln!("SKIPPED: needs root");
+    }
+    root
+}
+
+/// The repository's res-examples folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("res-examples")
+}
