@@ -36,6 +36,18 @@ pub struct Disk {
 // `_IOR(0x12, 114, size_t)`.
 const BLKGETSIZE64: rustix::ioctl::Opcode = rustix::ioctl::opcode::read::<u64>(0x12, 114);
 
+// `_IO(0x12, 94)`; despite the encoding it writes an int through its argument.
+const BLKROGET: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 94);
+
+fn block_device_read_only(file: &File) -> io::Result<bool> {
+    // SAFETY: BLKROGET is a getter ioctl that writes one C int.
+    let ctl = unsafe { rustix::ioctl::Getter::<BLKROGET, std::ffi::c_int>::new() };
+    // SAFETY: the opcode and output type match the kernel's definition.
+    unsafe { rustix::ioctl::ioctl(file, ctl) }
+        .map(|ro| ro != 0)
+        .map_err(io::Error::from)
+}
+
 fn block_device_size(file: &File) -> io::Result<u64> {
     // SAFETY: BLKGETSIZE64 is a getter ioctl that writes one u64 (size_t on 64-bit Linux).
     let ctl = unsafe { rustix::ioctl::Getter::<BLKGETSIZE64, u64>::new() };
@@ -84,6 +96,23 @@ impl Disk {
                 }
             }
         })?;
+        // A read-only block device (`losetup -r`, `blockdev --setro`) may still be opened
+        // O_RDWR; only the write fails (EPERM). Ask before writing anything.
+        if access != Access::Read && is_block {
+            let ro = block_device_read_only(&file).map_err(|source| MetaError::Io {
+                path: path.to_owned(),
+                op: "read-only query (BLKROGET)",
+                offset: 0,
+                len: 0,
+                source,
+            })?;
+            if ro {
+                return Err(MetaError::ReadOnly {
+                    path: path.to_owned(),
+                    source: io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error()),
+                });
+            }
+        }
         let size = if is_block {
             block_device_size(&file)
         } else {
@@ -177,7 +206,10 @@ impl Disk {
     }
 
     fn io_error(&self, op: &'static str, offset: u64, len: u64, source: io::Error) -> MetaError {
-        if source.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) {
+        let code = source.raw_os_error();
+        if code == Some(rustix::io::Errno::ROFS.raw_os_error())
+            || (op == "write" && code == Some(rustix::io::Errno::PERM.raw_os_error()))
+        {
             return MetaError::ReadOnly {
                 path: self.path.clone(),
                 source,

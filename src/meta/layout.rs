@@ -199,8 +199,13 @@ pub fn md_byte_offset(layout: Layout, device_bytes: u64) -> Result<u64, LayoutEr
         Layout::Internal => (device_bytes - 4096) & !4095,
     };
     if offset > device_bytes - 4096 {
+        let needed = match layout {
+            // Report the whole slot, which is what the kernel requires at attach.
+            Layout::Indexed(_) => offset + INDEXED_SLOT_BYTES,
+            _ => offset + 4096,
+        };
         return Err(LayoutError::TooSmall {
-            needed: offset + 4096,
+            needed,
             available: device_bytes,
         });
     }
