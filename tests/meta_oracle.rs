@@ -731,3 +731,27 @@ fn probe_finds_metadata_and_signatures() {
         Existing::FilesystemSignature("ext4".into())
     );
 }
+
+#[test]
+fn oversized_la_size_is_clipped_like_drbdmeta() {
+    if !tools("oversized_la_size_is_clipped_like_drbdmeta") {
+        return;
+    }
+    let env = Env::new();
+    for (size, layout) in [(MIB, Layout::FlexExternal), (64 * MIB, Layout::Internal)] {
+        let f = env.file(&format!("clip-{layout:?}.img"), size);
+        let dev = MetaDevice::new(&f, layout);
+        let mut md = meta::create_md(&dev, &CreateOptions::default()).unwrap();
+        md.superblock.la_size_sect = md.max_usable_sectors() + 12345;
+        meta::write_superblock(&dev, &md.superblock).unwrap();
+        let md = meta::read_md(&dev).unwrap();
+        assert_eq!(md.effective_la_size_sect(), md.max_usable_sectors());
+        let ours = md.dump_md();
+        assert!(ours.starts_with("# la-size-sect was too big"), "{ours}");
+        assert_same_dump(
+            &ours,
+            &drbdmeta_ok(&dev, &["dump-md"]),
+            &format!("{layout}"),
+        );
+    }
+}
