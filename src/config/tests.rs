@@ -699,3 +699,40 @@ proptest! {
         }
     }
 }
+
+// ---- shipped examples ---------------------------------------------------------------
+
+#[test]
+fn shipped_examples_load_and_resolve() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("res-examples");
+    let c = Config::load(&dir.join("drbd.conf")).unwrap();
+    assert_eq!(c.resource_names(), ["optzimbra"]);
+    assert_eq!(c.global.usage_count, Some(UsageCount::No));
+    let v = c
+        .resource("optzimbra")
+        .unwrap()
+        .for_node("braavos")
+        .unwrap();
+    assert_eq!(v.address.to_string(), "ipv4 172.17.18.192:7788");
+    assert_eq!(
+        v.volumes[0].meta_disk,
+        MetaDiskSpec::Indexed {
+            path: "/dev/vdc1".into(),
+            index: 0
+        }
+    );
+    let nbd = Config::load(&dir.join("urbd-only/nbd.res")).unwrap();
+    let a = nbd.resource("nbdloop").unwrap().for_node("alpha").unwrap();
+    assert_eq!(
+        a.volumes[0].device_path.as_deref(),
+        Some(Path::new("/dev/nbd0"))
+    );
+    for f in ["loopback.res", "full.res", "optzimbra.res"] {
+        let c = Config::load(&dir.join(f)).unwrap();
+        for r in c.resources() {
+            for n in r.host_names() {
+                r.for_node(&n).unwrap_or_else(|e| panic!("{f}: {e}"));
+            }
+        }
+    }
+}

@@ -3,9 +3,10 @@
 //! between resources (`resync-after`, `become-primary-on`).
 //!
 //! Uniqueness keys are drbdadm's (`check_uniq` in `drbdadm_parser.c`): minors, devices
-//! and meta-disk slots are unique per host name; an address is unique per host name when
-//! it is a loopback address (so a loopback pair on one machine may reuse ports across
-//! its two names... but not within one name) and globally otherwise.
+//! and meta-disk slots are unique per host name; an `ip:port` is unique per host name when
+//! the IP is a loopback address (two resources of a loopback pair may not share a port
+//! on one node name) and unique across the whole configuration otherwise (no two host
+//! sections anywhere may use the same non-loopback `ip:port`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
