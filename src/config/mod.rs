@@ -8,8 +8,8 @@
 //! [`Resource::for_node`], which returns the fully inherited [`NodeView`].
 //! [`dump`] prints a configuration the way `drbdadm dump` does.
 //!
-//! Module map: [`lexer`](self) tokens → `parser` (one file) → `include` (globs, files,
-//! limits) → `validate` (cross-resource rules) → `resolve` (per node) → `dump`.
+//! Module map: `lexer` (tokens) → `parser` (one file) → `include` (globs, files) →
+//! `validate` (cross-resource rules) → `resolve` (per node) → `dump`.
 //! Option names, value kinds and units are in [`options`]; number suffixes in [`units`];
 //! every cap on input size in [`limits`].
 
