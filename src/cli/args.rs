@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Administer urbd replicated block devices (drbdadm-compatible)",
     after_help = "drbdadm's `urbdadm -- --discard-my-data connect RES` form is accepted, as is \
                   `urbdadm connect --discard-my-data RES`.\n\
-                  Exit codes: 0 ok, 2 syntax, 3 usage, 10 invalid configuration, \
+                  Exit codes: 0 ok, 1 resource not defined for this host, 2 syntax, 3 usage, 10 invalid configuration, \
                   20 command failed or refused (drbdadm's E_exec_error)."
 )]
 pub struct Cli {

@@ -4,6 +4,8 @@ use std::fmt;
 
 /// drbdadm's exit codes (drbd-utils `drbdadm.h`), which scripts around DRBD test for.
 pub mod exit {
+    /// The named resource is not defined for this host (what drbdadm-84 returns).
+    pub const NOT_DEFINED: u8 = 1;
     /// Command-line syntax error (clap's own code).
     pub const SYNTAX: u8 = 2;
     /// Usage error: a resource that does not exist, a bad combination of arguments.
@@ -49,6 +51,15 @@ impl CliError {
         }
     }
 
+    /// A resource or volume that the configuration does not define for this host (exit 1, as
+    /// `drbdadm-84` exits for "'RES' not defined in your config (for this host).").
+    pub fn not_defined(msg: impl fmt::Display) -> Self {
+        Self {
+            code: exit::NOT_DEFINED,
+            error: anyhow::anyhow!("{msg}"),
+        }
+    }
+
     /// The process exit code.
     pub fn code(&self) -> u8 {
         self.code
@@ -58,5 +69,20 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#}", self.error)
+    }
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self {
+            code: e.exit_code(),
+            error: e.into(),
+        }
+    }
+}
+
+impl From<crate::meta::MetaError> for CliError {
+    fn from(e: crate::meta::MetaError) -> Self {
+        Self::exec(e)
     }
 }

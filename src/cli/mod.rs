@@ -7,18 +7,19 @@
 
 pub mod args;
 pub mod argv;
-// mod cmd_config;
-// mod cmd_meta;
-// pub mod context;
-// mod demo;
+mod cmd_config;
+mod cmd_meta;
+pub mod context;
+mod demo;
 pub mod error;
-// mod output;
+mod output;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use args::{Cli, Command};
+use context::Context;
 use error::CliError;
 
 /// Entry point of the `urbdadm` binary.
@@ -61,8 +62,17 @@ fn init_tracing(verbose: u8) {
 
 /// Runs one parsed command line.
 pub fn run(cli: &Cli) -> Result<(), CliError> {
-    let other = &cli.command;
-    Err(CliError::not_built(&other.describe(), arrives_with(other)))
+    match &cli.command {
+        Command::Dump(res) => cmd_config::dump(&Context::load(cli)?, &res.names),
+        Command::CreateMd { force, res } => {
+            cmd_meta::create_md(&Context::load(cli)?, &res.names, *force)
+        }
+        Command::DumpMd(res) => cmd_meta::dump_md(&Context::load(cli)?, &res.names),
+        Command::ShowGi(res) => cmd_meta::show_gi(&Context::load(cli)?, &res.names),
+        Command::GetGi(res) => cmd_meta::get_gi(&Context::load(cli)?, &res.names),
+        Command::Demo(args) => demo::run(args),
+        other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
+    }
 }
 
 /// Which part of urbd a command that is not served yet belongs to.

@@ -11,6 +11,8 @@ pub fn print(text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::exec(anyhow::Error::new(e).context("writing to stdout"))),
+        Err(e) => Err(CliError::exec(
+            anyhow::Error::new(e).context("writing to stdout"),
+        )),
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Loader {
     seen: HashSet<PathBuf>,
     stack: Vec<PathBuf>,
     names: Vec<(String, Location)>,
+    /// Refuse `include` statements instead of reading files (fuzzing, untrusted text).
+    pub no_includes: bool,
 }
 
 /// The file's identity for "already read" checks: all symlinks resolved (drbdadm uses
@@ -130,6 +132,14 @@ impl Loader {
         display_dir: &Path,
         at: &Location,
     ) -> Result<(), ConfigError> {
+        if self.no_includes {
+            return Err(ConfigError::InvalidValue {
+                at: at.clone(),
+                option: "include".into(),
+                value: pattern.to_string(),
+                reason: "includes are not followed when parsing text without files".into(),
+            });
+        }
         let full = if Path::new(pattern).is_absolute() {
             PathBuf::from(pattern)
         } else {

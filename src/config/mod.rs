@@ -94,6 +94,16 @@ impl Config {
         Config::finish(loader, canon)
     }
 
+    /// Parses `text` as the file `file_name` without reading any file: an `include`
+    /// statement is an error. For untrusted text (the fuzz targets).
+    pub fn parse_str_no_includes(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+        let mut loader = Loader::default();
+        loader.no_includes = true;
+        let path = PathBuf::from(file_name);
+        loader.parse_text(text, file_name, path.clone(), None)?;
+        Config::finish(loader, path)
+    }
+
     fn finish(loader: Loader, path: PathBuf) -> Result<Config, ConfigError> {
         let common_sections = loader.common.as_ref().map(|c| c.sections.clone());
         validate::validate(&loader.resources, common_sections.as_ref())?;

@@ -350,7 +350,7 @@ impl Geometry {
         let md_size = i64::from(sb.md_size_sect);
         match layout {
             Layout::Indexed(_) | Layout::FlexExternal => {
-                if al_offset != MD_AL_OFFSET_SECT.into() {
+                if al_offset != i64::from(MD_AL_OFFSET_SECT) {
                     return Err(field("al_offset", al_offset, MD_AL_OFFSET_SECT.into()));
                 }
                 if bm_offset != i64::from(MD_AL_OFFSET_SECT) + al_sect {

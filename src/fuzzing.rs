@@ -1,0 +1,74 @@
+//! Entry points of the fuzz targets in `fuzz/`, kept in the library so that
+//! `tests/fuzz_corpus.rs` replays the committed corpus as an ordinary test.
+//!
+//! Each function feeds untrusted bytes to one decoder family. The contract under test: any
+//! input returns (an error or a value); nothing panics, nothing allocates from an unchecked
+//! length.
+
+use crate::meta::{self, ActivityLog, AlTransaction, Bitmap, Geometry, Layout, Superblock};
+
+/// The size of one metadata block.
+const BLOCK: usize = 4096;
+
+/// Largest input the metadata target looks at (the fuzzer keeps inputs far smaller).
+const MAX_META_INPUT: usize = 1 << 20;
+
+/// Feeds `data` to the drbd.conf parser. Includes are not followed, so a run never reads
+/// files outside its input.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::config::Config::parse_str_no_includes(text, "fuzz.conf");
+    }
+}
+
+/// Feeds `data` to the v08 metadata decoders: the first block as a superblock, every block
+/// as an activity-log transaction, then the geometry, bitmap and AL replay the superblock
+/// describes, for every layout.
+pub fn meta(data: &[u8]) {
+    let data = &data[..data.len().min(MAX_META_INPUT)];
+    let blocks: Vec<[u8; BLOCK]> = data.chunks(BLOCK).map(padded).collect();
+    let al_blocks: Vec<_> = blocks
+        .iter()
+        .filter_map(|b| AlTransaction::decode(b).ok())
+        .collect();
+    let Some(first) = blocks.first() else { return };
+    let Ok(sb) = Superblock::decode(first) else {
+        return;
+    };
+    let device_bytes = (data.len() as u64).max(u64::from(sb.md_size_sect) * 512);
+    for layout in [
+        Layout::Indexed(0),
+        Layout::Indexed(1),
+        Layout::FlexExternal,
+        Layout::Internal,
+    ] {
+        let Ok(geometry) = Geometry::from_superblock(layout, device_bytes, &sb) else {
+            continue;
+        };
+        let _ = geometry.max_usable_sectors();
+        let bm_bytes = meta::bm_bytes(sb.la_size_sect);
+        if let Some(start) = usize::try_from(geometry.bm_byte_offset()).ok()
+            && let Some(end) = usize::try_from(bm_bytes)
+                .ok()
+                .and_then(|n| start.checked_add(n))
+            && let Some(bytes) = data.get(start..end)
+            && let Some(bitmap) = Bitmap::from_le_bytes(sb.la_size_sect, bytes)
+        {
+            let _ = bitmap.count();
+        }
+    }
+    if sb.al_stripes.checked_mul(sb.al_stripe_size_4k) == Some(al_blocks.len() as u32) {
+        let al = ActivityLog {
+            stripes: sb.al_stripes,
+            stripe_size_4k: sb.al_stripe_size_4k,
+            blocks: al_blocks,
+        };
+        let _ = al.replay();
+    }
+}
+
+fn padded(chunk: &[u8]) -> [u8; BLOCK] {
+    let mut block = [0u8; BLOCK];
+    block[..chunk.len()].copy_from_slice(chunk);
+    block
+}
