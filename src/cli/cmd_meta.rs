@@ -124,9 +124,21 @@ fn ask_yes(question: &str) -> Result<bool, CliError> {
     Ok(line.trim() == "yes")
 }
 
-/// `urbdadm dump-md RES`.
+/// `urbdadm dump-md RES`. The dump is printed even when the activity log has a damaged
+/// transaction block (it is what an operator needs then), but the command fails naming
+/// the block and its offset, so a corrupt log is never taken for a clean one.
 pub fn dump_md(ctx: &Context, names: &[String]) -> Result<(), CliError> {
-    for_each_md(ctx, names, |md| md.dump_md())
+    let mut damaged = None;
+    for_each_md(ctx, names, |md| {
+        if damaged.is_none() {
+            damaged = md.verify_al().err();
+        }
+        md.dump_md()
+    })?;
+    match damaged {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// `urbdadm show-gi RES`.
@@ -142,7 +154,7 @@ pub fn get_gi(ctx: &Context, names: &[String]) -> Result<(), CliError> {
 fn for_each_md(
     ctx: &Context,
     names: &[String],
-    render: impl Fn(&meta::Metadata) -> String,
+    mut render: impl FnMut(&meta::Metadata) -> String,
 ) -> Result<(), CliError> {
     for target in ctx.targets(names)? {
         let dev = meta_device(&target);
