@@ -389,3 +389,57 @@ fn unknown_resource_and_host() {
         out.stderr
     );
 }
+
+/// A loop device, detached on drop (also when the test fails).
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn read_only_meta_disk_is_refused() {
+    if !util::have_root() || !have_tool("losetup") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backing = dir.path().join("meta.img");
+    sparse(&backing, 128 * MIB);
+    let out = Command::new("losetup")
+        .args(["-r", "-f", "--show"])
+        .arg(&backing)
+        .output()
+        .expect("losetup");
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let d = dir.path().display();
+    let conf = dir.path().join("r0.res");
+    std::fs::write(
+        &conf,
+        format!(
+            "resource r0 {{ on alpha {{ device minor 0; disk {d}/alpha.img; meta-disk {}[0]; address 127.0.0.1:7789; }}\n\
+             on beta {{ device minor 1; disk {d}/beta.img; meta-disk {d}/beta.meta[0]; address 127.0.0.1:7790; }} }}\n",
+            dev.0
+        ),
+    )
+    .expect("write config");
+    sparse(&dir.path().join("alpha.img"), 64 * MIB);
+    let out =
+        run(urbdadm()
+            .arg("-c")
+            .arg(&conf)
+            .args(["--node", "alpha", "create-md", "--force", "r0"]))
+        .code(20);
+    assert!(out.stderr.contains(&dev.0), "{}", out.stderr);
+    assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    assert!(
+        hash(&backing).iter().all(|&b| b == 0),
+        "read-only device was written"
+    );
+}

@@ -12,7 +12,7 @@
 //!    every section, normalized, in drbdadm's order);
 //! 2. compares our expanded dump of each resource with drbdadm's text for it, line by
 //!    line;
-//! 3. feeds our plain dump to drbdadm-84, which must accept it and yield the same
+//! 3. feeds the output of the real `urbdadm dump all` to drbdadm-84, which must accept it and yield the same
 //!    structure again (and our own parser must too).
 //!
 //! Nothing is compared against stored output. Without drbdadm-84 or unshare (or
@@ -102,6 +102,24 @@ fn on_host_names(c: &Config) -> Vec<String> {
         }
     }
     names
+}
+
+/// Runs the real `urbdadm -c FILE --node HOST dump all`; its stdout.
+fn urbdadm_dump(file: &Path, host: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_urbdadm"))
+        .arg("-c")
+        .arg(file)
+        .args(["--node", host, "dump", "all"])
+        .env_remove("URBD_NODE")
+        .output()
+        .expect("run urbdadm");
+    assert!(
+        out.status.success(),
+        "urbdadm -c {} dump all failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 dump")
 }
 
 /// Structural comparison of two configurations, resolved for every host name.
@@ -206,16 +224,8 @@ fn drbdadm_84_agrees_with_our_parser() {
                     .unwrap_or_else(|| panic!("{what}: no {name} in\n{text}"));
                 assert_eq!(mine, theirs_chunk, "{what}: expanded dump of {name}");
             }
-            // 3. our plain dump goes back through drbdadm (and through us).
-            let plain = dump_with(
-                &ours,
-                None,
-                &DumpOptions {
-                    node: Some(host.clone()),
-                    expand: false,
-                },
-            )
-            .expect("dump");
+            // 3. `urbdadm dump all` (the real binary) goes back through drbdadm (and us).
+            let plain = urbdadm_dump(file, &host);
             let ours_path = tmp.path().join("ours.conf");
             std::fs::write(&ours_path, &plain).expect("write");
             let reparsed = Config::load(&ours_path)
