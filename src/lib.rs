@@ -11,5 +11,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod core;
+pub mod daemon;
 pub mod fuzzing;
 pub mod meta;
+pub mod status;

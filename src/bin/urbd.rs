@@ -1,5 +1,4 @@
-//! `urbd`: the per-resource node daemon.
+//! `urbd`: the per-resource node daemon. All logic lives in `urbd::daemon`.
 fn main() -> std::process::ExitCode {
-    eprintln!("urbd: the node daemon is not built yet (see issue 4); nothing was started");
-    std::process::ExitCode::from(20)
+    urbd::daemon::main()
 }

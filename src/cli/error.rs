@@ -14,6 +14,14 @@ pub mod exit {
     pub const CONFIG_INVALID: u8 = 10;
     /// The command ran and failed, was refused, or is not available yet.
     pub const EXEC_ERROR: u8 = 20;
+    /// drbdsetup's code for a failure reported by DRBD (`Failure: (1xx) ...`), also used
+    /// for a resource that is not up (drbdsetup's "No such resource" / "Device minor not
+    /// allocated").
+    pub const FAILURE: u8 = 10;
+    /// drbdsetup's code for a refused state change other than "no UpToDate data".
+    pub const STATE_CHANGE_FAILED: u8 = 11;
+    /// drbdsetup's code for "(-2) Need access to UpToDate data".
+    pub const NO_UP_TO_DATE_DISK: u8 = 17;
 }
 
 /// A failed command: a message for the operator and drbdadm's exit code.
@@ -56,6 +64,14 @@ impl CliError {
     pub fn not_defined(msg: impl fmt::Display) -> Self {
         Self {
             code: exit::NOT_DEFINED,
+            error: anyhow::anyhow!("{msg}"),
+        }
+    }
+
+    /// A failure with an explicit drbdadm/drbdsetup exit code.
+    pub fn with_code(code: u8, msg: impl fmt::Display) -> Self {
+        Self {
+            code,
             error: anyhow::anyhow!("{msg}"),
         }
     }

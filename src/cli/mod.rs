@@ -8,6 +8,7 @@
 pub mod args;
 pub mod argv;
 mod cmd_config;
+mod cmd_daemon;
 mod cmd_meta;
 pub mod context;
 mod demo;
@@ -71,6 +72,51 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::ShowGi(res) => cmd_meta::show_gi(&Context::load(cli)?, &res.names),
         Command::GetGi(res) => cmd_meta::get_gi(&Context::load(cli)?, &res.names),
         Command::Demo(args) => demo::run(args),
+        Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
+        Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
+        Command::Attach(res) => {
+            cmd_daemon::per_volume(&Context::load(cli)?, &res.names, "attach", |volume| {
+                crate::control::Request::Attach { volume }
+            })
+        }
+        Command::Detach(res) => {
+            cmd_daemon::per_volume(&Context::load(cli)?, &res.names, "detach", |volume| {
+                crate::control::Request::Detach { volume }
+            })
+        }
+        Command::Primary { force, res } => {
+            let what = if *force { "primary --force" } else { "primary" };
+            cmd_daemon::per_volume(&Context::load(cli)?, &res.names, what, |volume| {
+                crate::control::Request::Primary {
+                    volume,
+                    force: *force,
+                }
+            })
+        }
+        Command::Secondary(res) => {
+            cmd_daemon::per_volume(&Context::load(cli)?, &res.names, "secondary", |volume| {
+                crate::control::Request::Secondary { volume }
+            })
+        }
+        Command::Role(res) => {
+            cmd_daemon::show_lines(&Context::load(cli)?, &res.names, "role", |volume| {
+                crate::control::Request::Role { volume }
+            })
+        }
+        Command::Cstate(res) => {
+            cmd_daemon::show_lines(&Context::load(cli)?, &res.names, "cstate", |volume| {
+                crate::control::Request::Cstate { volume }
+            })
+        }
+        Command::Dstate(res) => {
+            cmd_daemon::show_lines(&Context::load(cli)?, &res.names, "dstate", |volume| {
+                crate::control::Request::Dstate { volume }
+            })
+        }
+        Command::Status { json, res } => {
+            cmd_daemon::status(&Context::load(cli)?, &res.names, *json)
+        }
+        Command::Proc => cmd_daemon::proc(cli.dry_run),
         other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
     }
 }

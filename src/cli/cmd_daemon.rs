@@ -1,0 +1,233 @@
+//! Commands served by the node daemon: up, down, attach, detach, primary, secondary,
+//! role, cstate, dstate, status, proc. Each resolves its resources through the
+//! configuration, then talks to the resource's `urbd` over its control socket.
+//!
+//! Exit codes follow drbdadm 8.4, which passes drbdsetup's on: 17 for "(-2) Need access to
+//! UpToDate data", 11 for other refused state changes, 10 for failures and for a resource
+//! that is not up.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::control::{self, ControlError, FailKind, Request, Response, RunDir};
+use crate::core::VolumeRefusal;
+use crate::status::{ResourceStatus, proc, text};
+
+use super::context::{Context, Target};
+use super::error::{CliError, exit};
+use super::output::print;
+
+/// Environment variable naming the `urbd` binary (default: next to `urbdadm`).
+pub const URBD_BIN_ENV: &str = "URBD_BIN";
+
+/// The `urbd` binary: `URBD_BIN`, else `urbd` in the directory of the running `urbdadm`.
+fn urbd_binary() -> Result<PathBuf, CliError> {
+    if let Some(p) = std::env::var_os(URBD_BIN_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::exec(anyhow::Error::new(e).context("finding urbdadm's path")))?;
+    Ok(exe.with_file_name("urbd"))
+}
+
+/// Resource names of `targets`, each once, in order.
+fn resources(targets: &[Target]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in targets {
+        if !out.contains(&t.view.resource) {
+            out.push(t.view.resource.clone());
+        }
+    }
+    out
+}
+
+/// Turns a control error into the CLI's error.
+fn control_error(e: ControlError) -> CliError {
+    match e {
+        ControlError::NotUp { resource, .. } => {
+            CliError::with_code(exit::FAILURE, format!("resource {resource} is not up"))
+        }
+        other => CliError::exec(other),
+    }
+}
+
+/// Sends `request` to `resource`'s daemon; refusals and failures become errors.
+fn request(
+    run_dir: &RunDir,
+    resource: &str,
+    request: Request,
+) -> Result<(ResourceStatus, Vec<String>), CliError> {
+    match control::call(run_dir, resource, request).map_err(control_error)? {
+        Response::Ok { status, lines } => Ok((status, lines)),
+        Response::Refused { minor, refusal } => Err(CliError::with_code(
+            refusal.exit_code(),
+            VolumeRefusal { minor, refusal },
+        )),
+        Response::Failed { kind, message } => Err(CliError::with_code(
+            match kind {
+                FailKind::BadRequest => exit::EXEC_ERROR,
+                _ => exit::FAILURE,
+            },
+            format!("{resource}: {message}"),
+        )),
+    }
+}
+
+/// `urbdadm up RES`: starts the resource's daemon, which attaches the disks. Waits until
+/// the daemon answers or has said why it cannot start.
+pub fn up(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    let targets = ctx.targets(names)?;
+    let urbd = urbd_binary()?;
+    for res in resources(&targets) {
+        let mut cmd = Command::new(&urbd);
+        cmd.arg("-c")
+            .arg(&ctx.config_path)
+            .arg("--node")
+            .arg(&ctx.node)
+            .arg(&res);
+        if ctx.dry_run {
+            print(&format!(
+                "{} -c {} --node {} {res}\n",
+                urbd.display(),
+                ctx.config_path.display(),
+                ctx.node
+            ))?;
+            continue;
+        }
+        let out = cmd.output().map_err(|e| {
+            CliError::exec(anyhow::Error::new(e).context(format!("running {}", urbd.display())))
+        })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let msg = stderr.trim().trim_start_matches("urbd: ");
+            let code = out
+                .status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|&c| c != 0)
+                .unwrap_or(exit::EXEC_ERROR);
+            return Err(CliError::with_code(code, format!("up {res}: {msg}")));
+        }
+    }
+    Ok(())
+}
+
+/// `urbdadm down RES`: demote, detach, stop the daemon. A resource that is not up is
+/// already down (drbdsetup's `down` treats an unknown resource as done).
+pub fn down(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    let targets = ctx.targets(names)?;
+    let run_dir = RunDir::from_env();
+    for res in resources(&targets) {
+        if ctx.dry_run {
+            print(&format!(
+                "down {res}: demote and detach every volume, stop urbd ({})\n",
+                run_dir.socket(&res).display()
+            ))?;
+            continue;
+        }
+        match request(&run_dir, &res, Request::Down) {
+            Ok(_) => {}
+            Err(e) if e.code() == exit::FAILURE && e.to_string().ends_with("is not up") => {
+                eprintln!("urbdadm: resource {res} is not up; nothing to do");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A per-volume command: `attach`, `detach`, `primary`, `secondary`.
+pub fn per_volume(
+    ctx: &Context,
+    names: &[String],
+    what: &str,
+    make: impl Fn(Option<u32>) -> Request,
+) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    for t in ctx.targets(names)? {
+        if ctx.dry_run {
+            print(&format!(
+                "{what} {} (minor {}): ask urbd over {}\n",
+                t.label(),
+                t.volume.minor,
+                run_dir.socket(&t.view.resource).display()
+            ))?;
+            continue;
+        }
+        request(&run_dir, &t.view.resource, make(Some(t.volume.volume)))?;
+    }
+    Ok(())
+}
+
+/// `role`, `cstate`, `dstate`: one line per volume.
+pub fn show_lines(
+    ctx: &Context,
+    names: &[String],
+    what: &str,
+    make: impl Fn(Option<u32>) -> Request,
+) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    for t in ctx.targets(names)? {
+        if ctx.dry_run {
+            print(&format!("{what} {}: ask urbd\n", t.label()))?;
+            continue;
+        }
+        let (_, lines) = request(&run_dir, &t.view.resource, make(Some(t.volume.volume)))?;
+        for line in lines {
+            print(&format!("{line}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `urbdadm status [RES...] [--json]`. Without names: every configured resource that is
+/// up. A named resource that is not up is an error (exit 10).
+pub fn status(ctx: &Context, names: &[String], json: bool) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    let explicit = !(names.is_empty() || names.iter().any(|n| n == "all"));
+    let targets = ctx.targets(names)?;
+    let mut statuses = Vec::new();
+    for res in resources(&targets) {
+        if ctx.dry_run {
+            print(&format!("status {res}: ask urbd\n"))?;
+            continue;
+        }
+        match request(&run_dir, &res, Request::Status) {
+            Ok((s, _)) => statuses.push(s),
+            Err(e) if !explicit && e.code() == exit::FAILURE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if ctx.dry_run {
+        return Ok(());
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&statuses).map_err(CliError::exec)?;
+        return print(&format!("{text}\n"));
+    }
+    let text: String = statuses.iter().map(text::status).collect();
+    print(&text)
+}
+
+/// `urbdadm proc`: /proc/drbd for every resource up in the run directory (whatever the
+/// configuration says).
+pub fn proc(dry_run: bool) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    if dry_run {
+        return print(&format!(
+            "proc: ask every urbd with a socket in {}\n",
+            run_dir.path().display()
+        ));
+    }
+    let mut statuses = Vec::new();
+    for res in run_dir.resources_with_sockets() {
+        match control::call(&run_dir, &res, Request::Status) {
+            Ok(Response::Ok { status, .. }) => statuses.push(status),
+            // A stale socket of a daemon that was killed: not up.
+            Err(ControlError::NotUp { .. }) => {}
+            Ok(other) => tracing::warn!(resource = %res, ?other, "unexpected answer"),
+            Err(e) => tracing::warn!(resource = %res, error = %e, "no status"),
+        }
+    }
+    print(&proc::render(&statuses))
+}

@@ -1,0 +1,48 @@
+//! What the core asks its host to do. The host performs each action in order and only then
+//! reports the request that caused it as done: a state change that must survive a crash is
+//! acknowledged only after its superblock write is durable.
+
+use crate::meta::{MdFlags, Uuids};
+
+/// The superblock fields the core owns. The host keeps the rest (layout, AL geometry) from
+/// what it read at attach and writes the whole 4 KiB block in one aligned write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdUpdate {
+    /// Generation UUIDs.
+    pub uuids: Uuids,
+    /// `MDF_*` flags.
+    pub flags: MdFlags,
+    /// Last agreed size, sectors.
+    pub la_size_sect: u64,
+    /// Write the clean magic (`MD_MAGIC_08`, with `MDF_AL_CLEAN` in `flags`): the activity
+    /// log holds nothing to apply. False while attached (DRBD 8.4 writes
+    /// `MD_MAGIC_84_UNCLEAN` then).
+    pub clean: bool,
+}
+
+/// One thing for the host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write the superblock of volume `volume` with these fields and sync it, before the
+    /// request is reported as done.
+    PersistSuperblock {
+        /// Volume number.
+        volume: u32,
+        /// The fields to write.
+        update: MdUpdate,
+    },
+    /// Tell the data path whether it may serve the device: `None` serves it (Primary with
+    /// UpToDate data), `Some(reason)` refuses new clients and I/O with that reason.
+    SetServing {
+        /// Volume number.
+        volume: u32,
+        /// Why not, or `None` to serve.
+        reason: Option<&'static str>,
+    },
+    /// The backing disk of volume `volume` is no longer used: close the data and meta
+    /// devices (after the superblock write queued before this action).
+    CloseDisk {
+        /// Volume number.
+        volume: u32,
+    },
+}

@@ -1,0 +1,30 @@
+//! The replication state machine, sans I/O.
+//!
+//! This module is deterministic: it touches no disks, sockets, clocks or random number
+//! generators. Inputs come in through `handle_*` methods (administrative requests, the
+//! metadata the host read, the data path's open count); the time and any randomness are
+//! arguments. Outputs leave through `poll_*` methods as [`Action`]s that the host must
+//! perform, in order, before it reports a request as done (a superblock write before the
+//! "ok" of the `primary` that caused it).
+//!
+//! Today it covers one node without a connected peer: roles, disk states, connection
+//! state StandAlone, generation UUIDs and `MDF_*` flags, with DRBD 8.4's rules and refusal
+//! messages. The peer handshake and resync join it later.
+//!
+//! Files: `state` (the enums), `validity` (DRBD's state checks), `refusal` (errors with
+//! DRBD's numbers and texts), `volume` (the per-volume machine), `action` (host requests).
+
+mod action;
+mod refusal;
+mod state;
+mod validity;
+mod volume;
+
+#[cfg(test)]
+mod tests;
+
+pub use action::{Action, MdUpdate};
+pub use refusal::{Refusal, VolumeRefusal};
+pub use state::{ConnState, DiskState, Role};
+pub use validity::{Context, Fencing, State, check_transition, is_valid_state};
+pub use volume::{AdminCmd, AttachInfo, Outcome, Volume, VolumeConfig, flags_for};

@@ -1,0 +1,483 @@
+//! Table-driven tests of the role and disk-state rules (DRBD 8.4 `drbd_set_role`,
+//! `is_valid_state`, `drbd_adm_attach`, `after_state_ch`, `drbd_uuid_new_current`).
+
+use crate::meta::{MdFlags, UUID_JUST_CREATED, Uuids};
+
+use super::*;
+
+const RANDOM: u64 = 0xDEAD_BEEF_0000_1234;
+
+fn config(fencing: Fencing) -> VolumeConfig {
+    VolumeConfig {
+        volume: 0,
+        minor: 0,
+        fencing,
+    }
+}
+
+fn attach_info(uuids: Uuids, flags: u32) -> AttachInfo {
+    AttachInfo {
+        uuids,
+        flags: MdFlags(flags),
+        la_size_sect: 0,
+        capacity_sect: 2048,
+        oos_bits: 0,
+    }
+}
+
+fn fresh() -> AttachInfo {
+    attach_info(
+        Uuids {
+            current: UUID_JUST_CREATED,
+            ..Uuids::default()
+        },
+        MdFlags::AL_CLEAN,
+    )
+}
+
+fn drain(v: &mut Volume) -> Vec<Action> {
+    std::iter::from_fn(|| v.poll_action()).collect()
+}
+
+fn attached(info: AttachInfo, fencing: Fencing) -> Volume {
+    let mut v = Volume::new(config(fencing));
+    assert_eq!(v.handle_attach(info), Ok(Outcome::Changed));
+    drain(&mut v);
+    v
+}
+
+const C: u32 = MdFlags::CONSISTENT;
+const W: u32 = MdFlags::WAS_UP_TO_DATE;
+const P: u32 = MdFlags::PRIMARY_IND;
+const O: u32 = MdFlags::PEER_OUT_DATED;
+const X: u32 = MdFlags::CRASHED_PRIMARY;
+
+/// Attach: flags on disk -> disk state (drbd_adm_attach), with and without fencing.
+#[test]
+fn attach_disk_state_from_flags() {
+    use DiskState::*;
+    let table: &[(u32, Fencing, DiskState, DiskState, u32)] = &[
+        // on-disk flags, fencing, disk, pdsk, flags after attach
+        (
+            MdFlags::AL_CLEAN,
+            Fencing::DontCare,
+            Inconsistent,
+            DUnknown,
+            0,
+        ),
+        (
+            C | MdFlags::AL_CLEAN,
+            Fencing::DontCare,
+            Outdated,
+            DUnknown,
+            C,
+        ),
+        (C | W, Fencing::DontCare, UpToDate, DUnknown, C | W),
+        (C | W, Fencing::ResourceOnly, Consistent, DUnknown, C | W),
+        (
+            C | W | O,
+            Fencing::ResourceOnly,
+            UpToDate,
+            Outdated,
+            C | W | O,
+        ),
+        // Was Primary when it went away: crashed Primary, PRIMARY_IND dropped.
+        (C | W | P, Fencing::DontCare, UpToDate, DUnknown, C | W | X),
+        // Unknown bits are kept.
+        (
+            C | W | MdFlags::AL_DISABLED,
+            Fencing::DontCare,
+            UpToDate,
+            DUnknown,
+            C | W | MdFlags::AL_DISABLED,
+        ),
+    ];
+    for &(on_disk, fencing, disk, pdsk, after) in table {
+        let mut v = Volume::new(config(fencing));
+        v.handle_attach(attach_info(
+            Uuids {
+                current: 0x10,
+                ..Uuids::default()
+            },
+            on_disk,
+        ))
+        .unwrap();
+        let s = v.state();
+        assert_eq!(
+            (s.disk, s.pdsk),
+            (disk, pdsk),
+            "flags {on_disk:#x} {fencing:?}"
+        );
+        assert_eq!(v.md_flags(), Some(MdFlags(after)), "flags {on_disk:#x}");
+        let actions = drain(&mut v);
+        assert!(matches!(
+            actions.first(),
+            Some(Action::PersistSuperblock {
+                update: MdUpdate { clean: false, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            actions.last(),
+            Some(Action::SetServing {
+                reason: Some(_),
+                ..
+            })
+        ));
+    }
+}
+
+/// Size settled at attach (drbd_new_dev_size without a peer).
+#[test]
+fn attach_size() {
+    for (la, cap, want) in [(0, 2048, 2048), (1024, 2048, 1024), (4096, 2048, 2048)] {
+        let mut info = fresh();
+        info.la_size_sect = la;
+        info.capacity_sect = cap;
+        let v = attached(info, Fencing::DontCare);
+        assert_eq!(v.size_sect(), want);
+    }
+}
+
+/// Which promotions are refused, with which DRBD error, and what a successful one does
+/// to disk state, flags and UUIDs.
+#[test]
+fn promotion_rules() {
+    use DiskState::*;
+    struct Case {
+        flags: u32,
+        fencing: Fencing,
+        force: bool,
+        result: Result<DiskState, Refusal>,
+    }
+    let cases = [
+        // Fresh disk (create-md): Inconsistent.
+        Case {
+            flags: MdFlags::AL_CLEAN,
+            fencing: Fencing::DontCare,
+            force: false,
+            result: Err(Refusal::NoUpToDateDisk),
+        },
+        Case {
+            flags: MdFlags::AL_CLEAN,
+            fencing: Fencing::DontCare,
+            force: true,
+            result: Ok(UpToDate),
+        },
+        // Outdated.
+        Case {
+            flags: C,
+            fencing: Fencing::DontCare,
+            force: false,
+            result: Err(Refusal::NoUpToDateDisk),
+        },
+        Case {
+            flags: C,
+            fencing: Fencing::DontCare,
+            force: true,
+            result: Ok(UpToDate),
+        },
+        // UpToDate.
+        Case {
+            flags: C | W,
+            fencing: Fencing::DontCare,
+            force: false,
+            result: Ok(UpToDate),
+        },
+        // Consistent with fencing: no handler can outdate the peer.
+        Case {
+            flags: C | W,
+            fencing: Fencing::ResourceOnly,
+            force: false,
+            result: Err(Refusal::NoUpToDateDisk),
+        },
+        Case {
+            flags: C | W,
+            fencing: Fencing::ResourceOnly,
+            force: true,
+            result: Ok(UpToDate),
+        },
+        // Fencing, peer known outdated: fine.
+        Case {
+            flags: C | W | O,
+            fencing: Fencing::ResourceOnly,
+            force: false,
+            result: Ok(UpToDate),
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let mut v = attached(
+            attach_info(
+                Uuids {
+                    current: 0x1000,
+                    ..Uuids::default()
+                },
+                c.flags,
+            ),
+            c.fencing,
+        );
+        let before = (v.state(), v.uuids(), v.md_flags());
+        let got = v.handle_admin(AdminCmd::Primary { force: c.force }, RANDOM);
+        match c.result {
+            Err(e) => {
+                assert_eq!(got, Err(e), "case {i}");
+                assert_eq!(
+                    (v.state(), v.uuids(), v.md_flags()),
+                    before,
+                    "case {i}: refusal changed state"
+                );
+                assert!(
+                    v.poll_action().is_none(),
+                    "case {i}: refusal queued an action"
+                );
+            }
+            Ok(disk) => {
+                assert_eq!(got, Ok(Outcome::Changed), "case {i}");
+                assert_eq!(v.state().role, Role::Primary);
+                assert_eq!(v.state().disk, disk, "case {i}");
+                let f = v.md_flags().unwrap();
+                assert!(f.contains(C | W | P), "case {i}: flags {f:?}");
+                assert!(!f.is_al_clean());
+                let u = v.uuids().unwrap();
+                // No peer: new current UUID, old one (role bit clear) to the bitmap slot.
+                assert_eq!(u.current, RANDOM | 1, "case {i}");
+                assert_eq!(u.bitmap, 0x1000, "case {i}");
+                assert_eq!(v.serving(), None);
+                let actions = drain(&mut v);
+                assert!(matches!(actions[0], Action::PersistSuperblock { .. }));
+                assert!(matches!(
+                    actions[1],
+                    Action::SetServing { reason: None, .. }
+                ));
+            }
+        }
+    }
+}
+
+/// `primary --force` on a fresh disk: the exact outcome (flags 0x13, bitmap UUID 4).
+#[test]
+fn force_primary_on_fresh_disk() {
+    let mut v = attached(fresh(), Fencing::DontCare);
+    v.handle_admin(AdminCmd::Primary { force: true }, 0x1234_5678_9ABC_DEF0)
+        .unwrap();
+    assert_eq!(
+        v.uuids(),
+        Some(Uuids {
+            current: 0x1234_5678_9ABC_DEF1,
+            bitmap: UUID_JUST_CREATED,
+            history: [0, 0],
+        })
+    );
+    assert_eq!(v.md_flags(), Some(MdFlags(0x13)));
+}
+
+/// A bitmap UUID already set is kept on an unforced promotion (only `--force` replaces it,
+/// as drbd_set_role calls drbd_uuid_new_current only then).
+#[test]
+fn bitmap_uuid_kept_when_set() {
+    let uuids = Uuids {
+        current: 0x2000,
+        bitmap: 0x3000,
+        history: [0x4000, 0],
+    };
+    let mut v = attached(attach_info(uuids, C | W), Fencing::DontCare);
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    assert_eq!(
+        v.uuids().unwrap(),
+        Uuids {
+            current: 0x2001,
+            ..uuids
+        }
+    );
+    v.handle_admin(AdminCmd::Secondary, RANDOM).unwrap();
+    // --force on an UpToDate disk forces nothing (drbd_set_role sets `forced` only when
+    // the force was needed), so the bitmap UUID is kept here too.
+    v.handle_admin(AdminCmd::Primary { force: true }, RANDOM)
+        .unwrap();
+    assert_eq!(
+        v.uuids().unwrap(),
+        Uuids {
+            current: 0x2001,
+            ..uuids
+        }
+    );
+    // An Outdated disk with a bitmap UUID, forced: the bitmap slot is overwritten.
+    let mut v = attached(attach_info(uuids, C), Fencing::DontCare);
+    v.handle_admin(AdminCmd::Primary { force: true }, RANDOM)
+        .unwrap();
+    assert_eq!(v.uuids().unwrap().bitmap, 0x2000);
+    assert_eq!(v.uuids().unwrap().current, RANDOM | 1);
+}
+
+#[test]
+fn diskless_cannot_be_promoted_even_forced() {
+    let mut v = Volume::new(config(Fencing::DontCare));
+    for force in [false, true] {
+        assert_eq!(
+            v.handle_admin(AdminCmd::Primary { force }, RANDOM),
+            Err(Refusal::NoUpToDateDisk)
+        );
+    }
+}
+
+#[test]
+fn demotion_rules() {
+    let mut v = attached(fresh(), Fencing::DontCare);
+    // Already Secondary: nothing to do, nothing written.
+    assert_eq!(
+        v.handle_admin(AdminCmd::Secondary, RANDOM),
+        Ok(Outcome::NothingToDo)
+    );
+    assert!(v.poll_action().is_none());
+    v.handle_admin(AdminCmd::Primary { force: true }, RANDOM)
+        .unwrap();
+    drain(&mut v);
+    // Held open: refused (-12), nothing changes.
+    v.handle_open_count(1);
+    assert_eq!(
+        v.handle_admin(AdminCmd::Secondary, RANDOM),
+        Err(Refusal::DeviceInUse)
+    );
+    assert_eq!(
+        v.handle_admin(AdminCmd::Down, RANDOM),
+        Err(Refusal::DeviceInUse)
+    );
+    assert!(v.poll_action().is_none());
+    assert_eq!(v.state().role, Role::Primary);
+    v.handle_open_count(0);
+    assert_eq!(
+        v.handle_admin(AdminCmd::Secondary, RANDOM),
+        Ok(Outcome::Changed)
+    );
+    assert_eq!(v.md_flags(), Some(MdFlags(C | W)));
+    assert_eq!(v.uuids().unwrap().current, RANDOM & !1);
+    assert!(v.serving().is_some());
+}
+
+#[test]
+fn detach_rules() {
+    // A StandAlone Primary cannot detach: it would lose its UpToDate data (-2).
+    let mut v = attached(fresh(), Fencing::DontCare);
+    v.handle_admin(AdminCmd::Primary { force: true }, RANDOM)
+        .unwrap();
+    drain(&mut v);
+    assert_eq!(
+        v.handle_admin(AdminCmd::Detach, RANDOM),
+        Err(Refusal::NoUpToDateDisk)
+    );
+    assert!(v.poll_action().is_none());
+    // Down demotes first, then detaches, writing a clean superblock before closing.
+    assert_eq!(v.handle_admin(AdminCmd::Down, RANDOM), Ok(Outcome::Changed));
+    let actions = drain(&mut v);
+    let clean: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistSuperblock { update, .. } => Some(update.clean),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(clean, [false, true]);
+    let last_write = actions
+        .iter()
+        .rposition(|a| matches!(a, Action::PersistSuperblock { .. }))
+        .unwrap();
+    let close = actions
+        .iter()
+        .position(|a| matches!(a, Action::CloseDisk { .. }))
+        .unwrap();
+    assert!(last_write < close);
+    assert_eq!(v.state().disk, DiskState::Diskless);
+    // Detach again: nothing to do. Attach twice: refused.
+    assert_eq!(
+        v.handle_admin(AdminCmd::Detach, RANDOM),
+        Ok(Outcome::NothingToDo)
+    );
+    v.handle_attach(fresh()).unwrap();
+    assert_eq!(v.handle_attach(fresh()), Err(Refusal::DiskConfigured));
+}
+
+#[test]
+fn md_io_error_drops_the_disk() {
+    let mut v = attached(fresh(), Fencing::DontCare);
+    v.handle_md_io_error();
+    assert_eq!(v.state().disk, DiskState::Diskless);
+    assert!(
+        drain(&mut v)
+            .iter()
+            .any(|a| matches!(a, Action::CloseDisk { .. }))
+    );
+}
+
+/// after_state_ch's flag formula, row by row.
+#[test]
+fn flag_formula() {
+    use DiskState::*;
+    let base = State {
+        role: Role::Secondary,
+        peer: Role::Unknown,
+        disk: Inconsistent,
+        pdsk: DUnknown,
+        conn: ConnState::StandAlone,
+    };
+    let rows: &[(State, bool, u32)] = &[
+        (base, false, 0),
+        (
+            State {
+                disk: Outdated,
+                ..base
+            },
+            false,
+            C,
+        ),
+        (
+            State {
+                disk: Consistent,
+                ..base
+            },
+            false,
+            C | W,
+        ),
+        (
+            State {
+                disk: UpToDate,
+                role: Role::Primary,
+                ..base
+            },
+            false,
+            C | W | P,
+        ),
+        (
+            State {
+                disk: UpToDate,
+                pdsk: Outdated,
+                ..base
+            },
+            true,
+            C | W | O | X,
+        ),
+        (
+            State {
+                disk: UpToDate,
+                conn: ConnState::Connected,
+                ..base
+            },
+            false,
+            C | W | MdFlags::CONNECTED_IND,
+        ),
+        (
+            State {
+                disk: Inconsistent,
+                peer: Role::Primary,
+                pdsk: Diskless,
+                ..base
+            },
+            false,
+            P,
+        ),
+    ];
+    for (i, (s, crashed, want)) in rows.iter().enumerate() {
+        let got = flags_for(MdFlags(MdFlags::AL_CLEAN | MdFlags::FULL_SYNC), s, *crashed);
+        assert_eq!(got, MdFlags(want | MdFlags::FULL_SYNC), "row {i}");
+    }
+}

@@ -1,0 +1,454 @@
+//! One volume's state machine: role, disk and connection state, generation UUIDs and
+//! metadata flags, driven by administrative requests (`handle_*`) and emitting
+//! [`Action`]s for the host (`poll_action`).
+//!
+//! Each rule names the DRBD 8.4 function it follows (`drbd/drbd_nl.c`, `drbd_state.c`,
+//! `drbd_main.c`).
+
+use std::collections::VecDeque;
+
+use crate::meta::{MdFlags, UUID_JUST_CREATED, Uuids};
+
+use super::action::{Action, MdUpdate};
+use super::refusal::Refusal;
+use super::state::{ConnState, DiskState, Role};
+use super::validity::{self, Context, Fencing, State};
+
+/// Static facts about a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeConfig {
+    /// Volume number.
+    pub volume: u32,
+    /// Minor number (what /proc/drbd and drbdsetup messages show).
+    pub minor: u32,
+    /// The `fencing` disk option.
+    pub fencing: Fencing,
+}
+
+/// What the host read from the metadata before attaching (after `apply-al`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachInfo {
+    /// Generation UUIDs on disk.
+    pub uuids: Uuids,
+    /// Flags on disk.
+    pub flags: MdFlags,
+    /// Last agreed size on disk, sectors (0 after create-md).
+    pub la_size_sect: u64,
+    /// What this disk can hold: the data disk, limited by what the bitmap covers,
+    /// sectors.
+    pub capacity_sect: u64,
+    /// Bits set in the bitmap (4 KiB each).
+    pub oos_bits: u64,
+}
+
+/// An administrative request for one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCmd {
+    /// `primary [--force]`.
+    Primary {
+        /// Consider Inconsistent or Outdated data UpToDate; promote despite fencing.
+        force: bool,
+    },
+    /// `secondary`.
+    Secondary,
+    /// `detach`.
+    Detach,
+    /// `down`: demote, then detach (DRBD's `drbd_adm_down`).
+    Down,
+}
+
+/// Whether an accepted request changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The state changed; actions are queued.
+    Changed,
+    /// Already in the requested state (DRBD's `SS_NOTHING_TO_DO`): nothing queued.
+    NothingToDo,
+}
+
+/// Metadata held while a disk is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Md {
+    uuids: Uuids,
+    flags: MdFlags,
+    la_size_sect: u64,
+    /// DRBD's `CRASHED_PRIMARY` device bit: set at attach when the disk says it was
+    /// Primary (and this node is not Primary now).
+    crashed_primary: bool,
+    oos_bits: u64,
+}
+
+/// One volume. Starts Diskless, Secondary, StandAlone.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    config: VolumeConfig,
+    state: State,
+    md: Option<Md>,
+    open_count: usize,
+    actions: VecDeque<Action>,
+}
+
+/// Bound on queued actions: a request queues at most a handful, and the host drains the
+/// queue after every request.
+const MAX_QUEUED_ACTIONS: usize = 64;
+
+impl Volume {
+    /// A Diskless, Secondary, StandAlone volume.
+    pub fn new(config: VolumeConfig) -> Self {
+        Self {
+            config,
+            state: State {
+                role: Role::Secondary,
+                peer: Role::Unknown,
+                disk: DiskState::Diskless,
+                pdsk: DiskState::DUnknown,
+                conn: ConnState::StandAlone,
+            },
+            md: None,
+            open_count: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    // ----- queries --------------------------------------------------------------------
+
+    /// The volume's static facts.
+    pub fn config(&self) -> &VolumeConfig {
+        &self.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Generation UUIDs, while a disk is attached.
+    pub fn uuids(&self) -> Option<Uuids> {
+        self.md.map(|m| m.uuids)
+    }
+
+    /// Metadata flags, while a disk is attached.
+    pub fn md_flags(&self) -> Option<MdFlags> {
+        self.md.map(|m| m.flags)
+    }
+
+    /// The device size, sectors (0 while Diskless).
+    pub fn size_sect(&self) -> u64 {
+        self.md.map_or(0, |m| m.la_size_sect)
+    }
+
+    /// Known out-of-sync data, KiB (the bitmap's weight).
+    pub fn oos_kib(&self) -> u64 {
+        self.md.map_or(0, |m| m.oos_bits.saturating_mul(4))
+    }
+
+    /// May the data path serve the device? `None` if so, else why not.
+    pub fn serving(&self) -> Option<&'static str> {
+        if self.state.role != Role::Primary {
+            Some("the device is Secondary")
+        } else if self.state.disk != DiskState::UpToDate {
+            Some("no access to UpToDate data")
+        } else {
+            None
+        }
+    }
+
+    /// The next action for the host, in order. Drain after every `handle_*` call.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// The data path's current number of openers (NBD clients). Demotion is refused while
+    /// it is not zero.
+    pub fn handle_open_count(&mut self, count: usize) {
+        self.open_count = count;
+    }
+
+    /// Would an attach be accepted? Ask before reading the metadata.
+    pub fn can_attach(&self) -> Result<(), Refusal> {
+        if self.state.disk != DiskState::Diskless {
+            return Err(Refusal::DiskConfigured);
+        }
+        Ok(())
+    }
+
+    /// Attaches a disk whose metadata the host has read and checked
+    /// (`drbd_adm_attach`): the disk state follows from the flags, a disk that was
+    /// Primary is marked as a crashed Primary, the size is settled, and the superblock
+    /// is written back (unclean, as DRBD 8.4 does while attached).
+    pub fn handle_attach(&mut self, info: AttachInfo) -> Result<Outcome, Refusal> {
+        self.can_attach()?;
+        let flags = info.flags;
+        let mut ns = self.state;
+        ns.disk = if flags.is_consistent() {
+            if flags.was_up_to_date() {
+                DiskState::Consistent
+            } else {
+                DiskState::Outdated
+            }
+        } else {
+            DiskState::Inconsistent
+        };
+        if flags.contains(MdFlags::PEER_OUT_DATED) {
+            ns.pdsk = DiskState::Outdated;
+        }
+        if ns.disk == DiskState::Consistent
+            && (ns.pdsk == DiskState::Outdated || self.config.fencing == Fencing::DontCare)
+        {
+            ns.disk = DiskState::UpToDate;
+        }
+        let crashed_primary =
+            flags.is_crashed_primary() || (flags.is_primary() && self.state.role != Role::Primary);
+        // drbd_new_dev_size() without a peer: the last agreed size, or all we have.
+        let la_size_sect = if info.la_size_sect == 0 {
+            info.capacity_sect
+        } else {
+            info.la_size_sect.min(info.capacity_sect)
+        };
+        let mut uuids = info.uuids;
+        set_role_bit(&mut uuids, self.state.role);
+        self.md = Some(Md {
+            uuids,
+            flags,
+            la_size_sect,
+            crashed_primary,
+            oos_bits: info.oos_bits,
+        });
+        self.state = ns;
+        self.after_state_change(false);
+        Ok(Outcome::Changed)
+    }
+
+    /// An administrative request (`drbd_set_role`, `drbd_adm_detach`, `drbd_adm_down`).
+    /// `random` is a fresh random value for a new current UUID, should one be needed.
+    pub fn handle_admin(&mut self, cmd: AdminCmd, random: u64) -> Result<Outcome, Refusal> {
+        assert!(
+            self.actions.len() < MAX_QUEUED_ACTIONS,
+            "the host must drain poll_action() after every request"
+        );
+        match cmd {
+            AdminCmd::Primary { force } => self.promote(force, random),
+            AdminCmd::Secondary => self.demote(),
+            AdminCmd::Detach => self.detach(),
+            AdminCmd::Down => {
+                let demoted = self.demote()?;
+                let detached = self.detach()?;
+                Ok(
+                    if demoted == Outcome::NothingToDo && detached == Outcome::NothingToDo {
+                        Outcome::NothingToDo
+                    } else {
+                        Outcome::Changed
+                    },
+                )
+            }
+        }
+    }
+
+    /// Writing the metadata failed: the disk is dropped (DRBD detaches on a meta-data I/O
+    /// error). The host must not report the request that caused the write as done.
+    pub fn handle_md_io_error(&mut self) {
+        if self.md.take().is_some() {
+            self.state.disk = DiskState::Diskless;
+            self.state.pdsk = DiskState::DUnknown;
+            self.queue(Action::CloseDisk {
+                volume: self.config.volume,
+            });
+            self.queue_serving();
+        }
+    }
+
+    // ----- rules ------------------------------------------------------------------------
+
+    fn context(&self) -> Context {
+        Context {
+            fencing: self.config.fencing,
+            open_count: self.open_count,
+        }
+    }
+
+    /// `drbd_set_role(R_PRIMARY, force)`.
+    fn promote(&mut self, force: bool, random: u64) -> Result<Outcome, Refusal> {
+        if self.state.role == Role::Primary {
+            return Ok(Outcome::NothingToDo);
+        }
+        let os = self.state;
+        let mut ns = os;
+        ns.role = Role::Primary;
+        let mut forced = false;
+        let mut tried_outdate = false;
+        let mut tried_nop = false;
+        // DRBD retries the state change at most four times, adjusting it each time.
+        let mut result = Err(Refusal::InTransientState);
+        for _ in 0..4 {
+            result = validity::check_transition(&os, &ns, &self.context());
+            match result {
+                Ok(()) => break,
+                Err(Refusal::NoUpToDateDisk)
+                    if force
+                        && !forced
+                        && os.disk < DiskState::UpToDate
+                        && os.disk >= DiskState::Inconsistent =>
+                {
+                    ns.disk = DiskState::UpToDate;
+                    forced = true;
+                }
+                Err(Refusal::NoUpToDateDisk)
+                    if os.disk == DiskState::Consistent && !tried_outdate =>
+                {
+                    tried_outdate = true;
+                    // conn_try_outdate_peer(): without fencing the peer counts as
+                    // outdated; with fencing the fence-peer handler would have to say so,
+                    // and urbd runs no handlers yet.
+                    if self.config.fencing == Fencing::DontCare {
+                        ns.disk = DiskState::UpToDate;
+                    }
+                }
+                Err(Refusal::PrimaryNop) if !tried_nop => {
+                    tried_nop = true;
+                    if force {
+                        // "Forced into split brain situation!"
+                        ns.pdsk = DiskState::Outdated;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        result?;
+        self.state = ns;
+        if let Some(md) = self.md.as_mut() {
+            // Promotion without a (connected) peer, or a forced one: a new data generation
+            // starts (drbd_uuid_new_current; the old current goes to the bitmap slot).
+            let no_peer = ns.conn < ConnState::Connected || ns.pdsk <= DiskState::Failed;
+            if (no_peer && md.uuids.bitmap == 0) || forced {
+                md.uuids.bitmap = md.uuids.current & !1;
+                md.uuids.current = random;
+            }
+            set_role_bit(&mut md.uuids, Role::Primary);
+        }
+        self.after_state_change(false);
+        Ok(Outcome::Changed)
+    }
+
+    /// `drbd_set_role(R_SECONDARY)`.
+    fn demote(&mut self) -> Result<Outcome, Refusal> {
+        if self.state.role == Role::Secondary {
+            return Ok(Outcome::NothingToDo);
+        }
+        let os = self.state;
+        let mut ns = os;
+        ns.role = Role::Secondary;
+        validity::check_transition(&os, &ns, &self.context())?;
+        self.state = ns;
+        if let Some(md) = self.md.as_mut() {
+            set_role_bit(&mut md.uuids, Role::Secondary);
+        }
+        self.after_state_change(false);
+        Ok(Outcome::Changed)
+    }
+
+    /// `drbd_adm_detach()`: through Failed to Diskless. A Diskless volume has nothing to
+    /// do (`SS_IS_DISKLESS` is reported as `SS_NOTHING_TO_DO`).
+    fn detach(&mut self) -> Result<Outcome, Refusal> {
+        if self.state.disk == DiskState::Diskless {
+            return Ok(Outcome::NothingToDo);
+        }
+        let os = self.state;
+        let mut ns = os;
+        ns.disk = DiskState::Failed;
+        validity::check_transition(&os, &ns, &self.context())?;
+        // The disk leaves cleanly: record that the activity log is applied (what
+        // `drbdadm attach` would do with apply-al before the next attach).
+        if let Some(mut md) = self.md {
+            md.flags.set(MdFlags::AL_CLEAN, true);
+            self.queue(Action::PersistSuperblock {
+                volume: self.config.volume,
+                update: MdUpdate {
+                    uuids: md.uuids,
+                    flags: md.flags,
+                    la_size_sect: md.la_size_sect,
+                    clean: true,
+                },
+            });
+        }
+        self.md = None;
+        self.state.disk = DiskState::Diskless;
+        self.state.pdsk = DiskState::DUnknown;
+        self.queue(Action::CloseDisk {
+            volume: self.config.volume,
+        });
+        self.queue_serving();
+        Ok(Outcome::Changed)
+    }
+
+    /// The flag bookkeeping of `after_state_ch()` plus the superblock write of
+    /// `drbd_md_sync()`, and the data path's permission.
+    fn after_state_change(&mut self, clean: bool) {
+        let s = self.state;
+        if let Some(md) = self.md.as_mut() {
+            md.flags = flags_for(md.flags, &s, md.crashed_primary);
+            let update = MdUpdate {
+                uuids: md.uuids,
+                flags: md.flags,
+                la_size_sect: md.la_size_sect,
+                clean,
+            };
+            self.queue(Action::PersistSuperblock {
+                volume: self.config.volume,
+                update,
+            });
+        }
+        self.queue_serving();
+    }
+
+    fn queue_serving(&mut self) {
+        let reason = self.serving();
+        self.queue(Action::SetServing {
+            volume: self.config.volume,
+            reason,
+        });
+    }
+
+    fn queue(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+}
+
+/// `after_state_ch()`'s recomputation of the `MDF_*` flags from the state (for a volume
+/// with a disk). `MDF_AL_CLEAN` is cleared: the activity log is in use while attached.
+pub fn flags_for(old: MdFlags, s: &State, crashed_primary: bool) -> MdFlags {
+    let owned = MdFlags::CONSISTENT
+        | MdFlags::PRIMARY_IND
+        | MdFlags::CONNECTED_IND
+        | MdFlags::WAS_UP_TO_DATE
+        | MdFlags::PEER_OUT_DATED
+        | MdFlags::CRASHED_PRIMARY
+        | MdFlags::AL_CLEAN;
+    let mut f = MdFlags(old.0 & !owned);
+    f.set(MdFlags::CRASHED_PRIMARY, crashed_primary);
+    f.set(
+        MdFlags::PRIMARY_IND,
+        s.role == Role::Primary || (s.pdsk < DiskState::Inconsistent && s.peer == Role::Primary),
+    );
+    f.set(MdFlags::CONNECTED_IND, s.conn > ConnState::WFReportParams);
+    f.set(MdFlags::CONSISTENT, s.disk > DiskState::Inconsistent);
+    f.set(MdFlags::WAS_UP_TO_DATE, s.disk > DiskState::Outdated);
+    f.set(
+        MdFlags::PEER_OUT_DATED,
+        s.pdsk <= DiskState::Outdated && s.pdsk >= DiskState::Inconsistent,
+    );
+    f
+}
+
+/// Bit 0 of the current UUID says "Primary" (`__drbd_uuid_set`, attach, set_role).
+/// `UUID_JUST_CREATED` keeps its value: it is even, so clearing bit 0 leaves it alone.
+fn set_role_bit(uuids: &mut Uuids, role: Role) {
+    debug_assert_eq!(UUID_JUST_CREATED & 1, 0);
+    if role == Role::Primary {
+        uuids.current |= 1;
+    } else {
+        uuids.current &= !1;
+    }
+}

@@ -1,0 +1,175 @@
+//! Attaching a volume's backing disk: open the data disk (checking that O_DIRECT works),
+//! read the metadata, apply the activity log if the metadata is unclean (what `drbdadm
+//! attach` does with `drbdmeta apply-al` first), and check that the sizes agree.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::config::{MetaDiskSpec, NodeView, VolumeView};
+use crate::core::AttachInfo;
+use crate::meta::{
+    self, Access, DEFAULT_AL_EXTENTS, Disk, Layout, MD_MAGIC_08, MD_MAGIC_84_UNCLEAN, MetaDevice,
+    Superblock,
+};
+
+use super::error::DaemonError;
+
+/// An attached backing disk.
+#[derive(Debug)]
+pub struct AttachedDisk {
+    /// Where the metadata is.
+    pub meta: MetaDevice,
+    /// The superblock as last written; the core's fields are merged in before each write.
+    pub superblock: Superblock,
+    /// The data disk, held open while attached (opened with O_DIRECT when the file system
+    /// supports it).
+    pub data: File,
+    /// Was O_DIRECT accepted?
+    pub direct: bool,
+}
+
+/// Where a volume's metadata lives.
+pub fn meta_device(volume: &VolumeView) -> MetaDevice {
+    match &volume.meta_disk {
+        MetaDiskSpec::Internal => MetaDevice::new(&volume.disk, Layout::Internal),
+        MetaDiskSpec::Indexed { path, index } => MetaDevice::new(path, Layout::Indexed(*index)),
+        MetaDiskSpec::Flexible { path } => MetaDevice::new(path, Layout::FlexExternal),
+    }
+}
+
+/// `RES/VOL`.
+pub fn label(view: &NodeView, volume: &VolumeView) -> String {
+    format!("{}/{}", view.resource, volume.volume)
+}
+
+/// Opens and checks a volume's disks. Returns the disk and what the core needs.
+pub fn open(
+    view: &NodeView,
+    volume: &VolumeView,
+) -> Result<(AttachedDisk, AttachInfo), DaemonError> {
+    let label = label(view, volume);
+    let (data, direct) = open_data(&volume.disk)?;
+    let data_bytes = Disk::open(&volume.disk, Access::Read)
+        .map_err(|source| DaemonError::Meta {
+            label: label.clone(),
+            source,
+        })?
+        .size();
+    let dev = meta_device(volume);
+    let mut md = meta::read_md(&dev).map_err(|e| DaemonError::NoMetadata {
+        label: label.clone(),
+        resource: view.resource.clone(),
+        meta: dev.path.clone(),
+        detail: e.to_string(),
+    })?;
+    if !md.is_clean() {
+        tracing::warn!(%label, "metadata unclean (crash while attached): applying the activity log");
+        let newly = md.apply_al().map_err(|source| DaemonError::Meta {
+            label: label.clone(),
+            source,
+        })?;
+        meta::write_md(&dev, &md).map_err(|source| DaemonError::Meta {
+            label: label.clone(),
+            source,
+        })?;
+        tracing::info!(%label, newly_out_of_sync = newly, "activity log applied");
+    }
+
+    let data_sect = data_bytes / 512;
+    let max = md.max_usable_sectors();
+    let capacity_sect = if dev.layout.is_external() {
+        if data_sect > max {
+            return Err(DaemonError::SizeMismatch {
+                label,
+                detail: format!(
+                    "the data disk {} ({data_sect} sectors) is larger than the bitmap on {} \
+                     covers ({max} sectors); use a larger meta-disk and run create-md again",
+                    volume.disk.display(),
+                    dev.path.display()
+                ),
+            });
+        }
+        data_sect
+    } else {
+        max
+    };
+    let la = md.superblock.la_size_sect;
+    if la > capacity_sect {
+        return Err(DaemonError::SizeMismatch {
+            label,
+            detail: format!(
+                "the data disk {} offers {capacity_sect} sectors, less than the {la} sectors \
+                 in use (last agreed size in the metadata); refusing to shrink the device",
+                volume.disk.display()
+            ),
+        });
+    }
+    let mut superblock = md.superblock.clone();
+    superblock.al_nr_extents = volume
+        .disk_opts
+        .get("al-extents")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_AL_EXTENTS);
+    let info = AttachInfo {
+        uuids: md.superblock.uuids,
+        flags: md.superblock.flags,
+        la_size_sect: la,
+        capacity_sect,
+        oos_bits: md.bitmap.count(),
+    };
+    Ok((
+        AttachedDisk {
+            meta: dev,
+            superblock,
+            data,
+            direct,
+        },
+        info,
+    ))
+}
+
+/// Opens the data disk read-write, with O_DIRECT when possible (tmpfs, for one, refuses
+/// it; the data path then falls back to buffered I/O).
+fn open_data(path: &std::path::Path) -> Result<(File, bool), DaemonError> {
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    match direct {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            tracing::warn!(disk = %path.display(), "O_DIRECT not supported; buffered I/O");
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map(|f| (f, false))
+                .map_err(|e| DaemonError::io(format!("opening data disk {}", path.display()), e))
+        }
+        Err(e) => Err(DaemonError::io(
+            format!("opening data disk {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// Merges the core's fields into `disk.superblock` and writes it (one aligned 4 KiB write,
+/// synced).
+pub fn persist(
+    disk: &mut AttachedDisk,
+    update: &crate::core::MdUpdate,
+) -> Result<(), crate::meta::MetaError> {
+    let mut sb = disk.superblock.clone();
+    sb.uuids = update.uuids;
+    sb.flags = update.flags;
+    sb.la_size_sect = update.la_size_sect;
+    sb.magic = if update.clean {
+        MD_MAGIC_08
+    } else {
+        MD_MAGIC_84_UNCLEAN
+    };
+    meta::write_superblock(&disk.meta, &sb)?;
+    disk.superblock = sb;
+    Ok(())
+}

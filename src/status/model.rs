@@ -1,0 +1,116 @@
+//! The state of a running resource as the daemon reports it: what every renderer
+//! (/proc/drbd, `status`, `role`, JSON) reads. Serializable both ways: it travels over the
+//! control socket.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{ConnState, DiskState, Role};
+
+/// /proc/drbd's counters for one minor (`ns`, `nr`, `dw`, `dr` in KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Sent to the peer, KiB.
+    pub ns: u64,
+    /// Received from the peer, KiB.
+    pub nr: u64,
+    /// Written to the local disk, KiB.
+    pub dw: u64,
+    /// Read from the local disk, KiB.
+    pub dr: u64,
+    /// Activity-log transactions written.
+    pub al: u64,
+    /// Bitmap blocks written.
+    pub bm: u64,
+    /// Local I/O in flight.
+    pub lo: i64,
+    /// Requests sent to the peer and not answered yet (plus resync requests).
+    pub pe: i64,
+    /// Requests from the peer not answered yet.
+    pub ua: i64,
+    /// Application requests accepted and not completed.
+    pub ap: i64,
+    /// Epochs on the fly.
+    pub ep: i64,
+}
+
+/// A running resync or verify, for the progress lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    /// Bits (4 KiB blocks) to sync in total.
+    pub total_bits: u64,
+    /// Bits still to sync.
+    pub left_bits: u64,
+    /// Seconds since the rolling mark used for the short-term speed.
+    pub mark_age_secs: u64,
+    /// Bits still to sync at that mark.
+    pub mark_left_bits: u64,
+    /// Seconds the resync has been running, paused time excluded.
+    pub elapsed_secs: u64,
+    /// The configured/controlled resync rate, KiB/s (`want:`).
+    pub want_kib_per_sec: u64,
+}
+
+/// One volume of a running resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    /// Volume number.
+    pub volume: u32,
+    /// Minor number.
+    pub minor: u32,
+    /// This node's role.
+    pub role: Role,
+    /// The peer's role.
+    pub peer_role: Role,
+    /// This node's disk.
+    pub disk: DiskState,
+    /// The peer's disk.
+    pub peer_disk: DiskState,
+    /// The connection.
+    pub cstate: ConnState,
+    /// Replication protocol letter, when a network configuration is active.
+    pub protocol: Option<char>,
+    /// I/O suspended.
+    pub suspended: bool,
+    /// Write ordering: `b`, `f`, `d` or `n`.
+    pub write_ordering: char,
+    /// Counters.
+    pub counters: Counters,
+    /// Known out-of-sync data, KiB.
+    pub oos_kib: u64,
+    /// Device size, sectors (0 while Diskless).
+    pub size_sect: u64,
+    /// Current, bitmap and history UUIDs, when a disk is attached.
+    pub uuids: Option<[u64; 4]>,
+    /// `MDF_*` flags, when a disk is attached.
+    pub md_flags: Option<u32>,
+    /// Openers of the exported device.
+    pub open_clients: usize,
+    /// A running resync or verify.
+    pub sync: Option<SyncProgress>,
+}
+
+/// A running resource on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// Resource name.
+    pub resource: String,
+    /// The node the daemon runs as.
+    pub node: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The daemon's version.
+    pub version: String,
+    /// Volumes in volume order.
+    pub volumes: Vec<VolumeStatus>,
+}
+
+impl ResourceStatus {
+    /// The resource's role as DRBD 9 reports it: Primary if any volume is.
+    pub fn role(&self) -> Role {
+        if self.volumes.iter().any(|v| v.role == Role::Primary) {
+            Role::Primary
+        } else {
+            Role::Secondary
+        }
+    }
+}

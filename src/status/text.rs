@@ -1,0 +1,173 @@
+//! What `role`, `cstate`, `dstate` print (drbdsetup 8.4's `role_scmd`, `cstate_scmd`,
+//! `dstate_scmd`) and the DRBD 9 style `status` (drbdsetup 8.4's `status_cmd`, which
+//! already prints the 9.x layout).
+
+use std::fmt::Write;
+
+use super::model::{ResourceStatus, VolumeStatus};
+
+/// A volume with no disk and no network configuration prints as `Unconfigured`.
+fn unconfigured(v: &VolumeStatus) -> bool {
+    v.cstate == crate::core::ConnState::StandAlone && v.disk == crate::core::DiskState::Diskless
+}
+
+/// `role`: `Primary/Unknown`.
+pub fn role_line(v: &VolumeStatus) -> String {
+    if unconfigured(v) {
+        "Unconfigured".into()
+    } else {
+        format!("{}/{}", v.role, v.peer_role)
+    }
+}
+
+/// `cstate`: `StandAlone`.
+pub fn cstate_line(v: &VolumeStatus) -> String {
+    if unconfigured(v) {
+        "Unconfigured".into()
+    } else {
+        v.cstate.to_string()
+    }
+}
+
+/// `dstate`: `UpToDate/DUnknown`.
+pub fn dstate_line(v: &VolumeStatus) -> String {
+    if unconfigured(v) {
+        "Unconfigured".into()
+    } else {
+        format!("{}/{}", v.disk, v.peer_disk)
+    }
+}
+
+/// DRBD 9's connection-state names for the `status` command (`drbd_conn_str9`).
+fn conn_str9(c: crate::core::ConnState) -> &'static str {
+    use crate::core::ConnState;
+    match c {
+        ConnState::WFConnection => "Connecting",
+        ConnState::WFReportParams => "Connected",
+        other => other.as_str(),
+    }
+}
+
+/// `status` for one resource, DRBD 9 style, without terminal wrapping:
+///
+/// ```text
+/// optzimbra role:Primary
+///   disk:UpToDate
+///
+/// ```
+///
+/// A single volume 0 is shown without its number; the peer line appears only while a
+/// network configuration exists (drbdsetup lists no connection for a StandAlone
+/// resource).
+pub fn status(r: &ResourceStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} role:{}", r.resource, r.role());
+    let single = r.volumes.len() == 1 && r.volumes[0].volume == 0;
+    for v in &r.volumes {
+        if single {
+            let _ = writeln!(out, "  disk:{}", v.disk);
+        } else {
+            let _ = writeln!(out, "  volume:{} disk:{}", v.volume, v.disk);
+        }
+    }
+    if let Some(first) = r.volumes.iter().find(|v| v.protocol.is_some()) {
+        let c = first.cstate;
+        if c < crate::core::ConnState::WFReportParams {
+            let _ = writeln!(out, "  peer connection:{}", conn_str9(c));
+        } else {
+            let _ = writeln!(out, "  peer role:{}", first.peer_role);
+            for v in &r.volumes {
+                let indent = if single {
+                    "    ".to_string()
+                } else {
+                    format!("    volume:{}", v.volume)
+                };
+                let sep = if single { "" } else { " " };
+                if v.cstate > crate::core::ConnState::WFReportParams
+                    && v.cstate != crate::core::ConnState::Connected
+                {
+                    let _ = writeln!(
+                        out,
+                        "{indent}{sep}replication:{} peer-disk:{}",
+                        v.cstate, v.peer_disk
+                    );
+                } else {
+                    let _ = writeln!(out, "{indent}{sep}peer-disk:{}", v.peer_disk);
+                }
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{ConnState, DiskState, Role};
+    use crate::status::model::Counters;
+
+    fn v(volume: u32) -> VolumeStatus {
+        VolumeStatus {
+            volume,
+            minor: volume,
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            disk: DiskState::Inconsistent,
+            peer_disk: DiskState::DUnknown,
+            cstate: ConnState::StandAlone,
+            protocol: None,
+            suspended: false,
+            write_ordering: 'f',
+            counters: Counters::default(),
+            oos_kib: 0,
+            size_sect: 0,
+            uuids: None,
+            md_flags: None,
+            open_clients: 0,
+            sync: None,
+        }
+    }
+
+    fn r(volumes: Vec<VolumeStatus>) -> ResourceStatus {
+        ResourceStatus {
+            resource: "optzimbra".into(),
+            node: "astapor".into(),
+            pid: 1,
+            version: "0".into(),
+            volumes,
+        }
+    }
+
+    #[test]
+    fn lines() {
+        let mut a = v(0);
+        assert_eq!(role_line(&a), "Secondary/Unknown");
+        assert_eq!(cstate_line(&a), "StandAlone");
+        assert_eq!(dstate_line(&a), "Inconsistent/DUnknown");
+        a.disk = DiskState::Diskless;
+        assert_eq!(role_line(&a), "Unconfigured");
+        assert_eq!(dstate_line(&a), "Unconfigured");
+    }
+
+    #[test]
+    fn status_layouts() {
+        assert_eq!(
+            status(&r(vec![v(0)])),
+            "optzimbra role:Secondary\n  disk:Inconsistent\n\n"
+        );
+        let mut a = v(0);
+        a.role = Role::Primary;
+        a.disk = DiskState::UpToDate;
+        a.protocol = Some('C');
+        a.cstate = ConnState::WFConnection;
+        let mut b = v(1);
+        b.protocol = Some('C');
+        b.cstate = ConnState::WFConnection;
+        assert_eq!(
+            status(&r(vec![a, b])),
+            "optzimbra role:Primary\n  volume:0 disk:UpToDate\n  volume:1 disk:Inconsistent\n  \
+             peer connection:Connecting\n\n"
+        );
+    }
+}
