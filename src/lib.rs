@@ -4,10 +4,15 @@
 //! the peer over TCP, metadata lives on a meta-disk in DRBD's own v08 format, the device is
 //! exported over NBD, and `urbdadm` is a drbdadm-compatible command line.
 //!
-//! Module map (dependency direction: config/meta -> cli):
+//! Module map (dependency direction: config/meta -> core -> daemon -> cli):
 //! - [`config`]: the drbd.conf language (lexer, parser, includes, per-host resolved view, dump).
 //! - [`meta`]: DRBD v08 on-disk metadata (superblock, activity log, bitmap, layouts).
+//! - [`core`]: the sans-IO state machine of roles, disk states and generation UUIDs.
+//! - [`control`]: the urbdadm <-> urbd request/response protocol on a unix socket.
+//! - [`status`]: renderers for /proc/drbd (8.4), `status` (9 style) and JSON.
+//! - [`daemon`]: the `urbd` node daemon that wires config, metadata and core together.
 //! - [`cli`]: the `urbdadm` command tree.
+//! - [`fuzzing`]: the entry points of the fuzz targets.
 
 pub mod cli;
 pub mod config;
