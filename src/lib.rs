@@ -12,4 +12,5 @@
 pub mod cli;
 pub mod config;
 pub mod fuzzing;
+pub mod io;
 pub mod meta;
