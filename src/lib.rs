@@ -14,3 +14,4 @@ pub mod config;
 pub mod fuzzing;
 pub mod io;
 pub mod meta;
+pub mod nbd;

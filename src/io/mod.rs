@@ -263,3 +263,5 @@ pub(crate) fn check_op(info: &BackendInfo, op: &Op) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+pub(crate) use driver::push_sqe as driver_push;
