@@ -162,3 +162,159 @@ pub fn closed_by_peer(s: &mut UnixStream) -> bool {
         }
     }
 }
+
+/// Runs a command to completion within `secs` seconds (killed after that); returns
+/// (success, stdout, stderr).
+pub fn run_bounded(cmd: &mut std::process::Command, secs: u64) -> (bool, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (so, se) = (t_out.join().unwrap(), t_err.join().unwrap());
+    match status {
+        Some(st) => (st.success(), so, se),
+        None => (false, so, format!("{se}\n(killed after {secs}s: {cmd:?})")),
+    }
+}
+
+/// Like [`run_bounded`] but panics with the output unless the command succeeds.
+#[track_caller]
+pub fn run_ok(cmd: &mut std::process::Command, secs: u64) -> String {
+    let dbg = format!("{cmd:?}");
+    let (ok, so, se) = run_bounded(cmd, secs);
+    assert!(ok, "{dbg} failed\nstdout:\n{so}\nstderr:\n{se}");
+    so
+}
+
+/// A child process killed and reaped on drop.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A mount point unmounted on drop.
+pub struct MountGuard(pub Option<PathBuf>);
+
+impl MountGuard {
+    pub fn unmount(&mut self) {
+        if let Some(p) = self.0.take() {
+            run_ok(std::process::Command::new("umount").arg(&p), 60);
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = run_bounded(std::process::Command::new("umount").arg("-l").arg(&p), 30);
+        }
+    }
+}
+
+/// A loop device detached on drop.
+pub struct LoopGuard(pub Option<String>);
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        if let Some(dev) = self.0.take() {
+            let _ = run_bounded(
+                std::process::Command::new("losetup").arg("-d").arg(&dev),
+                30,
+            );
+        }
+    }
+}
+
+/// An nbdfuse mount: unmounted with fusermount3 and its process reaped on drop.
+pub struct FuseGuard {
+    pub dir: PathBuf,
+    pub child: ChildGuard,
+}
+
+impl FuseGuard {
+    /// Mounts `uri` at `dir`/nbd and waits (bounded) until nbdfuse is ready.
+    pub fn mount(dir: &std::path::Path, uri: &str) -> FuseGuard {
+        std::fs::create_dir_all(dir).unwrap();
+        let pidfile = dir.with_extension("pid");
+        let child = std::process::Command::new("nbdfuse")
+            .arg("-P")
+            .arg(&pidfile)
+            .arg(dir)
+            .arg(uri)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("nbdfuse starts");
+        let g = FuseGuard {
+            dir: dir.to_path_buf(),
+            child: ChildGuard(Some(child)),
+        };
+        let t = std::time::Instant::now();
+        while !pidfile.exists() || !dir.join("nbd").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "nbdfuse did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("nbd")
+    }
+}
+
+impl Drop for FuseGuard {
+    fn drop(&mut self) {
+        let _ = run_bounded(
+            std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.dir),
+            30,
+        );
+        if let Some(mut c) = self.child.0.take() {
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
