@@ -173,14 +173,20 @@ impl Conn {
         Some(&*self.msg as *const libc::msghdr)
     }
 
-    /// Records `n` bytes sent, dropping replies that are complete.
-    pub(crate) fn sent(&mut self, mut n: usize) {
+    /// Records `n` bytes sent; replies that are complete are dropped and their data
+    /// buffers handed to `recycle`.
+    pub(crate) fn sent(&mut self, mut n: usize, recycle: &mut impl FnMut(AlignedBuf)) {
         while let Some(front) = self.tx.front() {
             let left = front.len() - self.tx_sent;
             if n >= left {
                 n -= left;
                 self.tx_sent = 0;
-                self.tx.pop_front();
+                if let Some(Out {
+                    data: Some(buf), ..
+                }) = self.tx.pop_front()
+                {
+                    recycle(buf);
+                }
             } else {
                 self.tx_sent += n;
                 break;

@@ -15,6 +15,7 @@ pub mod client;
 mod conn;
 pub mod gate;
 pub mod handshake;
+mod pool;
 pub mod proto;
 pub mod reply;
 pub mod request;

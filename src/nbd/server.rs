@@ -29,6 +29,7 @@ use crate::io::{AlignedBuf, BACKEND_KEY_BIT, Backend, Done, Errno, IoCtx, Op, ne
 use super::conn::{Conn, PayloadRecv, Phase};
 use super::gate::Gate;
 use super::handshake::{ExportDesc, Handshake, Outcome};
+use super::pool::BufPool;
 use super::proto::{Command, ErrorCode, cmd_flags};
 use super::reply;
 use super::request::{Limits, REQUEST_HEADER_LEN, Request};
@@ -116,6 +117,7 @@ pub(crate) struct Server {
     inflight_writes: BTreeSet<u64>,
     waiting_flushes: VecDeque<(usize, u64)>,
     done: Vec<Done>,
+    pool: BufPool,
 }
 
 impl Server {
@@ -149,6 +151,7 @@ impl Server {
             inflight_writes: BTreeSet::new(),
             waiting_flushes: VecDeque::new(),
             done: Vec::new(),
+            pool: BufPool::default(),
         })
     }
 
@@ -358,12 +361,18 @@ impl Server {
     }
 
     fn on_send(&mut self, idx: usize, generation: u32, res: i32) {
-        let Some(c) = self.conn(idx, generation) else {
+        let pool = &mut self.pool;
+        let Some(c) = self
+            .conns
+            .get_mut(idx)
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == generation)
+        else {
             return;
         };
         c.send_armed = false;
         if res >= 0 {
-            c.sent(res as usize);
+            c.sent(res as usize, &mut |b| pool.put(b));
         } else {
             tracing::debug!(peer = %c.peer, "send failed: {}", io::Error::from_raw_os_error(-res));
             c.hard_close = true;
@@ -526,12 +535,13 @@ impl Server {
             Command::WRITE => {
                 let avail = c.avail().len();
                 if avail >= plen {
-                    let buf = AlignedBuf::from_slice(&c.avail()[..plen]);
+                    let mut buf = self.pool.get(plen);
+                    buf.as_mut_slice().copy_from_slice(&c.avail()[..plen]);
                     c.consume(plen);
                     self.execute(idx, req, Some(buf));
                     true
                 } else {
-                    let mut buf = AlignedBuf::zeroed(plen);
+                    let mut buf = self.pool.get(plen);
                     buf.as_mut_slice()[..avail].copy_from_slice(c.avail());
                     c.consume(avail);
                     c.payload = Some(PayloadRecv {
@@ -591,7 +601,7 @@ impl Server {
             Command::READ => (
                 Op::Read {
                     offset: req.offset,
-                    buf: AlignedBuf::zeroed(len),
+                    buf: self.pool.get(len),
                 },
                 false,
             ),
@@ -701,7 +711,15 @@ impl Server {
         self.free_reqs.push(ri);
         self.live_reqs -= 1;
         self.inflight_bytes -= r.bytes;
-        self.reply(r, d.res, d.buf);
+        let buf = match (r.cmd, d.buf) {
+            (Command::READ, buf) => buf,
+            (_, Some(b)) => {
+                self.pool.put(b);
+                None
+            }
+            (_, None) => None,
+        };
+        self.reply(r, d.res, buf);
     }
 
     /// Starts every waiting flush whose earlier writes have all completed.
