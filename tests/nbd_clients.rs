@@ -269,3 +269,40 @@ fn ext4_through_nbdfuse_loop_survives_remount_and_fsck() {
     drop(fuse);
     srv.stop();
 }
+
+#[test]
+fn block_device_backend_on_a_loop_device() {
+    if !tools(&["losetup"]) || !util::have_root() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().set_len(64 << 20).unwrap();
+    f.as_file().write_all_at(&[0x11u8; 1 << 20], 0).unwrap();
+    let dev = run_ok(
+        Command::new("losetup")
+            .args(["-f", "--show", "--direct-io=on"])
+            .arg(f.path()),
+        60,
+    )
+    .trim()
+    .to_string();
+    let _loop = LoopGuard(Some(dev.clone()));
+    let be = open_backend(&BackendSpec::new(&dev)).unwrap();
+    assert_eq!(be.info().size, 64 << 20);
+    let srv = Served::start("blk", be);
+    let mut c = srv.client(true);
+    c.write(513, b"unaligned on a block device", true).unwrap();
+    assert_eq!(c.read(513, 27).unwrap(), b"unaligned on a block device");
+    c.write_zeroes(4096, 8192, true).unwrap();
+    assert_eq!(c.read(4096, 8192).unwrap(), vec![0u8; 8192]);
+    c.trim(1 << 20, 1 << 20).unwrap();
+    c.flush().unwrap();
+    drop(c);
+    srv.stop();
+    let mut back = vec![0u8; 16384];
+    f.as_file().read_exact_at(&mut back, 0).unwrap();
+    assert_eq!(&back[513..540], b"unaligned on a block device");
+    assert!(back[4096..12288].iter().all(|&b| b == 0));
+    assert!(back[12288..].iter().all(|&b| b == 0x11));
+}

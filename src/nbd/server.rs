@@ -325,7 +325,6 @@ impl Server {
     }
 
     fn on_recv(&mut self, idx: usize, generation: u32, res: i32) {
-        let stopping = self.stopping;
         let Some(c) = self.conn(idx, generation) else {
             return;
         };
@@ -356,7 +355,6 @@ impl Server {
                 shutdown(c.raw_fd(), libc::SHUT_RDWR);
             }
         }
-        let _ = stopping;
         self.maybe_free(idx);
     }
 
@@ -522,7 +520,7 @@ impl Server {
         let plen = req.payload_len() as usize;
         if let Err(code) = verdict {
             c.discard = plen as u64;
-            let (head, _) = error_reply(lim.structured, req.cookie, code, "request refused");
+            let head = error_reply(lim.structured, req.cookie, code, refusal_text(code));
             c.queue(head, None);
             return true;
         }
@@ -761,7 +759,7 @@ impl Server {
             Err(e) => {
                 tracing::debug!(peer = %c.peer, cmd = %r.cmd, offset = r.offset, len = r.len, "request failed: {e}");
                 let code = ErrorCode::from_errno(e.0);
-                let (head, _) = error_reply(structured, r.cookie, code, &format!("{e}"));
+                let head = error_reply(structured, r.cookie, code, &format!("{e}"));
                 c.queue(head, None);
             }
         }
@@ -868,11 +866,21 @@ impl Server {
 }
 
 /// An error reply: a structured error chunk (with a message) when negotiated, else simple.
-fn error_reply(structured: bool, cookie: u64, code: ErrorCode, msg: &str) -> (Vec<u8>, ()) {
+fn error_reply(structured: bool, cookie: u64, code: ErrorCode, msg: &str) -> Vec<u8> {
     if structured {
-        (reply::error_chunk(cookie, code, msg), ())
+        reply::error_chunk(cookie, code, msg)
     } else {
-        (reply::simple(cookie, Some(code)).to_vec(), ())
+        reply::simple(cookie, Some(code)).to_vec()
+    }
+}
+
+/// The message of a structured error chunk for a request refused before execution.
+fn refusal_text(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::EPERM => "the export is read-only",
+        ErrorCode::ENOSPC => "write beyond the end of the export",
+        ErrorCode::ESHUTDOWN => "the server is shutting down",
+        _ => "invalid request (command, flags, range or length)",
     }
 }
 
