@@ -13,6 +13,7 @@
 
 pub mod client;
 mod conn;
+pub mod fuzz;
 pub mod gate;
 pub mod handshake;
 mod pool;
