@@ -184,7 +184,10 @@ fn fio_nbd_engine_verifies_crc32c() {
         let srv = Served::start("r0", open_backend(&spec).unwrap());
         let out = run_ok(
             Command::new("fio")
+                // fio drops verify state files in its working directory.
+                .current_dir(srv.dir.path())
                 .args([
+                    "--verify_state_save=0",
                     "--name=verify",
                     "--ioengine=nbd",
                     "--rw=randwrite",
