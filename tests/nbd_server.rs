@@ -438,3 +438,24 @@ fn seeded_garbage_on_many_connections_never_hurts_a_good_client() {
     srv.stop();
     assert_eq!(disk.read(0, 8), b"precious");
 }
+
+#[test]
+fn a_client_that_does_not_read_replies_is_paused_not_buffered() {
+    let (disk, be) = mem(8 << 20);
+    disk.write_durable(0, &[0x5Au8; 1 << 20]);
+    let srv = Served::start("r0", be);
+    let mut c = srv.client(true);
+    // 160 MiB of read replies requested before reading any: more than the per-connection
+    // reply queue, so the server must pause this client, and resume as replies drain.
+    let n = 160;
+    for _ in 0..n {
+        c.send_request(Command::READ, 0, 0, 1 << 20, &[]).unwrap();
+    }
+    for _ in 0..n {
+        let (_, res) = c.recv_reply().unwrap();
+        assert_eq!(res.unwrap(), vec![0x5Au8; 1 << 20]);
+    }
+    let mut other = srv.client(false);
+    assert_eq!(other.read(0, 1).unwrap(), vec![0x5A]);
+    srv.stop();
+}

@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     pub(crate) tx: VecDeque<Out>,
     /// Bytes of `tx.front()` already sent.
     pub(crate) tx_sent: usize,
+    /// Bytes queued in `tx` and not yet sent.
+    pub(crate) tx_bytes: usize,
     iov: Vec<libc::iovec>,
     msg: Box<libc::msghdr>,
     /// No more input is read (EOF, DISC, framing error, shutdown).
@@ -87,6 +89,7 @@ impl Conn {
             send_armed: false,
             tx: VecDeque::new(),
             tx_sent: 0,
+            tx_bytes: 0,
             iov: Vec::with_capacity(MAX_IOV * 2),
             msg,
             read_closed: false,
@@ -142,7 +145,9 @@ impl Conn {
 
     pub(crate) fn queue(&mut self, head: Vec<u8>, data: Option<AlignedBuf>) {
         if !self.hard_close {
-            self.tx.push_back(Out { head, data });
+            let out = Out { head, data };
+            self.tx_bytes += out.len();
+            self.tx.push_back(out);
         }
     }
 
@@ -176,6 +181,7 @@ impl Conn {
     /// Records `n` bytes sent; replies that are complete are dropped and their data
     /// buffers handed to `recycle`.
     pub(crate) fn sent(&mut self, mut n: usize, recycle: &mut impl FnMut(AlignedBuf)) {
+        self.tx_bytes = self.tx_bytes.saturating_sub(n);
         while let Some(front) = self.tx.front() {
             let left = front.len() - self.tx_sent;
             if n >= left {
@@ -192,6 +198,13 @@ impl Conn {
                 break;
             }
         }
+    }
+
+    /// Drops all queued output (the peer is gone).
+    pub(crate) fn drop_output(&mut self) {
+        self.tx.clear();
+        self.tx_sent = 0;
+        self.tx_bytes = 0;
     }
 
     /// True once nothing references the socket and nothing is left to do on it.

@@ -39,7 +39,7 @@ pub use client::{Client, ClientError, ExportInfo};
 pub use gate::{Counters, Gate};
 pub use handshake::{ExportDesc, MAX_OPTION_LEN, MAX_OPTIONS};
 pub use request::MAX_PAYLOAD;
-pub use server::{MAX_CONNECTIONS, MAX_INFLIGHT_BYTES};
+pub use server::{MAX_CONNECTIONS, MAX_INFLIGHT_BYTES, MAX_QUEUED_REPLY_BYTES};
 
 /// What to export and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

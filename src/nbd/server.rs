@@ -36,6 +36,9 @@ use super::request::{Limits, REQUEST_HEADER_LEN, Request};
 
 /// Payload bytes (reads and writes) in flight before connections pause.
 pub const MAX_INFLIGHT_BYTES: usize = 256 << 20;
+/// Reply bytes queued on one connection before it stops taking requests: a client that
+/// pipelines reads and never reads the replies cannot make the server buffer without bound.
+pub const MAX_QUEUED_REPLY_BYTES: usize = 64 << 20;
 /// Connections served at once; more are closed right after accept.
 pub const MAX_CONNECTIONS: usize = 256;
 const RING_ENTRIES: u32 = 512;
@@ -349,8 +352,7 @@ impl Server {
             c.read_closed = true;
             c.hard_close = true;
             c.payload = None;
-            c.tx.clear();
-            c.tx_sent = 0;
+            c.drop_output();
             if c.send_armed {
                 shutdown(c.raw_fd(), libc::SHUT_RDWR);
             }
@@ -375,8 +377,7 @@ impl Server {
             tracing::debug!(peer = %c.peer, "send failed: {}", io::Error::from_raw_os_error(-res));
             c.hard_close = true;
             c.read_closed = true;
-            c.tx.clear();
-            c.tx_sent = 0;
+            c.drop_output();
             if c.recv_armed {
                 shutdown(c.raw_fd(), libc::SHUT_RDWR);
             }
@@ -400,8 +401,7 @@ impl Server {
             c.read_closed = true;
             c.hard_close = true;
             c.payload = None;
-            c.tx.clear();
-            c.tx_sent = 0;
+            c.drop_output();
             shutdown(c.raw_fd(), libc::SHUT_RDWR);
         }
     }
@@ -499,7 +499,7 @@ impl Server {
         let Some(h) = c.avail().first_chunk::<REQUEST_HEADER_LEN>().copied() else {
             return false;
         };
-        if !room && !stopping {
+        if (!room || c.tx_bytes > MAX_QUEUED_REPLY_BYTES) && !stopping {
             c.paused = true;
             return false;
         }
@@ -800,7 +800,9 @@ impl Server {
     /// run the final flush when stopping.
     fn after_turn(&mut self) -> io::Result<()> {
         for idx in 0..self.conns.len() {
-            let resume = self.conns[idx].as_ref().is_some_and(|c| c.paused)
+            let resume = self.conns[idx]
+                .as_ref()
+                .is_some_and(|c| c.paused && c.tx_bytes <= MAX_QUEUED_REPLY_BYTES)
                 && self.backend.has_room()
                 && self.inflight_bytes < MAX_INFLIGHT_BYTES;
             if resume {
