@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use io_uring::{IoUring, opcode, types};
 
@@ -48,6 +49,9 @@ const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_STOP: u64 = 4;
 const KIND_CANCEL: u64 = 5;
+const KIND_ACCEPT_RETRY: u64 = 6;
+/// Pause before accepting again after running out of fds or memory (no busy loop).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const FINAL_FLUSH_TAG: u64 = u64::MAX;
 
 fn ud(kind: u64, generation: u32, idx: usize) -> u64 {
@@ -66,6 +70,9 @@ pub(crate) struct Listener {
     pub(crate) fd: OwnedFd,
     pub(crate) tcp: bool,
     armed: bool,
+    /// A backoff timer is in flight (its timespec lives in `backoff`).
+    retry_armed: bool,
+    backoff: Box<types::Timespec>,
 }
 
 impl Listener {
@@ -74,6 +81,8 @@ impl Listener {
             fd,
             tcp,
             armed: false,
+            retry_armed: false,
+            backoff: Box::new(types::Timespec::new().nsec(ACCEPT_BACKOFF.as_nanos() as u32)),
         }
     }
 }
@@ -200,7 +209,7 @@ impl Server {
         self.final_flush == FinalFlush::Done
             && self.conns.iter().all(Option::is_none)
             && self.live_reqs == 0
-            && self.listeners.iter().all(|l| !l.armed)
+            && self.listeners.iter().all(|l| !l.armed && !l.retry_armed)
             && !self.stop_armed
             && self.backend.in_flight() == 0
     }
@@ -252,6 +261,15 @@ impl Server {
                 Ok(())
             }
             KIND_CANCEL => Ok(()),
+            KIND_ACCEPT_RETRY => {
+                if let Some(l) = self.listeners.get_mut(idx) {
+                    l.retry_armed = false;
+                    if !self.stopping {
+                        self.arm_accept(idx)?;
+                    }
+                }
+                Ok(())
+            }
             _ => {
                 tracing::warn!(user_data, "unexpected completion");
                 Ok(())
@@ -272,7 +290,21 @@ impl Server {
         } else if res != -libc::ECANCELED {
             tracing::warn!("accept failed: {}", io::Error::from_raw_os_error(-res));
         }
-        if !self.stopping && res != -libc::ECANCELED {
+        if self.stopping || res == -libc::ECANCELED {
+            return Ok(());
+        }
+        let exhausted = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM]
+            .iter()
+            .any(|&e| res == -e);
+        if exhausted {
+            let l = &mut self.listeners[li];
+            let ts: *const types::Timespec = &*l.backoff;
+            l.retry_armed = true;
+            let e = opcode::Timeout::new(ts)
+                .build()
+                .user_data(ud(KIND_ACCEPT_RETRY, 0, li));
+            self.push(e)?;
+        } else {
             self.arm_accept(li)?;
         }
         Ok(())
