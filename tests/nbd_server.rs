@@ -459,3 +459,67 @@ fn a_client_that_does_not_read_replies_is_paused_not_buffered() {
     assert_eq!(other.read(0, 1).unwrap(), vec![0x5A]);
     srv.stop();
 }
+
+/// A memory backend whose writes take 50 ms (an io_uring timeout stands for the disk), and
+/// whose flushes are instant: if the server sent a FLUSH to the backend before earlier
+/// writes completed, the flush would persist nothing of them.
+struct SlowWrites {
+    inner: urbd::io::MemBackend,
+    pending: std::collections::HashMap<u64, (u64, urbd::io::Op, Box<io_uring::types::Timespec>)>,
+    next: u64,
+}
+
+impl urbd::io::Backend for SlowWrites {
+    fn info(&self) -> urbd::io::BackendInfo {
+        self.inner.info()
+    }
+    fn submit(&mut self, ctx: &mut urbd::io::IoCtx<'_>, tag: u64, op: urbd::io::Op) {
+        if !matches!(op, urbd::io::Op::Write { .. }) {
+            return self.inner.submit(ctx, tag, op);
+        }
+        self.next += 1;
+        let ts = Box::new(io_uring::types::Timespec::new().nsec(50_000_000));
+        let entry = io_uring::opcode::Timeout::new(&*ts as *const _).build();
+        self.pending.insert(self.next, (tag, op, ts));
+        // SAFETY: the timespec is boxed in `pending` until the CQE arrives.
+        unsafe { ctx.push(entry, self.next) }.unwrap();
+    }
+    fn complete(&mut self, ctx: &mut urbd::io::IoCtx<'_>, key: u64, _res: i32) {
+        if let Some((tag, op, _ts)) = self.pending.remove(&key) {
+            self.inner.submit(ctx, tag, op);
+        }
+    }
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[test]
+fn flush_waits_for_writes_still_in_flight_on_any_connection() {
+    let disk = MemDisk::new(1 << 20);
+    let be = SlowWrites {
+        inner: disk.backend(),
+        pending: Default::default(),
+        next: 0,
+    };
+    let srv = Served::start("r0", Box::new(be));
+    let mut a = srv.client(false);
+    let mut b = srv.client(false);
+    let t = Instant::now();
+    let w = a
+        .send_request(Command::WRITE, 0, 0, 4096, &[7u8; 4096])
+        .unwrap();
+    // Make sure the server has received A's write before B's flush.
+    std::thread::sleep(Duration::from_millis(10));
+    b.flush().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "flush did not wait"
+    );
+    assert_eq!(disk.dirty_pages(), 0, "the flush covered A's write");
+    assert_eq!(disk.read_durable(0, 4096), vec![7u8; 4096]);
+    let (got, res) = a.recv_reply().unwrap();
+    assert_eq!(got, w);
+    res.unwrap();
+    srv.stop();
+}
