@@ -18,6 +18,7 @@ pub const BACKEND_KEY_BIT: u64 = 1 << 63;
 /// The ring must only be used by the thread that created it.
 pub fn new_ring(entries: u32) -> io::Result<IoUring> {
     let cq = entries.saturating_mul(4);
+    const NAMES: [&str; 3] = ["SINGLE_ISSUER|DEFER_TASKRUN", "SINGLE_ISSUER", "plain"];
     let tries: [fn(&mut io_uring::Builder); 3] = [
         |b| {
             b.setup_single_issuer().setup_defer_taskrun();
@@ -28,12 +29,15 @@ pub fn new_ring(entries: u32) -> io::Result<IoUring> {
         |_| {},
     ];
     let mut last = None;
-    for setup in tries {
+    for (setup, name) in tries.into_iter().zip(NAMES) {
         let mut b = IoUring::builder();
         b.setup_cqsize(cq);
         setup(&mut b);
         match b.build(entries) {
-            Ok(ring) => return Ok(ring),
+            Ok(ring) => {
+                tracing::debug!(entries, "io_uring ring: {name}");
+                return Ok(ring);
+            }
             Err(e) => {
                 tracing::debug!("io_uring setup variant refused: {e}");
                 last = Some(e);
