@@ -7,6 +7,9 @@
 //! Module map (dependency direction: config/meta -> core -> daemon -> cli):
 //! - [`config`]: the drbd.conf language (lexer, parser, includes, per-host resolved view, dump).
 //! - [`meta`]: DRBD v08 on-disk metadata (superblock, activity log, bitmap, layouts).
+//! - [`io`]: block backends on io_uring (O_DIRECT files and block devices), in memory, with
+//!   injected faults.
+//! - [`nbd`]: the NBD server (io_uring loop, handshake, requests, replies) and a small client.
 //! - [`core`]: the sans-IO state machine of roles, disk states and generation UUIDs.
 //! - [`control`]: the urbdadm <-> urbd request/response protocol on a unix socket.
 //! - [`status`]: renderers for /proc/drbd (8.4), `status` (9 style) and JSON.
@@ -20,5 +23,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod fuzzing;
+pub mod io;
 pub mod meta;
+pub mod nbd;
 pub mod status;
