@@ -142,12 +142,13 @@ impl Volume {
         self.md.map_or(0, |m| m.oos_bits.saturating_mul(4))
     }
 
-    /// May the data path serve the device? `None` if so, else why not.
+    /// May the data path serve the device? `None` if so, else why not, as the end of a
+    /// sentence that starts with the resource name (`optzimbra is Secondary`).
     pub fn serving(&self) -> Option<&'static str> {
         if self.state.role != Role::Primary {
-            Some("the device is Secondary")
+            Some("is Secondary")
         } else if self.state.disk != DiskState::UpToDate {
-            Some("no access to UpToDate data")
+            Some("has no access to UpToDate data")
         } else {
             None
         }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// A startup or attach failure, with the message the operator sees.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The NBD export of an attached disk could not start.
+    #[error("{0}")]
+    Export(String),
     /// The configuration could not be read or does not define the resource for this node.
     #[error("{0}")]
     Config(String),

@@ -1,11 +1,17 @@
 //! The seam to the data path. The daemon talks to the NBD export of each volume only
-//! through [`Export`]; until the NBD server is plugged in, [`NoExport`] stands in (nothing
-//! is exported, nobody can open the device, all counters are zero).
+//! through [`Export`]. [`NbdExport`] serves the attached disk over NBD (io_uring data path,
+//! `crate::nbd`); [`NoExport`] stands for "nothing exported" (tests of the control plane).
 //!
-//! To plug the data path in, change [`make_export`]: it is the only place the daemon
-//! creates exports.
+//! [`make_export`] is the only place the daemon creates exports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{NodeView, VolumeView};
+use crate::control::RunDir;
+use crate::io::{BackendSpec, CacheMode, open_backend};
+use crate::nbd::{DataPath, ExportConfig, Gate};
 use crate::status::Counters;
 
 /// One volume's export (an NBD export of the replicated device).
@@ -19,6 +25,14 @@ use crate::status::Counters;
 /// - [`Export::stop`] once, at shutdown, after the disks are detached (on SIGTERM: before,
 ///   so that no client holds the device open).
 pub trait Export: Send {
+    /// The volume's backing disk is attached: serve `size_bytes` of `disk` (O_DIRECT when
+    /// `direct`). Called after the attach's state change; serving follows [`Export::set_serving`].
+    fn attach(&mut self, disk: &Path, size_bytes: u64, direct: bool) -> Result<(), String>;
+    /// The backing disk is about to be closed: finish and flush what is in flight, close the
+    /// clients and stop listening.
+    fn detach(&mut self);
+    /// Where clients connect, for status (`None` while nothing listens).
+    fn endpoint(&self) -> Option<String>;
     /// `None`: serve the device (this node is Primary with UpToDate data). `Some(reason)`:
     /// refuse new clients and fail I/O with that reason.
     fn set_serving(&self, reason: Option<&str>);
@@ -35,6 +49,16 @@ pub trait Export: Send {
 pub struct NoExport;
 
 impl Export for NoExport {
+    fn attach(&mut self, _disk: &Path, _size_bytes: u64, _direct: bool) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn detach(&mut self) {}
+
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
+
     fn set_serving(&self, reason: Option<&str>) {
         tracing::debug!(
             ?reason,
@@ -57,7 +81,125 @@ impl Export for NoExport {
     fn stop(self: Box<Self>) {}
 }
 
-/// Creates the export of one volume. The NBD server replaces [`NoExport`] here.
-pub fn make_export(_view: &NodeView, _volume: &VolumeView) -> Box<dyn Export> {
-    Box::new(NoExport)
+/// The NBD export of one volume: a [`Gate`] that lives as long as the daemon (serving state,
+/// open clients, counters) and a [`DataPath`] that runs while the disk is attached.
+pub struct NbdExport {
+    /// The resource, which starts the refusal text clients see (`optzimbra is Secondary`).
+    resource: String,
+    config: ExportConfig,
+    gate: Arc<Gate>,
+    running: Option<DataPath>,
+}
+
+impl NbdExport {
+    /// An export named `name`, listening on `socket` (and on `tcp` when set) once attached.
+    pub fn new(resource: &str, name: &str, socket: PathBuf, tcp: Option<SocketAddr>) -> Self {
+        Self {
+            resource: resource.to_owned(),
+            config: ExportConfig {
+                name: name.to_owned(),
+                unix_socket: Some(socket),
+                tcp,
+                read_only: false,
+            },
+            gate: Arc::new(Gate::refusing(&format!("{resource} is not attached"))),
+            running: None,
+        }
+    }
+}
+
+impl Export for NbdExport {
+    fn attach(&mut self, disk: &Path, size_bytes: u64, direct: bool) -> Result<(), String> {
+        self.detach();
+        let mut spec = BackendSpec::new(disk);
+        spec.cache = if direct {
+            CacheMode::Direct
+        } else {
+            CacheMode::Cached
+        };
+        spec.size_limit = Some(size_bytes);
+        let backend =
+            open_backend(&spec).map_err(|e| format!("opening {} for I/O: {e}", disk.display()))?;
+        let path = DataPath::start(self.config.clone(), backend, self.gate.clone())
+            .map_err(|e| format!("starting the NBD export {}: {e}", self.config.name))?;
+        tracing::info!(
+            export = %self.config.name,
+            socket = ?path.unix_socket(),
+            tcp = ?path.tcp_addr(),
+            size_bytes,
+            direct,
+            "NBD export listening"
+        );
+        self.running = Some(path);
+        Ok(())
+    }
+
+    fn detach(&mut self) {
+        if let Some(path) = self.running.take()
+            && let Err(e) = path.stop()
+        {
+            tracing::error!(export = %self.config.name, error = %e, "stopping the NBD export");
+        }
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        let path = self.running.as_ref()?;
+        let mut out = Vec::new();
+        if let Some(p) = path.unix_socket() {
+            out.push(format!(
+                "nbd+unix:///{}?socket={}",
+                self.config.name,
+                p.display()
+            ));
+        }
+        if let Some(a) = path.tcp_addr() {
+            out.push(format!("nbd://{a}/{}", self.config.name));
+        }
+        Some(out.join(" "))
+    }
+
+    fn set_serving(&self, reason: Option<&str>) {
+        let text = reason.map(|r| format!("{} {r}", self.resource));
+        self.gate.set_serving(text.as_deref());
+    }
+
+    fn open_clients(&self) -> usize {
+        self.gate.open_clients()
+    }
+
+    fn counters(&self) -> Counters {
+        let c = self.gate.counters();
+        Counters {
+            dw: c.dw,
+            dr: c.dr,
+            lo: i64::try_from(c.lo).unwrap_or(i64::MAX),
+            ap: i64::try_from(c.ap).unwrap_or(i64::MAX),
+            // One epoch "on the fly", as DRBD shows for an idle device.
+            ep: 1,
+            ..Counters::default()
+        }
+    }
+
+    fn stop(mut self: Box<Self>) {
+        self.detach();
+    }
+}
+
+/// Creates the export of one volume: volume 0 is exported as the resource's name on
+/// `<run dir>/<resource>.nbd`; volume N as `<resource>/N` on `<run dir>/<resource>.N.nbd`.
+pub fn make_export(run_dir: &RunDir, view: &NodeView, volume: &VolumeView) -> Box<dyn Export> {
+    let (name, socket) = if volume.volume == 0 {
+        (
+            view.resource.clone(),
+            run_dir.path().join(format!("{}.nbd", view.resource)),
+        )
+    } else {
+        (
+            format!("{}/{}", view.resource, volume.volume),
+            run_dir
+                .path()
+                .join(format!("{}.{}.nbd", view.resource, volume.volume)),
+        )
+    };
+    Box::new(NbdExport::new(&view.resource, &name, socket, None))
 }

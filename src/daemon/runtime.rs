@@ -76,7 +76,7 @@ impl Runtime {
                     minor: v.minor,
                     fencing: Fencing::from_option(v.disk_opts.get("fencing")),
                 }),
-                export: Some(make_export(&view, v)),
+                export: Some(make_export(&run_dir, &view, v)),
                 view: v.clone(),
                 disk: None,
             })
@@ -130,11 +130,23 @@ impl Runtime {
             capacity_sect = info.capacity_sect,
             "attaching"
         );
+        let (disk_path, direct) = (slot.view.disk.clone(), attached.direct);
         slot.disk = Some(attached);
         slot.core
             .handle_attach(info)
             .map_err(AttachError::Refused)?;
-        self.perform(i).map_err(AttachError::Daemon)
+        self.perform(i).map_err(AttachError::Daemon)?;
+        let slot = &mut self.slots[i];
+        let size_bytes = slot.core.size_sect() * 512;
+        if let Some(export) = slot.export.as_mut()
+            && let Err(e) = export.attach(&disk_path, size_bytes, direct)
+        {
+            tracing::error!(error = %e, "cannot export the device; detaching");
+            let _ = slot.core.handle_admin(AdminCmd::Detach, 0);
+            let _ = self.perform(i);
+            return Err(AttachError::Daemon(DaemonError::Export(e)));
+        }
+        Ok(())
     }
 
     /// Carries out the core's actions for slot `i`, in order. A failed superblock write
@@ -167,6 +179,9 @@ impl Runtime {
                     }
                 }
                 Action::CloseDisk { .. } => {
+                    if let Some(e) = slot.export.as_mut() {
+                        e.detach();
+                    }
                     slot.disk = None;
                 }
             }

@@ -53,6 +53,9 @@ pub struct BackendSpec {
     pub read_only: bool,
     /// Slot table size.
     pub slots: usize,
+    /// Export at most this many bytes from the start (a data disk whose end holds internal
+    /// metadata, or a device larger than the replicated size). `None`: the whole device.
+    pub size_limit: Option<u64>,
 }
 
 impl BackendSpec {
@@ -63,6 +66,7 @@ impl BackendSpec {
             cache: CacheMode::Direct,
             read_only: false,
             slots: DEFAULT_SLOTS,
+            size_limit: None,
         }
     }
 }
@@ -156,6 +160,9 @@ impl UringBackend {
         };
         if spec.cache == CacheMode::Cached {
             block_size = 1;
+        }
+        if let Some(limit) = spec.size_limit {
+            size = size.min(limit);
         }
         let bs = u64::from(block_size);
         if size % bs != 0 {

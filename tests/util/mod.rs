@@ -2,6 +2,8 @@
 //! external tools (fail loudly under CI=true, skip with a message otherwise).
 #![allow(dead_code)]
 
+pub mod pair;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

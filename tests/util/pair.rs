@@ -1,0 +1,231 @@
+//! Two nodes of a loopback pair (`alpha`, `beta`) on one machine, driven through the real
+//! `urbdadm`: each with its own run directory and file-backed disks in a temporary folder.
+//! [`Pair`]'s `Drop` runs `down` for both nodes and then kills any daemon still alive, also
+//! when the test fails. Every command is bounded in time.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Ran;
+
+/// No single command may take longer than this.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const DATA_BYTES: u64 = 64 << 20;
+pub const META_SLOT_BYTES: u64 = 128 << 20;
+
+/// Runs `cmd` with a time limit; kills it when the limit passes.
+pub fn run_bounded(cmd: &mut Command) -> Ran {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > COMMAND_TIMEOUT => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "{cmd:?} took longer than {COMMAND_TIMEOUT:?}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for {cmd:?}: {e}"),
+        }
+    }
+    Ran::from_output(child.wait_with_output().expect("collect output"))
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+pub fn wait_gone(pid: i32) {
+    let start = Instant::now();
+    while pid_alive(pid) {
+        assert!(
+            start.elapsed() < COMMAND_TIMEOUT,
+            "daemon {pid} does not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One node of the pair.
+pub struct Node {
+    pub name: &'static str,
+    pub conf: PathBuf,
+    pub run_dir: PathBuf,
+    pub data: PathBuf,
+    pub meta: PathBuf,
+    pub minor: u32,
+}
+
+impl Node {
+    /// `urbdadm -c CONF --node NAME ARGS...` with this node's run directory.
+    pub fn adm(&self, args: &[&str]) -> Ran {
+        let mut cmd = super::urbdadm();
+        cmd.env("URBD_RUN_DIR", &self.run_dir)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["--node", self.name])
+            .args(args);
+        run_bounded(&mut cmd)
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        fs::read_to_string(self.run_dir.join("loop.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("loop.ctl")
+    }
+
+    pub fn get_gi(&self) -> String {
+        self.adm(&["get-gi", "loop"]).ok().stdout
+    }
+
+    /// The proc text, one line per entry (headers dropped).
+    pub fn proc_body(&self) -> Vec<String> {
+        let out = self.adm(&["proc"]).ok().stdout;
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("version: 8.4.11 (api:1/proto:86-101)"));
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("GIT-hash: urbd-"))
+        );
+        lines.map(str::to_owned).collect()
+    }
+
+    /// The line of `drbdmeta get-gi` for this node's metadata (the oracle).
+    pub fn drbdmeta_get_gi(&self) -> String {
+        let out = Command::new("drbdmeta")
+            .args(["--force", "-", "v08"])
+            .arg(&self.meta)
+            .args(["0", "get-gi"])
+            .output()
+            .expect("run drbdmeta");
+        assert!(
+            out.status.success(),
+            "drbdmeta: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Two nodes, their files and their daemons.
+pub struct Pair {
+    pub _dir: tempfile::TempDir,
+    pub nodes: [Node; 2],
+}
+
+impl Pair {
+    /// A configuration for `alpha` (minor 0) and `beta` (minor 1); disks created, metadata
+    /// not yet.
+    pub fn new() -> Self {
+        Self::new_with(false)
+    }
+
+    /// [`Pair::new`], with `meta-disk internal` when `internal`.
+    pub fn new_with(internal: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let conf = d.join("urbd.conf");
+        let meta = |name: &str| {
+            if internal {
+                "meta-disk internal;".to_string()
+            } else {
+                format!("meta-disk \"{}/{name}.meta\" [0];", d.display())
+            }
+        };
+        let text = format!(
+            "resource loop {{\n  protocol C;\n\
+             on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:7789; }}\n\
+             on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:7790; }}\n}}\n",
+            meta("alpha"),
+            meta("beta"),
+            d = d.display()
+        );
+        fs::write(&conf, text).expect("write conf");
+        let node = |name: &'static str, minor: u32| {
+            let data = d.join(format!("{name}.img"));
+            let meta = d.join(format!("{name}.meta"));
+            sparse(&data, DATA_BYTES);
+            sparse(&meta, META_SLOT_BYTES);
+            Node {
+                name,
+                conf: conf.clone(),
+                run_dir: d.join(format!("run-{name}")),
+                data,
+                meta,
+                minor,
+            }
+        };
+        let nodes = [node("alpha", 0), node("beta", 1)];
+        Pair { _dir: dir, nodes }
+    }
+
+    /// [`Pair::new`] plus create-md on both nodes.
+    pub fn with_metadata() -> Self {
+        Self::created(Self::new())
+    }
+
+    /// Internal metadata (at the end of the data disk), created on both nodes.
+    pub fn with_internal_metadata() -> Self {
+        Self::created(Self::new_with(true))
+    }
+
+    fn created(pair: Self) -> Self {
+        for n in &pair.nodes {
+            n.adm(&["create-md", "--force", "loop"]).ok();
+        }
+        pair
+    }
+
+    pub fn alpha(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    pub fn beta(&self) -> &Node {
+        &self.nodes[1]
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            let pid = n.pid();
+            let _ = n.adm(&["down", "loop"]);
+            if let Some(pid) = pid {
+                if pid_alive(pid) {
+                    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn sparse(path: &Path, size: u64) {
+    fs::File::create(path)
+        .and_then(|f| f.set_len(size))
+        .expect("create sparse file");
+}
+
+/// The UUID fields of a get-gi line.
+pub fn gi_fields(line: &str) -> Vec<String> {
+    line.trim().split(':').map(str::to_owned).collect()
+}
