@@ -67,6 +67,16 @@ pub fn meta(data: &[u8]) {
     }
 }
 
+/// Feeds `data` to the NBD server's option negotiation, in chunks whose sizes the data picks.
+pub fn nbd_handshake(data: &[u8]) {
+    crate::nbd::fuzz::fuzz_negotiation(data);
+}
+
+/// Feeds `data` to the NBD request-header decoder and checks, and to the reply decoder.
+pub fn nbd_request(data: &[u8]) {
+    crate::nbd::fuzz::fuzz_request(data);
+}
+
 fn padded(chunk: &[u8]) -> [u8; BLOCK] {
     let mut block = [0u8; BLOCK];
     block[..chunk.len()].copy_from_slice(chunk);

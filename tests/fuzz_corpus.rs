@@ -85,3 +85,15 @@ fn config_corpus_mutations() {
 fn meta_corpus_mutations() {
     mutate("meta", urbd::fuzzing::meta, 300);
 }
+
+#[test]
+fn nbd_handshake_corpus_replays() {
+    replay("nbd_handshake", urbd::fuzzing::nbd_handshake);
+    mutate("nbd_handshake", urbd::fuzzing::nbd_handshake, 1000);
+}
+
+#[test]
+fn nbd_request_corpus_replays() {
+    replay("nbd_request", urbd::fuzzing::nbd_request);
+    mutate("nbd_request", urbd::fuzzing::nbd_request, 1000);
+}
