@@ -84,9 +84,15 @@ fn lifecycle_up_refused_primary_forced_primary_down_up() {
         ["1", "1", "1"],
         "consistent, was up to date, primary: {gi:?}"
     );
-    assert_eq!(
-        a.adm(&["status", "loop"]).ok().stdout,
-        "loop role:Primary\n  disk:UpToDate\n\n"
+    let status = a.adm(&["status", "loop"]).ok().stdout;
+    assert!(
+        status
+            .starts_with("loop role:Primary\n  disk:UpToDate\n    export:nbd+unix:///loop?socket="),
+        "{status}"
+    );
+    assert!(
+        status.contains("\n    device:/dev/nbd0 not attached: "),
+        "{status}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&a.adm(&["status", "--json", "loop"]).ok().stdout).expect("json");

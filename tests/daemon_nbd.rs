@@ -139,6 +139,19 @@ fn nbdinfo_sees_the_export() {
     let a = pair.alpha();
     a.adm(&["up", "loop"]).ok();
     a.adm(&["primary", "--force", "loop"]).ok();
+    // Status names the export, and says plainly why there is no /dev/nbd0 here.
+    let status = a.adm(&["status", "loop"]).ok().stdout;
+    assert!(
+        status.contains(&format!("    export:{}", a.uri())),
+        "{status}"
+    );
+    let no_nbd = !std::path::Path::new("/sys/module/nbd").exists();
+    if no_nbd {
+        assert!(
+            status.contains("device:/dev/nbd0 not attached: this kernel has no nbd module"),
+            "{status}"
+        );
+    }
     let out = run_ok(Command::new("nbdinfo").arg("--json").arg(a.uri()), 60);
     let v: serde_json::Value = serde_json::from_str(&out).expect("nbdinfo json");
     let export = &v["exports"][0];

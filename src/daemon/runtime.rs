@@ -379,6 +379,8 @@ impl Runtime {
                         md_flags: s.core.md_flags().map(|f| f.0),
                         open_clients: s.export.as_ref().map_or(0, |e| e.open_clients()),
                         sync: None,
+                        export: s.export.as_ref().and_then(|e| e.endpoint()),
+                        kernel_device: Some(kernel_device(&s.view)),
                     }
                 })
                 .collect(),
@@ -390,6 +392,25 @@ impl Runtime {
         if let Err(e) = files::publish(&self.run_dir, &self.status()) {
             tracing::warn!(error = %e, "cannot publish status");
         }
+    }
+}
+
+/// The kernel block device the configuration names, as /dev/nbdN (a /dev/drbdN is mapped to
+/// /dev/nbdN), and why it is not attached: urbd serves its export on the NBD socket; the
+/// kernel client is not attached by this version.
+fn kernel_device(v: &VolumeView) -> String {
+    let nbd = match v.device_path.as_ref().and_then(|p| p.to_str()) {
+        Some(p) if p.starts_with("/dev/nbd") => p.to_owned(),
+        _ => format!("/dev/nbd{}", v.minor),
+    };
+    let kernel_has_nbd = std::path::Path::new("/sys/module/nbd").exists()
+        || std::path::Path::new("/dev/nbd0").exists();
+    if kernel_has_nbd {
+        format!(
+            "{nbd} not attached: urbd does not attach the kernel NBD client yet; use the export"
+        )
+    } else {
+        format!("{nbd} not attached: this kernel has no nbd module; use the export")
     }
 }
 

@@ -87,6 +87,13 @@ pub struct VolumeStatus {
     pub open_clients: usize,
     /// A running resync or verify.
     pub sync: Option<SyncProgress>,
+    /// Where NBD clients connect (`nbd+unix:///RES?socket=PATH`), while the disk is attached.
+    #[serde(default)]
+    pub export: Option<String>,
+    /// The configured kernel device and whether it is attached, in words
+    /// (`/dev/nbd0 not attached: this kernel has no nbd module`).
+    #[serde(default)]
+    pub kernel_device: Option<String>,
 }
 
 /// A running resource on this node.

@@ -123,6 +123,8 @@ mod tests {
             md_flags: None,
             open_clients: 0,
             sync: None,
+            export: None,
+            kernel_device: None,
         }
     }
 

@@ -56,6 +56,10 @@ fn conn_str9(c: crate::core::ConnState) -> &'static str {
 ///
 /// ```
 ///
+/// Beyond DRBD: under each volume, `export:` names where NBD clients connect and `device:`
+/// says whether the kernel device is attached (urbd serves through NBD; a kernel without
+/// the nbd module has no /dev/nbdN, which is said plainly).
+///
 /// A single volume 0 is shown without its number; the peer line appears only while a
 /// network configuration exists (drbdsetup lists no connection for a StandAlone
 /// resource).
@@ -68,6 +72,12 @@ pub fn status(r: &ResourceStatus) -> String {
             let _ = writeln!(out, "  disk:{}", v.disk);
         } else {
             let _ = writeln!(out, "  volume:{} disk:{}", v.volume, v.disk);
+        }
+        if let Some(export) = &v.export {
+            let _ = writeln!(out, "    export:{export}");
+        }
+        if let Some(dev) = &v.kernel_device {
+            let _ = writeln!(out, "    device:{dev}");
         }
     }
     if let Some(first) = r.volumes.iter().find(|v| v.protocol.is_some()) {
@@ -126,6 +136,8 @@ mod tests {
             md_flags: None,
             open_clients: 0,
             sync: None,
+            export: None,
+            kernel_device: None,
         }
     }
 
