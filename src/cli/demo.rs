@@ -5,10 +5,14 @@
 //! not built yet are listed as such at the end, never simulated.
 
 use std::fs::{self, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::meta;
+use crate::nbd::Client;
 
 use super::args::DemoArgs;
 use super::cmd_meta::{self, Confirm};
@@ -60,6 +64,7 @@ fn run_in(dir: &Path, size: u64) -> Result<(), CliError> {
     let conf = dir.join("urbd.conf");
     let text = DEMO_RES.replace("@DIR@", &dir.display().to_string());
     fs::write(&conf, text).map_err(|e| io_err(e, &conf))?;
+    let run_dir = dir.join("run");
     print(&format!(
         "urbd demo in {} ({} data disk per node)\n",
         dir.display(),
@@ -84,10 +89,148 @@ fn run_in(dir: &Path, size: u64) -> Result<(), CliError> {
         }
     }
 
+    // One node, for real: the daemon, a forced promotion, data through NBD.
+    let node = Node {
+        conf: &conf,
+        run_dir: &run_dir,
+        name: "alpha",
+    };
+    node.adm(&["up", "demo"])?;
+    let result = serve_and_verify(&node, dir);
+    let down = node.adm(&["down", "demo"]);
+    result?;
+    down?;
+
     print(
-        "\nNot available yet in this version of urbd, so not run: starting both node daemons,\n\
-         the initial sync, writing through NBD and comparing the replicas.\n",
+        "\nNot available yet in this version of urbd, so not run: starting beta and connecting\n\
+         the two nodes, the initial sync, and comparing the two replicas.\n",
     )
+}
+
+/// `alpha` Primary, data written through its NBD export with a progress bar, read back
+/// through NBD and compared with the backing disk.
+fn serve_and_verify(node: &Node<'_>, dir: &Path) -> Result<(), CliError> {
+    node.adm(&["--", "--force", "primary", "demo"])?;
+    let proc = node.adm(&["proc"])?;
+    print(&proc)?;
+    let socket = node.run_dir.join("demo.nbd");
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        CliError::exec(anyhow::anyhow!("demo: {what} through {}: {e}", socket.display()))
+    };
+    let mut client =
+        Client::connect_unix(&socket, "demo", true).map_err(|e| fail("connecting", &e))?;
+    let bytes = client.info().size.min(DEMO_WRITE_BYTES);
+    print(&format!(
+        "[alpha] writing {} through NBD (nbd+unix:///demo?socket={})\n",
+        human(bytes),
+        socket.display()
+    ))?;
+    let bar = ProgressBar::new(bytes).with_style(
+        ProgressStyle::with_template(
+            "  [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .map_err(|e| CliError::exec(anyhow::anyhow!("progress bar: {e}")))?
+        .progress_chars("=> "),
+    );
+    let mut offset = 0;
+    while offset < bytes {
+        let chunk = block(offset);
+        client
+            .write(offset, &chunk, false)
+            .map_err(|e| fail("writing", &e))?;
+        offset += chunk.len() as u64;
+        bar.set_position(offset);
+    }
+    client.flush().map_err(|e| fail("flushing", &e))?;
+    bar.finish();
+    let mut offset = 0;
+    while offset < bytes {
+        let got = client
+            .read(offset, DEMO_CHUNK as u32)
+            .map_err(|e| fail("reading", &e))?;
+        if got != block(offset) {
+            return Err(CliError::exec(anyhow::anyhow!(
+                "demo: data read back through NBD at offset {offset} differs from what was written"
+            )));
+        }
+        offset += DEMO_CHUNK as u64;
+    }
+    client.disconnect().map_err(|e| fail("disconnecting", &e))?;
+    let disk = dir.join("alpha.img");
+    let mut file = fs::File::open(&disk).map_err(|e| io_err(e, &disk))?;
+    let mut on_disk = vec![0u8; DEMO_CHUNK];
+    let mut same = true;
+    let mut offset = 0;
+    while offset < bytes && same {
+        file.read_exact(&mut on_disk).map_err(|e| io_err(e, &disk))?;
+        same = on_disk == block(offset);
+        offset += DEMO_CHUNK as u64;
+    }
+    if !same {
+        return Err(CliError::exec(anyhow::anyhow!(
+            "demo: {} does not hold what was written through NBD",
+            disk.display()
+        )));
+    }
+    print(&format!(
+        "[alpha] read back through NBD and from {}: identical\n",
+        disk.display()
+    ))?;
+    print(&node.adm(&["status", "demo"])?)?;
+    print(&node.adm(&["proc"])?)?;
+    node.adm(&["secondary", "demo"])?;
+    Ok(())
+}
+
+/// How much the demo writes through NBD (at most the device size).
+const DEMO_WRITE_BYTES: u64 = 64 << 20;
+/// The demo's write size.
+const DEMO_CHUNK: usize = 1 << 20;
+
+/// Deterministic content of the chunk at `offset`, different for every chunk.
+fn block(offset: u64) -> Vec<u8> {
+    let mut x = offset ^ 0x9E37_79B9_7F4A_7C15;
+    (0..DEMO_CHUNK / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect()
+}
+
+/// One demo node, driven through the real `urbdadm` binary (the commands an operator types).
+struct Node<'a> {
+    conf: &'a Path,
+    run_dir: &'a Path,
+    name: &'static str,
+}
+
+impl Node<'_> {
+    /// Runs `urbdadm -c CONF --node NAME ARGS...`, prints the command, returns its stdout.
+    fn adm(&self, args: &[&str]) -> Result<String, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::exec(anyhow::Error::new(e).context("finding urbdadm")))?;
+        print(&format!("[{}] urbdadm {}\n", self.name, args.join(" ")))?;
+        let out = std::process::Command::new(exe)
+            .env("URBD_RUN_DIR", self.run_dir)
+            .arg("-c")
+            .arg(self.conf)
+            .args(["--node", self.name])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| CliError::exec(anyhow::Error::new(e).context("running urbdadm")))?;
+        if !out.status.success() {
+            return Err(CliError::exec(anyhow::anyhow!(
+                "demo: `urbdadm {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 fn sparse_file(path: &Path, size: u64) -> Result<(), CliError> {
