@@ -12,6 +12,10 @@
 //! section), `udev-always-use-vnr;` is printed when set (drbdadm drops it), and the
 //! `disk { }` options of resource-level `volume N { }` blocks are printed in such blocks
 //! after the host sections (plain drbdadm dump loses them).
+//!
+//! urbd's own `urbd-options` sections, which drbdadm does not know, are printed after the
+//! resources (`all`) or after the one resource named, and only when the configuration has
+//! them, so the dump of a file drbdadm reads is unchanged.
 
 use std::fmt::Write;
 
@@ -22,6 +26,7 @@ use super::options::Options;
 use super::resolve::{
     device_path, effective_sections, startup_with_statements, volume_disk_options,
 };
+use super::urbd::{KEYWORD as URBD_OPTIONS, UrbdOptions, address_text};
 
 /// How to dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,6 +157,9 @@ pub fn dump_with(
             for r in config.resources() {
                 resource(&mut o, r, &node, opts.expand);
             }
+            for u in config.resources().filter_map(Resource::urbd_options) {
+                urbd_options(&mut o, u);
+            }
         }
         Some(name) => {
             let r = config
@@ -160,6 +168,9 @@ pub fn dump_with(
                     name: name.to_string(),
                 })?;
             resource(&mut o, r, &node, opts.expand);
+            if let Some(u) = r.urbd_options() {
+                urbd_options(&mut o, u);
+            }
         }
     }
     Ok(o.buf)
@@ -241,6 +252,20 @@ fn resource(o: &mut Out, r: &Resource, node: &str, expand: bool) {
         o.close();
     }
     o.sections(&s);
+    o.indent -= 1;
+    o.buf.push_str("}\n\n");
+}
+
+fn urbd_options(o: &mut Out, u: &UrbdOptions) {
+    let _ = writeln!(
+        o.buf,
+        "# {URBD_OPTIONS} {}: urbd only, drbd-utils refuses this section",
+        esc(&u.resource)
+    );
+    o.open(&format!("{URBD_OPTIONS} {}", esc(&u.resource)));
+    if let Some(a) = &u.nbd_listen {
+        o.line(&format!("{:<16} {};", "nbd-listen", address_text(a)));
+    }
     o.indent -= 1;
     o.buf.push_str("}\n\n");
 }

@@ -200,6 +200,17 @@ pub enum ConfigError {
         /// The file included again.
         path: PathBuf,
     },
+    /// A section of the configuration names a resource that no file defines (urbd's
+    /// `urbd-options NAME { }`).
+    #[error("{at}: {section} names resource '{name}', which is not defined in any file read")]
+    UnknownResource {
+        /// Where the name is written.
+        at: Location,
+        /// The section that names it, e.g. `urbd-options`.
+        section: &'static str,
+        /// The name.
+        name: String,
+    },
     /// A resource name given on the command line is not in the configuration.
     #[error("'{name}' not defined in your config")]
     ResourceNotFound {
@@ -232,7 +243,8 @@ impl ConfigError {
             | ConfigError::AmbiguousHost { at, .. }
             | ConfigError::NeedTwoHosts { at, .. }
             | ConfigError::Limit { at, .. }
-            | ConfigError::IncludeCycle { at, .. } => Some(at),
+            | ConfigError::IncludeCycle { at, .. }
+            | ConfigError::UnknownResource { at, .. } => Some(at),
             ConfigError::Io { at, .. } => at.as_ref(),
             ConfigError::ResourceNotFound { .. } => None,
         }

@@ -15,6 +15,7 @@ use super::error::{ConfigError, Location};
 use super::limits::{MAX_FILE_SIZE, MAX_FILES, MAX_INCLUDE_DEPTH, MAX_RESOURCES};
 use super::model::{Common, Global, Resource};
 use super::parser::Parser;
+use super::urbd::{KEYWORD as URBD_OPTIONS, UrbdOptions};
 
 /// Accumulates what the files of one configuration define.
 #[derive(Debug, Default)]
@@ -22,6 +23,8 @@ pub(crate) struct Loader {
     pub global: Option<(Global, Location)>,
     pub common: Option<Common>,
     pub resources: Vec<Resource>,
+    /// `urbd-options` sections in reading order, matched to resources once all is read.
+    pub urbd: Vec<UrbdOptions>,
     /// Every file read, canonical paths, in reading order.
     pub files: Vec<PathBuf>,
     seen: HashSet<PathBuf>,
@@ -235,6 +238,28 @@ impl Loader {
             });
         }
         self.names.push((name.to_string(), at.clone()));
+        Ok(())
+    }
+
+    /// Keeps an `urbd-options` section; a second one for the same resource is refused
+    /// here, whether or not the resource exists (that is checked after all files).
+    pub(crate) fn add_urbd_options(&mut self, u: UrbdOptions) -> Result<(), ConfigError> {
+        if let Some(first) = self.urbd.iter().find(|o| o.resource == u.resource) {
+            return Err(ConfigError::Duplicate {
+                at: u.at,
+                what: format!("{URBD_OPTIONS} section for resource"),
+                name: u.resource,
+                first: first.at.clone(),
+            });
+        }
+        if self.urbd.len() >= MAX_RESOURCES {
+            return Err(ConfigError::Limit {
+                at: u.at,
+                what: "number of urbd-options sections",
+                limit: MAX_RESOURCES as u64,
+            });
+        }
+        self.urbd.push(u);
         Ok(())
     }
 

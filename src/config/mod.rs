@@ -8,8 +8,14 @@
 //! [`Resource::for_node`], which returns the fully inherited [`NodeView`].
 //! [`dump`] prints a configuration the way `drbdadm dump` does.
 //!
+//! One extension is urbd's own: the top-level section `urbd-options NAME { ... }`
+//! ([`UrbdOptions`], module `urbd`), for settings drbd-utils does not know. drbdadm
+//! refuses unknown keywords, so the section belongs only in urbd's top file
+//! (`/etc/urbd.conf`, which includes `/etc/drbd.conf`), never in a file drbdadm reads.
+//!
 //! Module map: `lexer` (tokens) → `parser` (one file) → `include` (globs, files) →
-//! `validate` (cross-resource rules) → `resolve` (per node) → `dump`.
+//! `validate` (cross-resource rules) → `urbd` (urbd-options attached to resources) →
+//! `resolve` (per node) → `dump`.
 //! Option names, value kinds and units are in [`options`]; number suffixes in [`units`];
 //! every cap on input size in [`limits`].
 
@@ -23,6 +29,7 @@ pub mod options;
 mod parser;
 mod resolve;
 pub mod units;
+mod urbd;
 mod validate;
 
 #[cfg(test)]
@@ -40,6 +47,7 @@ pub use model::{
 };
 pub use options::{OptionEntry, Options};
 pub use resolve::{NodeView, PeerView, VolumeView};
+pub use urbd::UrbdOptions;
 
 use include::Loader;
 
@@ -107,7 +115,7 @@ impl Config {
     fn finish(loader: Loader, path: PathBuf) -> Result<Config, ConfigError> {
         let common_sections = loader.common.as_ref().map(|c| c.sections.clone());
         validate::validate(&loader.resources, common_sections.as_ref())?;
-        let resources = loader
+        let mut resources: Vec<Resource> = loader
             .resources
             .into_iter()
             .map(|mut r| {
@@ -115,6 +123,7 @@ impl Config {
                 r
             })
             .collect();
+        urbd::attach(&mut resources, loader.urbd)?;
         Ok(Config {
             path,
             global: loader.global.map(|(g, _)| g).unwrap_or_default(),
@@ -132,6 +141,11 @@ impl Config {
     /// The resource called `name`.
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name() == name)
+    }
+
+    /// The `urbd-options` section of `resource`, if the resource exists and has one.
+    pub fn urbd_options(&self, resource: &str) -> Option<&UrbdOptions> {
+        self.resource(resource)?.urbd_options()
     }
 
     /// All resource names in file order.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::error::Location;
 use super::options::Options;
+use super::urbd::UrbdOptions;
 
 /// `usage-count` in the global section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -263,4 +264,6 @@ pub struct Resource {
     /// resource can be resolved on its own.
     #[serde(skip)]
     pub(crate) common: Option<Sections>,
+    /// Its `urbd-options` section (in urbd's own top file), attached at load time.
+    pub(crate) urbd: Option<UrbdOptions>,
 }

@@ -15,6 +15,7 @@
 //!
 //! A volume without a device path gets `/dev/drbd<minor>`, as drbdadm's expansion does.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use super::error::ConfigError;
 use super::model::{Address, Host, MetaDiskSpec, Protocol, Resource, Sections, Volume};
 use super::options::Options;
+use super::urbd::UrbdOptions;
 
 /// The other host of a two-host resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,6 +77,9 @@ pub struct NodeView {
     pub options: Options,
     /// Effective `handlers`.
     pub handlers: Options,
+    /// `nbd-listen` of the resource's `urbd-options` section: also serve the NBD export
+    /// on this TCP address. `None` when not set (the unix socket only).
+    pub nbd_listen: Option<SocketAddr>,
 }
 
 /// The resource's sections with `common` inherited (step 1).
@@ -131,6 +136,11 @@ impl Resource {
     /// The resource's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its `urbd-options` section, if the configuration has one for it.
+    pub fn urbd_options(&self) -> Option<&UrbdOptions> {
+        self.urbd.as_ref()
     }
 
     /// The names of all host sections, in file order (`on a b` contributes `a` and `b`;
@@ -233,6 +243,7 @@ impl Resource {
             disk: s.disk,
             options: s.options,
             handlers: s.handlers,
+            nbd_listen: self.urbd.as_ref().and_then(|u| u.nbd_listen),
         })
     }
 }

@@ -657,6 +657,9 @@ const ATOMS: &[&str] = &[
     "yes",
     "no",
     "99999999",
+    "urbd-options",
+    "nbd-listen",
+    "0.0.0.0",
 ];
 
 proptest! {

@@ -14,10 +14,12 @@ use super::model::{
 };
 use super::options::{self, Options, Section, check_value};
 use super::units::{Scale, parse_scaled};
+use super::urbd::KEYWORD as URBD_OPTIONS;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
 mod sections;
+mod urbd;
 mod volumes;
 
 use volumes::{check_volume_sets, inherit_volumes, insert_volume, vol0};
@@ -202,8 +204,13 @@ impl<'a> Parser<'a> {
                         volumes,
                         hosts,
                         common: None,
+                        urbd: None,
                     };
                     self.loader.add_resource(res)?;
+                }
+                TokenKind::Word(w) if w == URBD_OPTIONS => {
+                    let u = self.parse_urbd_options()?;
+                    self.loader.add_urbd_options(u)?;
                 }
                 TokenKind::Word(w) if w == "skip" => self.parse_skip()?,
                 TokenKind::Word(w) if w == "include" => {
@@ -223,7 +230,8 @@ impl<'a> Parser<'a> {
                 other => {
                     return Err(ConfigError::Syntax {
                         at,
-                        expected: "global | common | resource | skip | include".into(),
+                        expected: "global | common | resource | skip | include | urbd-options"
+                            .into(),
                         found: other.describe(),
                     });
                 }

@@ -1,0 +1,117 @@
+//! urbd-only settings: the top-level section `urbd-options NAME { ... }`.
+//!
+//! drbd-utils' drbdadm refuses any keyword it does not know, anywhere in a file it reads,
+//! so settings only urbd understands cannot live in `drbd.conf` or a `.res` file. They
+//! live in urbd's own top file, `/etc/urbd.conf`, which urbdadm reads first and which
+//! includes `/etc/drbd.conf`; drbdadm never opens it.
+//!
+//! The section names a resource defined in some file of the configuration (checked once
+//! every file is read, so the section may come before or after the include that defines
+//! the resource), at most one section per resource. Its settings apply to the resource on
+//! every node and reach the daemon through [`super::NodeView`].
+//!
+//! Options (one so far):
+//! - `nbd-listen [ipv4|ipv6] ADDR:PORT;`: also serve the resource's NBD export on this
+//!   TCP address (default: the unix socket only). The address is written like DRBD's
+//!   `address`: `0.0.0.0:10809`, `ipv4 10.0.0.1:10809`, `ipv6 [::1]:10809`. IPv6 zone
+//!   indexes (`fe80::1%eth0`) are refused: a listen address does not need one.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use super::error::{ConfigError, Location};
+use super::model::{Address, AddressFamily, Resource};
+
+/// The section keyword.
+pub(crate) const KEYWORD: &str = "urbd-options";
+
+/// The option names the section accepts, for messages.
+pub(crate) const OPTION_NAMES: &[&str] = &["nbd-listen"];
+
+/// One `urbd-options NAME { ... }` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrbdOptions {
+    /// The resource it configures.
+    pub resource: String,
+    /// Where the resource name is written in the section's head.
+    pub at: Location,
+    /// `nbd-listen`: the TCP address to serve the NBD export on, besides the unix socket.
+    pub nbd_listen: Option<SocketAddr>,
+}
+
+impl UrbdOptions {
+    pub(crate) fn new(resource: String, at: Location) -> UrbdOptions {
+        UrbdOptions {
+            resource,
+            at,
+            nbd_listen: None,
+        }
+    }
+}
+
+/// The socket address of a parsed `[ipv4|ipv6] ADDR:PORT` value written at `at`, for the
+/// option `option`. The lexer's address patterns are wider than real addresses
+/// (`999.1.1.1`, zone names), so the text is parsed again here.
+pub(crate) fn socket_addr(
+    a: &Address,
+    option: &str,
+    at: &Location,
+) -> Result<SocketAddr, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidValue {
+        at: at.clone(),
+        option: option.to_string(),
+        value: a.to_string(),
+        reason: reason.to_string(),
+    };
+    let ip: IpAddr = match a.family {
+        AddressFamily::Ipv4 => a
+            .host
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| invalid("not an IPv4 address"))?
+            .into(),
+        AddressFamily::Ipv6 if a.host.contains('%') => {
+            return Err(invalid("IPv6 zone indexes (%...) are not supported here"));
+        }
+        AddressFamily::Ipv6 => a
+            .host
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| invalid("not an IPv6 address"))?
+            .into(),
+    };
+    Ok(SocketAddr::new(ip, a.port))
+}
+
+/// `ipv4 ADDR:PORT` or `ipv6 [ADDR]:PORT`, the way dumps print DRBD addresses.
+pub(crate) fn address_text(sa: &SocketAddr) -> String {
+    match sa {
+        SocketAddr::V4(v4) => format!("ipv4 {}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("ipv6 [{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// Gives every section to the resource it names. Runs once all files are read.
+///
+/// Errors: a section naming a resource that no file defines
+/// ([`ConfigError::UnknownResource`], at the name in the section's head).
+pub(crate) fn attach(
+    resources: &mut [Resource],
+    sections: Vec<UrbdOptions>,
+) -> Result<(), ConfigError> {
+    for u in sections {
+        let Some(r) = resources.iter_mut().find(|r| r.name == u.resource) else {
+            return Err(ConfigError::UnknownResource {
+                at: u.at,
+                section: KEYWORD,
+                name: u.resource,
+            });
+        };
+        // The loader refuses a second section for one resource; this only holds it.
+        debug_assert!(r.urbd.is_none(), "duplicate urbd-options passed the loader");
+        r.urbd = Some(u);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
