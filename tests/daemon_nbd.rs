@@ -232,3 +232,40 @@ fn ext4_on_the_export_survives_down_and_up() {
     }
     m.unmount();
 }
+
+#[test]
+fn tcp_export_only_when_urbd_options_ask() {
+    if !have_tool("nbdinfo") {
+        return;
+    }
+    let pair = Pair::with_metadata();
+    let a = pair.alpha();
+    // A free loopback port (bound and released; the daemon binds it right after).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(&a.conf).expect("conf");
+    std::fs::write(
+        &a.conf,
+        format!("{text}urbd-options loop {{ nbd-listen 127.0.0.1:{port}; }}\n"),
+    )
+    .expect("write conf");
+    a.adm(&["up", "loop"]).ok();
+    a.adm(&["primary", "--force", "loop"]).ok();
+    let uri = format!("nbd://127.0.0.1:{port}/loop");
+    let out = run_ok(Command::new("nbdinfo").arg("--size").arg(&uri), 60);
+    assert_eq!(out.trim(), DATA_BYTES.to_string());
+    let status = a.adm(&["status", "loop"]).ok().stdout;
+    assert!(status.contains(&uri), "{status}");
+    a.adm(&["down", "loop"]).ok();
+
+    // Without the option nothing listens on TCP.
+    std::fs::write(&a.conf, text).expect("restore conf");
+    a.adm(&["up", "loop"]).ok();
+    a.adm(&["primary", "loop"]).ok();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "TCP port open"
+    );
+}

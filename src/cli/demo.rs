@@ -115,7 +115,10 @@ fn serve_and_verify(node: &Node<'_>, dir: &Path) -> Result<(), CliError> {
     print(&proc)?;
     let socket = node.run_dir.join("demo.nbd");
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        CliError::exec(anyhow::anyhow!("demo: {what} through {}: {e}", socket.display()))
+        CliError::exec(anyhow::anyhow!(
+            "demo: {what} through {}: {e}",
+            socket.display()
+        ))
     };
     let mut client =
         Client::connect_unix(&socket, "demo", true).map_err(|e| fail("connecting", &e))?;
@@ -162,7 +165,8 @@ fn serve_and_verify(node: &Node<'_>, dir: &Path) -> Result<(), CliError> {
     let mut same = true;
     let mut offset = 0;
     while offset < bytes && same {
-        file.read_exact(&mut on_disk).map_err(|e| io_err(e, &disk))?;
+        file.read_exact(&mut on_disk)
+            .map_err(|e| io_err(e, &disk))?;
         same = on_disk == block(offset);
         offset += DEMO_CHUNK as u64;
     }

@@ -186,7 +186,8 @@ impl Export for NbdExport {
 }
 
 /// Creates the export of one volume: volume 0 is exported as the resource's name on
-/// `<run dir>/<resource>.nbd`; volume N as `<resource>/N` on `<run dir>/<resource>.N.nbd`.
+/// `<run dir>/<resource>.nbd` (and on TCP when configured); volume N as `<resource>/N` on
+/// `<run dir>/<resource>.N.nbd`.
 pub fn make_export(run_dir: &RunDir, view: &NodeView, volume: &VolumeView) -> Box<dyn Export> {
     let (name, socket) = if volume.volume == 0 {
         (
@@ -201,5 +202,12 @@ pub fn make_export(run_dir: &RunDir, view: &NodeView, volume: &VolumeView) -> Bo
                 .join(format!("{}.{}.nbd", view.resource, volume.volume)),
         )
     };
-    Box::new(NbdExport::new(&view.resource, &name, socket, None))
+    // TCP only when /etc/urbd.conf asks (`urbd-options RES { nbd-listen ADDR:PORT; }`), and
+    // for volume 0 only: one address serves one export.
+    let tcp = if volume.volume == 0 {
+        view.nbd_listen
+    } else {
+        None
+    };
+    Box::new(NbdExport::new(&view.resource, &name, socket, tcp))
 }
