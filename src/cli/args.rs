@@ -132,7 +132,11 @@ pub enum Command {
     /// Bring a running resource in line with the configuration file.
     Adjust(Resources),
     /// Print the state of all resources in /proc/drbd's format.
-    Proc,
+    Proc {
+        /// Machine-readable output (the same fields, as `status --json` gives them).
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream state changes.
     Events(MaybeResources),
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
@@ -180,7 +184,7 @@ impl Command {
             Command::Outdate(_) => "outdate",
             Command::WaitConnect(_) => "wait-connect",
             Command::Adjust(_) => "adjust",
-            Command::Proc => "proc",
+            Command::Proc { .. } => "proc",
             Command::Events(_) => "events",
             Command::Demo(_) => "demo",
         }
@@ -197,7 +201,9 @@ impl Command {
                 discard_my_data: true,
                 ..
             } => words.push("--discard-my-data".into()),
-            Command::Status { json: true, .. } => words.push("--json".into()),
+            Command::Status { json: true, .. } | Command::Proc { json: true } => {
+                words.push("--json".into())
+            }
             _ => {}
         }
         words.extend(self.resource_names().iter().cloned());
@@ -232,7 +238,7 @@ impl Command {
             | Command::WaitConnect(res)
             | Command::Adjust(res) => &res.names,
             Command::Status { res, .. } | Command::Dump(res) | Command::Events(res) => &res.names,
-            Command::Proc | Command::Demo(_) => &[],
+            Command::Proc { .. } | Command::Demo(_) => &[],
         }
     }
 }

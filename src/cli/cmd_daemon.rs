@@ -209,9 +209,9 @@ pub fn status(ctx: &Context, names: &[String], json: bool) -> Result<(), CliErro
     print(&text)
 }
 
-/// `urbdadm proc`: /proc/drbd for every resource up in the run directory (whatever the
-/// configuration says).
-pub fn proc(dry_run: bool) -> Result<(), CliError> {
+/// `urbdadm proc [--json]`: /proc/drbd for every resource up in the run directory (whatever
+/// the configuration says).
+pub fn proc(dry_run: bool, json: bool) -> Result<(), CliError> {
     let run_dir = RunDir::from_env();
     if dry_run {
         return print(&format!(
@@ -228,6 +228,10 @@ pub fn proc(dry_run: bool) -> Result<(), CliError> {
             Ok(other) => tracing::warn!(resource = %res, ?other, "unexpected answer"),
             Err(e) => tracing::warn!(resource = %res, error = %e, "no status"),
         }
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&statuses).map_err(CliError::exec)?;
+        return print(&format!("{text}\n"));
     }
     print(&proc::render(&statuses))
 }

@@ -116,7 +116,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Status { json, res } => {
             cmd_daemon::status(&Context::load(cli)?, &res.names, *json)
         }
-        Command::Proc => cmd_daemon::proc(cli.dry_run),
+        Command::Proc { json } => cmd_daemon::proc(cli.dry_run, *json),
         other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
     }
 }
