@@ -80,6 +80,12 @@ fn primary_serves_and_secondary_is_refused_while_held_open() {
     // The counters move: 1 MiB written, 1 MiB read.
     let proc = a.adm(&["proc"]).ok().stdout;
     assert!(proc.contains(" dw:1024 dr:1024 "), "{proc}");
+    let json: serde_json::Value =
+        serde_json::from_str(&a.adm(&["proc", "--json"]).ok().stdout).expect("proc --json");
+    let vol = &json[0]["volumes"][0];
+    assert_eq!(vol["counters"]["dw"], 1024, "{json}");
+    assert_eq!(vol["open_clients"], 1, "{json}");
+    assert_eq!(vol["role"], "Primary", "{json}");
 
     c.disconnect().expect("disconnect");
     // The server notices the disconnect asynchronously; give it a bounded moment.
