@@ -2,13 +2,13 @@
 //! on a real daemon, clients on `<run dir>/<resource>.nbd` (urbd's own client, nbdinfo, and
 //! ext4 on nbdfuse + loop standing in for /opt/zimbra on /dev/nbd0).
 
-#[path = "util/nbd.rs"]
-mod nbdutil;
 mod util;
+
+use util::nbd as nbdutil;
 
 use std::process::Command;
 
-use nbdutil::{FuseGuard, LoopGuard, MountGuard, run_ok};
+use nbdutil::{FuseLoop, MountGuard, run_ok};
 use urbd::nbd::{Client, ClientError};
 use util::have_tool;
 use util::pair::*;
@@ -192,16 +192,8 @@ fn ext4_on_the_export_survives_down_and_up() {
     std::fs::create_dir_all(&mnt).expect("mount point");
     let payload = pattern(3, 2_000_000);
     {
-        let fuse = FuseGuard::mount(&work.path().join("fuse"), &a.uri());
-        let dev = run_ok(
-            Command::new("losetup")
-                .args(["-f", "--show", "--direct-io=off"])
-                .arg(fuse.file()),
-            60,
-        )
-        .trim()
-        .to_string();
-        let _loop = LoopGuard(Some(dev.clone()));
+        let block = FuseLoop::attach(&work.path().join("fuse"), &a.uri());
+        let dev = block.dev.clone();
         run_ok(Command::new("mkfs.ext4").args(["-q", "-F", &dev]), 120);
         let mut m = MountGuard(None);
         run_ok(Command::new("mount").arg(&dev).arg(&mnt), 60);
@@ -217,16 +209,8 @@ fn ext4_on_the_export_survives_down_and_up() {
     a.adm(&["down", "loop"]).ok();
     a.adm(&["up", "loop"]).ok();
     a.adm(&["primary", "loop"]).ok();
-    let fuse = FuseGuard::mount(&work.path().join("fuse2"), &a.uri());
-    let dev = run_ok(
-        Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=off"])
-            .arg(fuse.file()),
-        60,
-    )
-    .trim()
-    .to_string();
-    let _loop = LoopGuard(Some(dev.clone()));
+    let block = FuseLoop::attach(&work.path().join("fuse2"), &a.uri());
+    let dev = block.dev.clone();
     let fsck = run_ok(Command::new("e2fsck").args(["-f", "-n", &dev]), 120);
     assert!(fsck.contains("files"), "{fsck}");
     let mut m = MountGuard(None);

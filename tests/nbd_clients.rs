@@ -3,9 +3,9 @@
 //! missing tool fails under CI=true, else the test is skipped); every process, mount and
 //! loop device is cleaned up by a guard, also on failure; every command is time-bounded.
 
-#[path = "util/nbd.rs"]
-mod nbdutil;
 mod util;
+
+use util::nbd as nbdutil;
 
 use std::process::Command;
 
@@ -227,16 +227,8 @@ fn ext4_through_nbdfuse_loop_survives_remount_and_fsck() {
     }
     let (_backing, srv) = serve_file("r0", 256 << 20);
     let work = tempfile::tempdir().unwrap();
-    let fuse = FuseGuard::mount(&work.path().join("fuse"), &srv.uri());
-    let dev = run_ok(
-        Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=off"])
-            .arg(fuse.file()),
-        60,
-    )
-    .trim()
-    .to_string();
-    let loopdev = LoopGuard(Some(dev.clone()));
+    let block = FuseLoop::attach(&work.path().join("fuse"), &srv.uri());
+    let dev = block.dev.clone();
     run_ok(Command::new("mkfs.ext4").args(["-q", "-F", &dev]), 120);
     let mnt = work.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -268,8 +260,7 @@ fn ext4_through_nbdfuse_loop_survives_remount_and_fsck() {
     m.unmount();
     let out = run_ok(Command::new("e2fsck").args(["-f", "-n", &dev]), 120);
     assert!(out.contains("clean") || out.contains("files"), "{out}");
-    drop(loopdev);
-    drop(fuse);
+    drop(block);
     srv.stop();
 }
 

@@ -2,13 +2,13 @@
 //! accepts the waiting client once fds are available again. Its own test binary because it
 //! changes the process-wide RLIMIT_NOFILE.
 
-#[path = "util/nbd.rs"]
-mod nbdutil;
+mod util;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+use util::nbd as nbdutil;
 
 use nbdutil::Served;
 use urbd::io::MemDisk;

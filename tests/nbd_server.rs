@@ -2,12 +2,12 @@
 //! broken protocol on purpose. Every test is bounded (socket read timeouts) and stops its
 //! data path on drop.
 
-#[path = "util/nbd.rs"]
-mod nbdutil;
+mod util;
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use util::nbd as nbdutil;
 
 use nbdutil::*;
 use urbd::io::{BackendSpec, FaultBackend, MemDisk, open_backend};

@@ -2,29 +2,15 @@
 
 use std::io::{BufRead, Write};
 
-use crate::config::MetaDiskSpec;
 use crate::meta::{self, Access, CreateOptions, Disk, Existing, Layout, MetaDevice};
 
 use super::context::{Context, Target};
 use super::error::CliError;
 use super::output::print;
 
-/// Where a volume's metadata lives, in the metadata module's terms.
+/// Where a volume's metadata lives (the daemon's mapping, so both always agree).
 pub(crate) fn meta_device(target: &Target) -> MetaDevice {
-    match &target.volume.meta_disk {
-        MetaDiskSpec::Internal => MetaDevice {
-            path: target.volume.disk.clone(),
-            layout: Layout::Internal,
-        },
-        MetaDiskSpec::Indexed { path, index } => MetaDevice {
-            path: path.clone(),
-            layout: Layout::Indexed(*index),
-        },
-        MetaDiskSpec::Flexible { path } => MetaDevice {
-            path: path.clone(),
-            layout: Layout::FlexExternal,
-        },
-    }
+    crate::daemon::disk::meta_device(&target.volume)
 }
 
 /// How `create-md` settles an existing signature on the meta-disk.

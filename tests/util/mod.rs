@@ -2,6 +2,7 @@
 //! external tools (fail loudly under CI=true, skip with a message otherwise).
 #![allow(dead_code)]
 
+pub mod nbd;
 pub mod pair;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,61 @@ pub fn run(cmd: &mut Command) -> Ran {
         cmd.output()
             .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")),
     )
+}
+
+/// Runs `cmd` (stdin null, output collected) for at most `limit`; kills it after that and
+/// returns `Err` with what it printed so far.
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Result<Ran, Ran> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pipe = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => panic!("waiting for {cmd:?}: {e}"),
+        }
+    };
+    let ran = |code| Ran {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    match status {
+        Some(st) => Ok(ran(st.code().unwrap_or(-1))),
+        None => Err(ran(-1)),
+    }
 }
 
 /// Runs `urbdadm ARGS...`.

@@ -1,6 +1,5 @@
 //! Helpers for NBD tests: an in-process data path on a temp unix socket, stopped on drop,
 //! and raw-socket helpers for speaking broken protocol on purpose.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -166,41 +165,13 @@ pub fn closed_by_peer(s: &mut UnixStream) -> bool {
 /// Runs a command to completion within `secs` seconds (killed after that); returns
 /// (success, stdout, stderr).
 pub fn run_bounded(cmd: &mut std::process::Command, secs: u64) -> (bool, String, String) {
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (so, se) = (t_out.join().unwrap(), t_err.join().unwrap());
-    match status {
-        Some(st) => (st.success(), so, se),
-        None => (false, so, format!("{se}\n(killed after {secs}s: {cmd:?})")),
+    match super::run_within(cmd, Duration::from_secs(secs)) {
+        Ok(r) => (r.code == 0, r.stdout, r.stderr),
+        Err(r) => (
+            false,
+            r.stdout,
+            format!("{}\n(killed after {secs}s: {cmd:?})", r.stderr),
+        ),
     }
 }
 
@@ -315,6 +286,36 @@ impl Drop for FuseGuard {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// A block device on an NBD export without the kernel nbd module: nbdfuse exposes the
+/// export as a file, a loop device makes it a block device. Dropped in that order: the loop
+/// device is detached before nbdfuse is unmounted.
+pub struct FuseLoop {
+    /// The loop device (`/dev/loopN`).
+    pub dev: String,
+    _loop: LoopGuard,
+    _fuse: FuseGuard,
+}
+
+impl FuseLoop {
+    /// nbdfuse at `dir`, then `losetup` on its file (buffered: the export does its own I/O).
+    pub fn attach(dir: &std::path::Path, uri: &str) -> FuseLoop {
+        let fuse = FuseGuard::mount(dir, uri);
+        let dev = run_ok(
+            std::process::Command::new("losetup")
+                .args(["-f", "--show", "--direct-io=off"])
+                .arg(fuse.file()),
+            60,
+        )
+        .trim()
+        .to_string();
+        FuseLoop {
+            _loop: LoopGuard(Some(dev.clone())),
+            dev,
+            _fuse: fuse,
         }
     }
 }

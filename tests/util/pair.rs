@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::Ran;
@@ -16,31 +16,14 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DATA_BYTES: u64 = 64 << 20;
 pub const META_SLOT_BYTES: u64 = 128 << 20;
 
-/// Runs `cmd` with a time limit; kills it when the limit passes.
+/// Runs `cmd` with a time limit; kills it and fails the test when the limit passes.
 pub fn run_bounded(cmd: &mut Command) -> Ran {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > COMMAND_TIMEOUT => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("wait");
-                panic!(
-                    "{cmd:?} took longer than {COMMAND_TIMEOUT:?}\nstderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for {cmd:?}: {e}"),
-        }
-    }
-    Ran::from_output(child.wait_with_output().expect("collect output"))
+    super::run_within(cmd, COMMAND_TIMEOUT).unwrap_or_else(|r| {
+        panic!(
+            "{cmd:?} took longer than {COMMAND_TIMEOUT:?}\nstderr: {}",
+            r.stderr
+        )
+    })
 }
 
 pub fn pid_alive(pid: i32) -> bool {
