@@ -134,6 +134,8 @@ fn arrives_with(command: &Command) -> &'static str {
         | Command::PauseSync(_)
         | Command::ResumeSync(_) => "the activity log and resync engine",
         Command::Outdate(_) => "outdate and fencing",
-        _ => "the node daemon",
+        Command::Events(_) => "the state-change event stream",
+        Command::Adjust(_) => "online reconfiguration (adjust)",
+        _ => "a later version",
     }
 }
