@@ -13,6 +13,9 @@ const BLOCK: usize = 4096;
 /// Largest input the metadata target looks at (the fuzzer keeps inputs far smaller).
 const MAX_META_INPUT: usize = 1 << 20;
 
+/// Largest input the wire target looks at: two largest frames.
+const MAX_WIRE_INPUT: usize = 2 * (1 << 21);
+
 /// Feeds `data` to the drbd.conf parser. Includes are not followed, so a run never reads
 /// files outside its input.
 pub fn config(data: &[u8]) {
@@ -75,6 +78,45 @@ pub fn nbd_handshake(data: &[u8]) {
 /// Feeds `data` to the NBD request-header decoder and checks, and to the reply decoder.
 pub fn nbd_request(data: &[u8]) {
     crate::nbd::fuzz::fuzz_request(data);
+}
+
+/// Feeds `data` to the peer-protocol decoders as a stream of frames, the way a receive
+/// buffer fills: the streaming decoder on every prefix length the data picks, then frames
+/// split off the front until the input runs out or is rejected. Every decoded frame is
+/// re-encoded and must decode to itself.
+pub fn wire(data: &[u8]) {
+    use crate::wire::{Frame, Packet, Reader};
+    let data = &data[..data.len().min(MAX_WIRE_INPUT)];
+    let mut rest = data;
+    while !rest.is_empty() {
+        match Frame::decode(rest) {
+            Ok(Some((frame, used))) => {
+                let mut again = Vec::new();
+                frame.encode(&mut again);
+                assert_eq!(
+                    Frame::decode(&again),
+                    Ok(Some((frame, again.len()))),
+                    "re-encoded frame decodes differently"
+                );
+                if let Packet::CompressedBitmap(bm) = frame.packet {
+                    for run in bm.runs() {
+                        if run.is_err() {
+                            break;
+                        }
+                    }
+                }
+                rest = &rest[used..];
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // The whole-buffer decoder agrees with the streaming one on the first frame.
+    let whole = Frame::read(&mut Reader::new(data));
+    match Frame::decode(data) {
+        Ok(Some((frame, _))) => assert_eq!(whole, Ok(frame)),
+        Ok(None) => assert!(whole.is_err()),
+        Err(e) => assert_eq!(whole, Err(e)),
+    }
 }
 
 fn padded(chunk: &[u8]) -> [u8; BLOCK] {
