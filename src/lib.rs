@@ -10,6 +10,7 @@
 //! - [`io`]: block backends on io_uring (O_DIRECT files and block devices), in memory, with
 //!   injected faults.
 //! - [`nbd`]: the NBD server (io_uring loop, handshake, requests, replies) and a small client.
+//! - [`wire`]: the peer protocol codec (frames, packets, version negotiation, auth bytes).
 //! - [`core`]: the sans-IO state machine of roles, disk states and generation UUIDs.
 //! - [`control`]: the urbdadm <-> urbd request/response protocol on a unix socket.
 //! - [`status`]: renderers for /proc/drbd (8.4), `status` (9 style) and JSON.
@@ -27,3 +28,4 @@ pub mod io;
 pub mod meta;
 pub mod nbd;
 pub mod status;
+pub mod wire;

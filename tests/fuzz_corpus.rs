@@ -97,3 +97,9 @@ fn nbd_request_corpus_replays() {
     replay("nbd_request", urbd::fuzzing::nbd_request);
     mutate("nbd_request", urbd::fuzzing::nbd_request, 1000);
 }
+
+#[test]
+fn wire_corpus_replays() {
+    replay("wire", urbd::fuzzing::wire);
+    mutate("wire", urbd::fuzzing::wire, 1000);
+}

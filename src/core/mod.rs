@@ -12,11 +12,13 @@
 //! messages. The peer handshake and resync join it later.
 //!
 //! Files: `state` (the enums), `validity` (DRBD's state checks), `refusal` (errors with
-//! DRBD's numbers and texts), `volume` (the per-volume machine), `action` (host requests).
+//! DRBD's numbers and texts), `volume` (the per-volume machine), `action` (host requests),
+//! `uuid_compare` (the connect-time resync decision from both nodes' generation UUIDs).
 
 mod action;
 mod refusal;
 mod state;
+mod uuid_compare;
 mod validity;
 mod volume;
 
@@ -26,5 +28,11 @@ mod tests;
 pub use action::{Action, MdUpdate};
 pub use refusal::{Refusal, VolumeRefusal};
 pub use state::{ConnState, DiskState, Role};
+pub use uuid_compare::{
+    AfterSb, Comparison, Decision, FF_WSAME, Handshake, HandshakeDecision, HandshakeInput,
+    HandshakeRefusal, Link, PRO_VERSION_MAX, PRO_VERSION_NEW_BM_OFFSET, PRO_VERSION_UUID_REPAIR,
+    Policies, Side, SplitBrainResolution, UUID_NEW_BM_OFFSET, sync_handshake, uuid_compare,
+    uuid_flags,
+};
 pub use validity::{Context, Fencing, State, check_transition, is_valid_state};
 pub use volume::{AdminCmd, AttachInfo, Outcome, Volume, VolumeConfig, flags_for};
