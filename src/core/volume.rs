@@ -321,10 +321,11 @@ impl Volume {
         self.state = ns;
         if let Some(md) = self.md.as_mut() {
             // Promotion without a (connected) peer, or a forced one: a new data generation
-            // starts (drbd_uuid_new_current; the old current goes to the bitmap slot).
+            // starts (drbd_uuid_new_current; the old current goes to the bitmap slot as it
+            // is, bit 0 included, which discard-younger/older-primary read later).
             let no_peer = ns.conn < ConnState::Connected || ns.pdsk <= DiskState::Failed;
             if (no_peer && md.uuids.bitmap == 0) || forced {
-                md.uuids.bitmap = md.uuids.current & !1;
+                md.uuids.bitmap = md.uuids.current;
                 md.uuids.current = random;
             }
             set_role_bit(&mut md.uuids, Role::Primary);
