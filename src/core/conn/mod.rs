@@ -646,8 +646,11 @@ impl Connection {
         self.event(ConnEvent::TransportLost(why));
         if close {
             self.close_transport();
+        } else {
+            // The host already knows: nothing to close, but forget the peer all the same.
+            self.transport_up = false;
+            self.close_transport();
         }
-        self.transport_up = false;
         self.timers.stop_all();
         self.timers
             .set(Timer::Reconnect, now + self.config.timers.connect_int);

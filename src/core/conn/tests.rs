@@ -736,3 +736,98 @@ fn admin_disconnect() {
     );
     assert_eq!(p.a.conn.poll_timeout(), None);
 }
+
+/// A single connection fed packets by hand, through the codec.
+fn lone(
+    config: impl FnOnce(&mut ConnConfig),
+    random: [u8; CHALLENGE_LEN],
+) -> (Connection, Instant) {
+    let t0 = Instant::now();
+    let mut cfg = ConnConfig::new("peer");
+    config(&mut cfg);
+    let mut c = Connection::new(cfg, disk_of(&synced(), 0));
+    c.handle_admin(
+        t0,
+        ConnAdmin::Connect {
+            discard_my_data: false,
+        },
+    );
+    c.handle_transport_up(
+        t0,
+        TransportUp {
+            accepted: false,
+            random,
+        },
+    );
+    while c.poll_transmit().is_some() {}
+    while c.poll_event().is_some() {}
+    (c, t0)
+}
+
+fn feed(c: &mut Connection, now: Instant, packet: Packet<'_>) {
+    let mut bytes = Vec::new();
+    Frame::new(0, packet).encode(&mut bytes);
+    let (frame, _) = Frame::decode(&bytes).unwrap().unwrap();
+    c.handle_packet(now, frame.packet);
+}
+
+/// `drbd_do_auth`: "Peer presented the same challenge!" (a reflection attack) is refused.
+#[test]
+fn echoed_challenge_is_refused() {
+    let auth = |c: &mut ConnConfig| {
+        c.auth = Some(AuthConfig {
+            shared_secret: b"k".to_vec(),
+        })
+    };
+    let random = [9; CHALLENGE_LEN];
+    let (mut c, t0) = lone(auth, random);
+    feed(&mut c, t0, Packet::Hello(Hello::OURS));
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Transmit::AuthChallenge(random.to_vec()))
+    );
+    feed(
+        &mut c,
+        t0,
+        Packet::AuthChallenge(crate::wire::AuthChallenge { challenge: &random }),
+    );
+    assert_eq!(c.state(), ConnState::StandAlone);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        events.contains(&ConnEvent::Refused(ConnRefusal::ChallengeEchoed {
+            peer: "peer".into()
+        }))
+    );
+}
+
+/// DRBD drops the connection on a packet out of sequence ("unexpected packet"): a
+/// protocol error, back to WFConnection, retry after `connect-int`.
+#[test]
+fn packet_out_of_sequence_is_a_protocol_error() {
+    let (mut c, t0) = lone(none, [1; CHALLENGE_LEN]);
+    feed(&mut c, t0, Packet::Sizes(crate::wire::Sizes::default()));
+    assert_eq!(c.state(), ConnState::WFConnection);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        events.contains(&ConnEvent::TransportLost(LostReason::Protocol(
+            ProtocolError::Unexpected(crate::wire::PacketType::SIZES)
+        )))
+    );
+    assert!(events.contains(&ConnEvent::CloseTransport));
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+}
+
+/// A peer that never answers: the handshake gives up after `connect-int` and retries.
+#[test]
+fn silent_peer_times_out_the_handshake() {
+    let (mut c, t0) = lone(none, [1; CHALLENGE_LEN]);
+    let deadline = c.poll_timeout().unwrap();
+    assert_eq!(deadline, t0 + Duration::from_secs(10));
+    c.handle_timeout(deadline);
+    assert_eq!(c.state(), ConnState::WFConnection);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.contains(&ConnEvent::TransportLost(LostReason::HandshakeTimeout)));
+    // Only the reconnect timer is left.
+    assert_eq!(c.poll_timeout(), Some(deadline + Duration::from_secs(10)));
+    assert_eq!(c.poll_transmit(), None);
+}
