@@ -571,8 +571,15 @@ fn protocol_mismatch_is_refused() {
         ours: WireProtocol::C,
         peer: WireProtocol::A,
     });
-    assert_eq!(p.a.refusals(), [want.clone()]);
     assert_eq!(want.to_string(), "incompatible protocol settings");
+    assert_eq!(p.a.refusals(), [want]);
+    assert_eq!(
+        p.b.refusals(),
+        [ConnRefusal::Incompatible(Setting::Protocol {
+            ours: WireProtocol::A,
+            peer: WireProtocol::C,
+        })]
+    );
     assert!(p.a.decisions().is_empty());
 }
 
