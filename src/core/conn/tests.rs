@@ -838,3 +838,25 @@ fn silent_peer_times_out_the_handshake() {
     assert_eq!(c.poll_timeout(), Some(deadline + Duration::from_secs(10)));
     assert_eq!(c.poll_transmit(), None);
 }
+
+/// `receive_protocol`: "incompatible discard-my-data settings" when both sides were told
+/// `--discard-my-data`; the flag stays pending (the handshake did not use it).
+#[test]
+fn discard_my_data_on_both_sides_is_refused() {
+    let mut p = Pair::new(node("b", synced(), none), node("a", synced(), none));
+    let now = p.time;
+    for n in [&mut p.a, &mut p.b] {
+        n.conn.handle_admin(
+            now,
+            ConnAdmin::Connect {
+                discard_my_data: true,
+            },
+        );
+    }
+    p.settle();
+    assert_eq!(p.states(), (ConnState::StandAlone, ConnState::StandAlone));
+    let want = ConnRefusal::Incompatible(Setting::DiscardMyData);
+    assert_eq!(want.to_string(), "incompatible discard-my-data settings");
+    assert_eq!(p.a.refusals(), [want]);
+    assert!(p.a.conn.is_discard_my_data());
+}
