@@ -16,6 +16,7 @@
 //! `uuid_compare` (the connect-time resync decision from both nodes' generation UUIDs).
 
 mod action;
+pub mod conn;
 mod refusal;
 mod state;
 mod uuid_compare;
@@ -26,6 +27,10 @@ mod volume;
 mod tests;
 
 pub use action::{Action, MdUpdate};
+pub use conn::{
+    ConnAdmin, ConnConfig, ConnEvent, ConnRefusal, Connection, LocalDisk, LostReason, NetTimers,
+    TransportUp,
+};
 pub use refusal::{Refusal, VolumeRefusal};
 pub use state::{ConnState, DiskState, Role};
 pub use uuid_compare::{
