@@ -7,13 +7,14 @@
 //! perform, in order, before it reports a request as done (a superblock write before the
 //! "ok" of the `primary` that caused it).
 //!
-//! Today it covers one node without a connected peer: roles, disk states, connection
-//! state StandAlone, generation UUIDs and `MDF_*` flags, with DRBD 8.4's rules and refusal
-//! messages. The peer handshake and resync join it later.
+//! It covers one node's roles, disk states, generation UUIDs and `MDF_*` flags with DRBD
+//! 8.4's rules and refusal messages, and the connection setup with a peer up to the resync
+//! decision ([`conn`]). The bitmap exchange and resync join it later.
 //!
 //! Files: `state` (the enums), `validity` (DRBD's state checks), `refusal` (errors with
 //! DRBD's numbers and texts), `volume` (the per-volume machine), `action` (host requests),
-//! `uuid_compare` (the connect-time resync decision from both nodes' generation UUIDs).
+//! `uuid_compare` (the connect-time resync decision from both nodes' generation UUIDs),
+//! `conn` (the connection handshake: negotiation, authentication, parameters, decision).
 
 mod action;
 pub mod conn;
