@@ -21,40 +21,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use urbd::config::{Config, DumpOptions, HostKind, dump_with};
+mod util;
 
-const DRBDADM: &str = "/lib/drbd/drbdadm-84";
+use urbd::config::{Config, DumpOptions, HostKind, dump_with};
+use util::drbdadm::oracle_unavailable;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("res-examples")
 }
 
-/// Whether drbdadm-84 can be run under a private UTS namespace; the reason if not.
-fn oracle_unavailable() -> Option<String> {
-    if !Path::new(DRBDADM).exists() {
-        return Some(format!(
-            "{DRBDADM} not installed (apt-get install drbd-utils)"
-        ));
-    }
-    match Command::new("unshare").args(["-u", "true"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "unshare -u fails: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("unshare not runnable: {e}")),
-    }
-}
-
 /// Runs `drbdadm-84 -d -c file dump all` as host `host`; stdout on success.
 fn drbdadm_dump(file: &Path, host: &str) -> Result<String, String> {
-    let script = format!("hostname \"$1\" && exec {DRBDADM} -d -c \"$2\" dump all");
-    let out = Command::new("unshare")
-        .args(["-u", "sh", "-c", &script, "sh", host])
-        .arg(file)
-        .env("DRBD_DONT_WARN_ON_VERSION_MISMATCH", "1")
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    let out = util::drbdadm::dump_as(file, host);
     if !out.status.success() {
         return Err(format!(
             "drbdadm-84 -c {} dump all (host {host}) exited {:?}:\n{}",

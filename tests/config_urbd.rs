@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use urbd::config::Config;
+mod util;
 
-const DRBDADM: &str = "/lib/drbd/drbdadm-84";
+use urbd::config::Config;
+use util::drbdadm::oracle_unavailable;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("res-examples")
@@ -86,32 +87,8 @@ fn urbdadm_dump_prints_the_section_only_for_the_urbd_file() {
     assert_eq!(body(&urbd), body(&drbd));
 }
 
-/// Why drbdadm-84 cannot run here, if it cannot.
-fn oracle_unavailable() -> Option<String> {
-    if !Path::new(DRBDADM).exists() {
-        return Some(format!(
-            "{DRBDADM} not installed (apt-get install drbd-utils)"
-        ));
-    }
-    match Command::new("unshare").args(["-u", "true"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "unshare -u fails: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("unshare not runnable: {e}")),
-    }
-}
-
-/// `drbdadm-84 -d -c FILE dump all` with the host name set to `host`.
 fn drbdadm_dump(file: &Path, host: &str) -> Output {
-    let script = format!("hostname \"$1\" && exec {DRBDADM} -d -c \"$2\" dump all");
-    Command::new("unshare")
-        .args(["-u", "sh", "-c", &script, "sh", host])
-        .arg(file)
-        .env("DRBD_DONT_WARN_ON_VERSION_MISMATCH", "1")
-        .output()
-        .expect("run unshare")
+    util::drbdadm::dump_as(file, host)
 }
 
 #[test]

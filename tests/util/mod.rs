@@ -2,6 +2,7 @@
 //! external tools (fail loudly under CI=true, skip with a message otherwise).
 #![allow(dead_code)]
 
+pub mod drbdadm;
 pub mod nbd;
 pub mod pair;
 
