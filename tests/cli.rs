@@ -125,3 +125,26 @@ fn primary_force_is_parsed() {
 fn resource_argument_is_required() {
     adm(&["up"]).code(2);
 }
+
+#[test]
+fn demo_runs_one_node_for_real_and_says_what_it_skips() {
+    let out = adm(&["demo", "--size", "16M"]).ok();
+    assert!(
+        out.stdout.contains("[alpha] urbdadm up demo"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("[alpha] writing 16 MiB through NBD"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(": identical"), "{}", out.stdout);
+    assert!(out.stdout.contains(" dw:16384 dr:16384 "), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("[alpha] urbdadm down demo"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("Not available yet"), "{}", out.stdout);
+}
