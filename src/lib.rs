@@ -19,6 +19,7 @@
 //! - [`fuzzing`]: the entry points of the fuzz targets.
 
 pub mod cli;
+mod code;
 pub mod config;
 pub mod control;
 pub mod core;

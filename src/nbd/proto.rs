@@ -4,42 +4,7 @@
 //! reply type survives decoding, can be answered (`NBD_REP_ERR_UNSUP`, `NBD_EINVAL`) and
 //! prints in hex; flag fields are plain integers with named bits.
 
-use std::fmt;
-
-macro_rules! wire_code {
-    ($(#[$m:meta])* $name:ident($ty:ty) { $($(#[$vm:meta])* $v:ident = $val:expr,)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-        pub struct $name(pub $ty);
-
-        impl $name {
-            $($(#[$vm])* pub const $v: $name = $name($val);)*
-
-            /// The spec's name, or `None` for a code this implementation does not know.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $(Self::$v => Some(stringify!($v)),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => f.write_str(n),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self, f)
-            }
-        }
-    };
-}
+use crate::code::wire_code;
 
 /// `NBDMAGIC`, first 8 bytes the server sends.
 pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;

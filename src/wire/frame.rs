@@ -4,8 +4,6 @@
 //! The header is checked completely — magic, version, flags, and the announced length
 //! against the cap of its packet type — before any payload byte is looked at.
 
-use std::fmt;
-
 use super::codec::{Reader, WireError, put_u16, put_u32};
 
 /// First four bytes of every frame: "URBD".
@@ -39,44 +37,7 @@ pub mod flags {
     pub const KNOWN: u8 = MAY_IGNORE;
 }
 
-macro_rules! wire_code {
-    ($(#[$m:meta])* $name:ident($ty:ty) { $($(#[$vm:meta])* $v:ident = $val:expr,)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub $ty);
-
-        impl $name {
-            $($(#[$vm])* pub const $v: $name = $name($val);)*
-
-            /// Every code this implementation knows.
-            pub const ALL: &'static [$name] = &[$($name::$v,)*];
-
-            /// The name, or `None` for a code this implementation does not know.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $(Self::$v => Some(stringify!($v)),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => f.write_str(n),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self, f)
-            }
-        }
-    };
-}
-pub(crate) use wire_code;
+pub(crate) use crate::code::wire_code;
 
 wire_code! {
     /// A packet type. The numbers are DRBD 8.4's (`enum drbd_packet`) where DRBD has the

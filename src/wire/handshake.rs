@@ -2,8 +2,6 @@
 //! response ([`AuthChallenge`], [`AuthResponse`]), and the connection parameters both sides
 //! must agree on ([`ReportParams`]).
 
-use std::fmt;
-
 use super::codec::{Codec, Reader, WireError, put_u8_prefixed, put_u32, put_u64, read_u8_prefixed};
 use super::frame::wire_code;
 
