@@ -19,6 +19,7 @@
 mod action;
 pub mod conn;
 mod refusal;
+pub mod repl;
 mod state;
 mod uuid_compare;
 mod validity;

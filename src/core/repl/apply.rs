@@ -1,0 +1,339 @@
+//! The receiving side: writes and resync data from the peer, applied in arrival order,
+//! acks per protocol, and barriers (wait for the epoch, flush, BARRIER_ACK).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::io::Errno;
+use crate::wire::{BlockAck, Data, PacketType, dp_flags};
+
+use super::{BM_BLOCK, overlaps};
+use super::{LocalIo, Outgoing, Payload, ReplAction, ReplError, Replicator, Waiter};
+
+/// Something received and not applied yet.
+#[derive(Debug, Clone, Copy)]
+enum Incoming {
+    /// DATA (a replicated write, trim or zero).
+    Data {
+        key: Option<u64>,
+        sector: u64,
+        block_id: u64,
+        seq: u32,
+        dp_flags: u32,
+        len: u32,
+    },
+    /// RS_DATA_REPLY.
+    Rs {
+        key: u64,
+        sector: u64,
+        block_id: u64,
+        len: u32,
+    },
+    /// BARRIER.
+    Barrier(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    key: Option<u64>,
+    sector: u64,
+    block_id: u64,
+    seq: u32,
+    len: u32,
+    /// Protocol C: answer WRITE_ACK when written.
+    write_ack: bool,
+    /// Resync data.
+    rs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BarrierPhase {
+    /// Waiting for the epoch's writes.
+    Draining,
+    /// Waiting for the disk flush.
+    Flushing,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Apply {
+    queue: VecDeque<Incoming>,
+    inflight: BTreeMap<u64, InFlight>,
+    epoch_writes: u32,
+    barrier: Option<(u32, u32, BarrierPhase)>,
+}
+
+impl Apply {
+    pub(super) fn backlog(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Resync data queued or being written.
+    pub(super) fn rs_pending(&self) -> bool {
+        self.inflight.values().any(|f| f.rs)
+            || self.queue.iter().any(|i| matches!(i, Incoming::Rs { .. }))
+    }
+
+    pub(super) fn link_up(&mut self) {
+        self.epoch_writes = 0;
+        self.barrier = None;
+    }
+
+    /// Drop what was received but not started; returns the payloads to release. Writes
+    /// already submitted finish (their acks go nowhere).
+    pub(super) fn link_down(&mut self) -> Vec<Payload> {
+        self.barrier = None;
+        self.epoch_writes = 0;
+        for f in self.inflight.values_mut() {
+            f.write_ack = false;
+            f.rs = false;
+        }
+        self.queue
+            .drain(..)
+            .filter_map(|i| match i {
+                Incoming::Data { key, .. } => key.map(Payload::Peer),
+                Incoming::Rs { key, .. } => Some(Payload::Peer(key)),
+                Incoming::Barrier(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// The length a DATA packet writes: its payload, or for a trim/zero the 4-byte length
+/// that is its payload.
+fn data_len(d: &Data<'_>) -> Option<u32> {
+    if d.dp_flags & (dp_flags::DISCARD | dp_flags::ZEROES) != 0 {
+        let b: [u8; 4] = d.payload.try_into().ok()?;
+        Some(u32::from_be_bytes(b))
+    } else {
+        u32::try_from(d.payload.len()).ok()
+    }
+}
+
+impl Replicator {
+    pub(super) fn on_peer_data(&mut self, d: &Data<'_>, key: Option<u64>) -> Result<(), ReplError> {
+        let len = data_len(d).ok_or(ReplError::BadRange {
+            what: "DATA",
+            sector: d.sector,
+            size: 0,
+        })?;
+        self.check_range("DATA", d.sector, len)?;
+        let is_write = d.dp_flags & (dp_flags::DISCARD | dp_flags::ZEROES) == 0;
+        self.apply.queue.push_back(Incoming::Data {
+            key: if is_write { key } else { None },
+            sector: d.sector,
+            block_id: d.block_id,
+            seq: d.seq,
+            dp_flags: d.dp_flags,
+            len,
+        });
+        if !is_write && let Some(k) = key {
+            self.push(ReplAction::Release(Payload::Peer(k)));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_rs_reply(&mut self, d: &Data<'_>, key: Option<u64>) -> Result<(), ReplError> {
+        let len = u32::try_from(d.payload.len()).unwrap_or(u32::MAX);
+        self.check_range("RS_DATA_REPLY", d.sector, len)?;
+        if !self.resync.take_request(d.block_id) {
+            return Err(ReplError::UnknownAck(PacketType::RS_DATA_REPLY));
+        }
+        let Some(key) = key else {
+            return Err(ReplError::Unexpected(PacketType::RS_DATA_REPLY));
+        };
+        self.apply.queue.push_back(Incoming::Rs {
+            key,
+            sector: d.sector,
+            block_id: d.block_id,
+            len,
+        });
+        Ok(())
+    }
+
+    pub(super) fn on_barrier(&mut self, epoch: u32) {
+        self.apply.queue.push_back(Incoming::Barrier(epoch));
+    }
+
+    /// Start what may start, in order.
+    pub(super) fn pump_apply(&mut self) {
+        loop {
+            self.check_barrier();
+            if self.apply.barrier.is_some() {
+                return;
+            }
+            let Some(front) = self.apply.queue.front().copied() else {
+                return;
+            };
+            match front {
+                Incoming::Barrier(epoch) => {
+                    self.apply.queue.pop_front();
+                    let set_size = std::mem::take(&mut self.apply.epoch_writes);
+                    self.apply.barrier = Some((epoch, set_size, BarrierPhase::Draining));
+                }
+                Incoming::Data { sector, len, .. } | Incoming::Rs { sector, len, .. } => {
+                    let offset = sector * 512;
+                    if self
+                        .apply
+                        .inflight
+                        .values()
+                        .any(|f| overlaps(f.sector * 512, u64::from(f.len), offset, u64::from(len)))
+                    {
+                        return;
+                    }
+                    self.apply.queue.pop_front();
+                    self.start_apply(front);
+                }
+            }
+        }
+    }
+
+    fn start_apply(&mut self, item: Incoming) {
+        match item {
+            Incoming::Data {
+                key,
+                sector,
+                block_id,
+                seq,
+                dp_flags: flags,
+                len,
+            } => {
+                self.apply.epoch_writes += 1;
+                if flags & dp_flags::SEND_RECEIVE_ACK != 0 {
+                    self.send(Outgoing::Ack {
+                        ty: PacketType::RECV_ACK,
+                        ack: BlockAck {
+                            sector,
+                            block_id,
+                            size: len,
+                            seq,
+                        },
+                    });
+                }
+                let io = match key {
+                    Some(k) => LocalIo::Write {
+                        key: Payload::Peer(k),
+                        offset: sector * 512,
+                        len,
+                        fua: flags & dp_flags::FUA != 0,
+                    },
+                    None => LocalIo::Discard {
+                        offset: sector * 512,
+                        len,
+                        zero: flags & dp_flags::ZEROES != 0,
+                    },
+                };
+                let id = self.local_io(Waiter::Peer, io);
+                self.apply.inflight.insert(
+                    id,
+                    InFlight {
+                        key,
+                        sector,
+                        block_id,
+                        seq,
+                        len,
+                        write_ack: flags & dp_flags::SEND_WRITE_ACK != 0,
+                        rs: false,
+                    },
+                );
+            }
+            Incoming::Rs {
+                key,
+                sector,
+                block_id,
+                len,
+            } => {
+                let id = self.local_io(
+                    Waiter::Peer,
+                    LocalIo::Write {
+                        key: Payload::Peer(key),
+                        offset: sector * 512,
+                        len,
+                        fua: false,
+                    },
+                );
+                self.apply.inflight.insert(
+                    id,
+                    InFlight {
+                        key: Some(key),
+                        sector,
+                        block_id,
+                        seq: 0,
+                        len,
+                        write_ack: false,
+                        rs: true,
+                    },
+                );
+            }
+            Incoming::Barrier(_) => {}
+        }
+    }
+
+    pub(super) fn on_peer_write_done(&mut self, id: u64, res: Result<(), Errno>) {
+        let Some(f) = self.apply.inflight.remove(&id) else {
+            return;
+        };
+        if let Some(k) = f.key {
+            self.push(ReplAction::Release(Payload::Peer(k)));
+        }
+        let ack = BlockAck {
+            sector: f.sector,
+            block_id: f.block_id,
+            size: f.len,
+            seq: f.seq,
+        };
+        if f.rs {
+            let bits = u64::from(f.len).div_ceil(BM_BLOCK);
+            if res.is_ok() {
+                self.clear_oos(f.sector * 512, u64::from(f.len));
+                self.resync.target_done(bits, 0);
+                self.send(Outgoing::Ack {
+                    ty: PacketType::RS_WRITE_ACK,
+                    ack,
+                });
+            } else {
+                self.resync.target_done(0, bits);
+                self.send(Outgoing::Ack {
+                    ty: PacketType::NEG_RS_DREPLY,
+                    ack,
+                });
+            }
+        } else if res.is_err() {
+            self.mark_oos(f.sector * 512, u64::from(f.len));
+            if f.write_ack {
+                self.send(Outgoing::Ack {
+                    ty: PacketType::NEG_ACK,
+                    ack,
+                });
+            }
+        } else if f.write_ack {
+            self.send(Outgoing::Ack {
+                ty: PacketType::WRITE_ACK,
+                ack,
+            });
+        }
+    }
+
+    /// A barrier whose epoch has drained flushes, then is answered.
+    fn check_barrier(&mut self) {
+        let Some((epoch, set_size, BarrierPhase::Draining)) = self.apply.barrier else {
+            return;
+        };
+        if !self.apply.inflight.is_empty() {
+            return;
+        }
+        if self.config.flush_at_barrier {
+            self.apply.barrier = Some((epoch, set_size, BarrierPhase::Flushing));
+            self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
+        } else {
+            self.apply.barrier = None;
+            self.send(Outgoing::BarrierAck { epoch, set_size });
+        }
+    }
+
+    pub(super) fn on_barrier_flush_done(&mut self) {
+        if let Some((epoch, set_size, BarrierPhase::Flushing)) = self.apply.barrier.take() {
+            if self.is_linked() {
+                self.send(Outgoing::BarrierAck { epoch, set_size });
+            }
+        }
+    }
+}

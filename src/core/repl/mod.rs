@@ -1,0 +1,638 @@
+//! The data side of a connection, sans I/O: replicated writes (protocols A, B and C),
+//! write epochs and barriers, the Secondary's ordered apply, and the resync (both sides),
+//! over an in-memory out-of-sync bitmap.
+//!
+//! The host (the daemon's data path, or the simulation) owns disks, sockets and buffers.
+//! It feeds what happened into the `handle_*` methods and then drains
+//! [`Replicator::poll_action`] until `None`, carrying out each [`ReplAction`] in order:
+//! local I/O ([`ReplAction::Local`], reported back with [`Replicator::handle_local_done`]),
+//! packets for the peer ([`ReplAction::Send`]), completions to the application
+//! ([`ReplAction::Complete`]) and the end of a resync ([`ReplAction::SyncFinished`]).
+//! Payloads never pass through here: the host keeps each buffer under a [`Payload`] key.
+//!
+//! Rules kept here (DESIGN.md, correctness rules 1-3):
+//! - Protocol C completes an application write only when the local write is done and the
+//!   peer's WRITE_ACK arrived (B: RECV_ACK; A: sent). A NEG_ACK, or a peer lost with the
+//!   write in flight, marks the range out of sync; the application sees success because
+//!   the local disk has the data (DRBD with an UpToDate local disk).
+//! - An application write overlapping one still in flight waits until that one has
+//!   completed (DRBD's `complete_conflicting_writes`); a resync read waits for overlapping
+//!   application writes and they wait for it, so the peer receives both in one order.
+//! - A write completing closes the epoch; the next replicated write is preceded by BARRIER.
+//!   The receiver applies everything in arrival order, waits at each BARRIER until the
+//!   epoch's writes are done, flushes (write ordering `flush`) and answers BARRIER_ACK
+//!   before it applies anything later.
+//! - The resync is pulled by the SyncTarget (RS_DATA_REQUEST per run of out-of-sync
+//!   blocks, paced by `resync-rate`); the SyncSource reads and answers RS_DATA_REPLY; the
+//!   SyncTarget writes, clears its bits and answers RS_WRITE_ACK; the SyncSource clears
+//!   its bits on that ack. Each side finishes when its bitmap is empty.
+
+mod apply;
+mod resync;
+mod writes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::io::Errno;
+use crate::meta::Bitmap;
+use crate::wire::{
+    Barrier, BarrierAck, BlockAck, BlockRequest, Data, Frame, Packet, PacketType, Socket,
+    WireProtocol,
+};
+
+pub use resync::SyncProgress;
+
+use apply::Apply;
+use resync::Resync;
+use writes::Writes;
+
+/// Bytes per bitmap bit.
+pub const BM_BLOCK: u64 = 4096;
+/// Sectors per bitmap bit.
+const SECT_PER_BIT: u64 = BM_BLOCK / 512;
+
+/// How the data side is configured (`net` and `disk` sections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplConfig {
+    /// `protocol`.
+    pub protocol: WireProtocol,
+    /// `disk-flushes` (default yes): the receiver flushes its disk at every barrier.
+    pub flush_at_barrier: bool,
+    /// `resync-rate`, KiB/s (DRBD's default 250).
+    pub resync_rate_kib: u64,
+    /// Resync requests in flight at most.
+    pub max_rs_requests: usize,
+    /// Bitmap bits (4 KiB blocks) one resync request covers at most.
+    pub rs_max_bits: u64,
+}
+
+impl Default for ReplConfig {
+    fn default() -> Self {
+        ReplConfig {
+            protocol: WireProtocol::C,
+            flush_at_barrier: true,
+            resync_rate_kib: 250,
+            max_rs_requests: 32,
+            rs_max_bits: 32,
+        }
+    }
+}
+
+/// Which buffer the host holds for a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Payload {
+    /// The application write `tag` (its NBD request).
+    App(u64),
+    /// Data received from the peer, kept by the host under this key.
+    Peer(u64),
+    /// What the local read `id` read.
+    Read(u64),
+}
+
+/// What an application write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Write the payload; `fua`: durable before the reply.
+    Write {
+        /// Force unit access.
+        fua: bool,
+    },
+    /// Discard the range.
+    Trim,
+    /// Write zeroes (`may_trim`: by discarding if that reads back as zeroes).
+    Zero {
+        /// NBD's !NO_HOLE.
+        may_trim: bool,
+    },
+}
+
+/// Local I/O the host must do; the result comes back with the action's `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalIo {
+    /// Carry out the application request `tag` on the local disk as it was received.
+    App {
+        /// The application request.
+        tag: u64,
+    },
+    /// Write the payload `key` received from the peer.
+    Write {
+        /// Host key of the payload.
+        key: Payload,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u32,
+        /// Durable before done.
+        fua: bool,
+    },
+    /// Discard or zero a range for the peer.
+    Discard {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u32,
+        /// Write zeroes (else trim).
+        zero: bool,
+    },
+    /// Read for the peer (resync); the host keeps the buffer as [`Payload::Read`]`(id)`.
+    Read {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u32,
+    },
+    /// Flush the disk's volatile cache.
+    Flush,
+}
+
+/// A packet for the peer. Data payloads are referred to by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outgoing {
+    /// DATA (a replicated write). For a trim or zero (`dp_flags` DISCARD or ZEROES) there
+    /// is no payload and `len` is sent instead.
+    Data {
+        /// The payload (`None` for trim/zero).
+        payload: Option<Payload>,
+        /// First sector.
+        sector: u64,
+        /// Echoed in the ack.
+        block_id: u64,
+        /// Write sequence number.
+        seq: u32,
+        /// `dp_flags`.
+        dp_flags: u32,
+        /// Bytes.
+        len: u32,
+    },
+    /// BARRIER.
+    Barrier {
+        /// The epoch it closes.
+        epoch: u32,
+    },
+    /// BARRIER_ACK.
+    BarrierAck {
+        /// The epoch.
+        epoch: u32,
+        /// Writes counted in it.
+        set_size: u32,
+    },
+    /// One of the block acks (RECV_ACK, WRITE_ACK, NEG_ACK, RS_WRITE_ACK, NEG_RS_DREPLY).
+    Ack {
+        /// The packet type.
+        ty: PacketType,
+        /// The ack.
+        ack: BlockAck,
+    },
+    /// RS_DATA_REQUEST.
+    RsRequest(BlockRequest),
+    /// RS_DATA_REPLY with the data of local read `read`.
+    RsReply {
+        /// The buffer.
+        payload: Payload,
+        /// First sector.
+        sector: u64,
+        /// The requester's id.
+        block_id: u64,
+        /// Bytes.
+        len: u32,
+    },
+}
+
+/// Which side of a resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncSide {
+    /// Has the good data, answers requests.
+    Source,
+    /// Receives the data; Inconsistent until done.
+    Target,
+}
+
+/// One thing for the host to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplAction {
+    /// Local disk I/O; report with [`Replicator::handle_local_done`]`(id, ..)`.
+    Local {
+        /// Identifies the I/O.
+        id: u64,
+        /// What to do.
+        io: LocalIo,
+    },
+    /// Send a packet (in order; data-socket and meta-socket packets keep their own order).
+    Send(Outgoing),
+    /// Answer the application request `tag`.
+    Complete {
+        /// The request.
+        tag: u64,
+        /// Its result.
+        res: Result<(), Errno>,
+    },
+    /// The payload `key` is no longer needed (its write is done).
+    Release(Payload),
+    /// The resync ended on this side: `failed` blocks could not be synced (the target
+    /// stays Inconsistent if any).
+    SyncFinished {
+        /// This node's side.
+        side: SyncSide,
+        /// Blocks that failed.
+        failed: u64,
+    },
+}
+
+/// A peer that broke the data protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplError {
+    /// A packet that has no place in the current state.
+    #[error("unexpected {0} packet")]
+    Unexpected(PacketType),
+    /// A range outside the device or not in 4 KiB blocks.
+    #[error("{what} at sector {sector} size {size} is outside the device")]
+    BadRange {
+        /// Which packet.
+        what: &'static str,
+        /// First sector.
+        sector: u64,
+        /// Bytes.
+        size: u32,
+    },
+    /// An ack for a request this node does not have in flight.
+    #[error("{0} for an unknown request")]
+    UnknownAck(PacketType),
+}
+
+/// The link as the data side sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkMode {
+    /// No peer: writes are local and marked out of sync.
+    Down,
+    /// Replicating (Connected, or a resync on either side).
+    Up,
+}
+
+/// The data side of one volume with one peer. See the module doc.
+#[derive(Debug)]
+pub struct Replicator {
+    config: ReplConfig,
+    size_bytes: u64,
+    bitmap: Bitmap,
+    link: LinkMode,
+    next_id: u64,
+    writes: Writes,
+    apply: Apply,
+    resync: Resync,
+    actions: VecDeque<ReplAction>,
+    /// Local I/O in flight: id -> who waits for it.
+    local: BTreeMap<u64, Waiter>,
+}
+
+/// Who a local I/O belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// An application write (writes.rs), by request id.
+    App(u64),
+    /// The local flush of an application flush.
+    AppFlush(u64),
+    /// A write received from the peer (apply.rs).
+    Peer,
+    /// The receiver's barrier flush.
+    BarrierFlush,
+    /// A resync read on the SyncSource.
+    RsRead,
+}
+
+impl Replicator {
+    /// A data side for a device of `size_bytes` with this bitmap (bits set: out of sync),
+    /// link down.
+    pub fn new(config: ReplConfig, size_bytes: u64, bitmap: Bitmap) -> Self {
+        Replicator {
+            config,
+            size_bytes,
+            bitmap,
+            link: LinkMode::Down,
+            next_id: 1,
+            writes: Writes::default(),
+            apply: Apply::default(),
+            resync: Resync::default(),
+            actions: VecDeque::new(),
+            local: BTreeMap::new(),
+        }
+    }
+
+    // ----- queries --------------------------------------------------------------------
+
+    /// The out-of-sync bitmap.
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
+    }
+
+    /// Out-of-sync KiB (proc's `oos:`).
+    pub fn oos_kib(&self) -> u64 {
+        self.bitmap.count().saturating_mul(BM_BLOCK / 1024)
+    }
+
+    /// Whether the peer link is up for replication.
+    pub fn is_linked(&self) -> bool {
+        self.link == LinkMode::Up
+    }
+
+    /// The resync, while one runs.
+    pub fn sync_progress(&self, now: Instant) -> Option<SyncProgress> {
+        self.resync.progress(now).map(|p| SyncProgress {
+            want_kib_s: self.config.resync_rate_kib,
+            ..p
+        })
+    }
+
+    /// The host should stop reading the data socket until the receiver has caught up
+    /// (a barrier flush or overlapping writes hold back this many packets).
+    pub fn receive_backlog(&self) -> usize {
+        self.apply.backlog()
+    }
+
+    /// Application requests in flight (waiting or submitted).
+    pub fn app_in_flight(&self) -> usize {
+        self.writes.in_flight()
+    }
+
+    /// When to call [`Replicator::handle_timeout`] (the resync's pacing), if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resync.next_wakeup()
+    }
+
+    /// The next action. Drain after every input.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<ReplAction> {
+        self.actions.pop_front()
+    }
+
+    // ----- link -----------------------------------------------------------------------
+
+    /// The peer is connected (after the handshake): replicate from now on.
+    pub fn handle_link_up(&mut self) {
+        self.link = LinkMode::Up;
+        self.writes.link_up();
+        self.apply.link_up();
+    }
+
+    /// The peer is gone: everything waiting for it completes locally, its ranges are marked
+    /// out of sync; a resync stops (the bitmap keeps what is left).
+    pub fn handle_link_down(&mut self) {
+        if self.link == LinkMode::Down {
+            return;
+        }
+        self.link = LinkMode::Down;
+        let lost = self.writes.link_down();
+        for (offset, len) in lost {
+            self.mark_oos(offset, u64::from(len));
+        }
+        self.complete_ready();
+        self.resync.stop();
+        let released = self.apply.link_down();
+        for key in released {
+            self.push(ReplAction::Release(key));
+        }
+        self.pump_writes();
+    }
+
+    /// Mark the whole device out of sync (a full sync).
+    pub fn set_all_out_of_sync(&mut self) {
+        let bits = self.bitmap.bits();
+        let _ = self.bitmap.set_range(0, bits);
+    }
+
+    /// OR in the peer's bitmap words from `start_word` (the bitmap exchange).
+    pub fn merge_peer_words(&mut self, start_word: u64, words: &[u64]) {
+        let bits = self.bitmap.bits();
+        for (i, w) in words.iter().enumerate() {
+            let base = (start_word + i as u64) * 64;
+            if *w == 0 || base >= bits {
+                continue;
+            }
+            for b in 0..64 {
+                if w & (1 << b) != 0 && base + b < bits {
+                    let _ = self.bitmap.set_range(base + b, 1);
+                }
+            }
+        }
+    }
+
+    /// Start the resync on this side (after the bitmap exchange and SYNC_UUID).
+    pub fn start_sync(&mut self, now: Instant, side: SyncSide) {
+        self.resync.start(now, side, self.bitmap.count());
+        self.pump_resync(now);
+    }
+
+    /// Resync pacing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.pump_resync(now);
+    }
+
+    // ----- helpers shared by the parts ------------------------------------------------
+
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn push(&mut self, a: ReplAction) {
+        self.actions.push_back(a);
+    }
+
+    fn local_io(&mut self, waiter: Waiter, io: LocalIo) -> u64 {
+        let id = self.id();
+        self.local.insert(id, waiter);
+        self.push(ReplAction::Local { id, io });
+        id
+    }
+
+    fn send(&mut self, o: Outgoing) {
+        self.push(ReplAction::Send(o));
+    }
+
+    fn mark_oos(&mut self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = offset / BM_BLOCK;
+        let last = (offset + len - 1) / BM_BLOCK;
+        let bits = self.bitmap.bits();
+        if first < bits {
+            let _ = self.bitmap.set_range(first, (last + 1).min(bits) - first);
+        }
+    }
+
+    fn clear_oos(&mut self, offset: u64, len: u64) -> u64 {
+        if len == 0 {
+            return 0;
+        }
+        let first = offset / BM_BLOCK;
+        let last = (offset + len - 1) / BM_BLOCK;
+        let bits = self.bitmap.bits();
+        if first >= bits {
+            return 0;
+        }
+        self.bitmap
+            .clear_range(first, (last + 1).min(bits) - first)
+            .unwrap_or(0)
+    }
+
+    fn check_range(&self, what: &'static str, sector: u64, size: u32) -> Result<(), ReplError> {
+        let bad = ReplError::BadRange { what, sector, size };
+        let off = sector.checked_mul(512).ok_or(bad)?;
+        let end = off.checked_add(u64::from(size)).ok_or(bad)?;
+        if end > self.size_bytes || off % 512 != 0 || size % 512 != 0 {
+            return Err(bad);
+        }
+        Ok(())
+    }
+
+    // ----- inputs: local completions and peer packets ---------------------------------
+
+    /// A local I/O finished.
+    pub fn handle_local_done(&mut self, now: Instant, id: u64, res: Result<(), Errno>) {
+        let Some(w) = self.local.remove(&id) else {
+            return;
+        };
+        match w {
+            Waiter::App(req) => self.on_app_local_done(req, res),
+            Waiter::AppFlush(req) => self.on_app_flush_done(req, res),
+            Waiter::Peer => self.on_peer_write_done(id, res),
+            Waiter::BarrierFlush => self.on_barrier_flush_done(),
+            Waiter::RsRead => self.on_rs_read_done(now, id, res),
+        }
+        self.pump_writes();
+        self.pump_apply();
+        self.pump_resync(now);
+    }
+
+    /// A packet from the peer that belongs to the data side. Data packets carry their
+    /// payload under `key` (the host keeps it until [`ReplAction::Release`]).
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: &Packet<'_>,
+        key: Option<u64>,
+    ) -> Result<(), ReplError> {
+        if self.link != LinkMode::Up {
+            return Ok(());
+        }
+        match packet {
+            Packet::Data(d) => self.on_peer_data(d, key)?,
+            Packet::Barrier(b) => self.on_barrier(b.epoch),
+            Packet::RsDataReply(d) => self.on_rs_reply(d, key)?,
+            Packet::RecvAck(a) => self.on_ack(PacketType::RECV_ACK, a)?,
+            Packet::WriteAck(a) => self.on_ack(PacketType::WRITE_ACK, a)?,
+            Packet::NegAck(a) => self.on_ack(PacketType::NEG_ACK, a)?,
+            Packet::BarrierAck(b) => self.on_barrier_ack(b.epoch),
+            Packet::RsDataRequest(r) => self.on_rs_request(r)?,
+            Packet::RsWriteAck(a) => self.on_rs_write_ack(a)?,
+            Packet::NegRsDReply(a) => self.on_neg_rs_reply(a)?,
+            Packet::RsIsInSync(a) => self.on_rs_write_ack(a)?,
+            other => return Err(ReplError::Unexpected(other.packet_type())),
+        }
+        self.pump_writes();
+        self.pump_apply();
+        self.pump_resync(now);
+        Ok(())
+    }
+}
+
+/// Does `a..a+alen` overlap `b..b+blen`?
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+/// Resync pacing: how long `bytes` take at `rate_kib` KiB/s.
+fn pace(bytes: u64, rate_kib: u64) -> Duration {
+    if rate_kib == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(bytes.saturating_mul(1_000_000) / (rate_kib * 1024))
+}
+
+impl Outgoing {
+    /// The socket it goes on.
+    pub fn socket(&self) -> Socket {
+        self.packet_type().socket()
+    }
+
+    /// Its packet type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Outgoing::Data { .. } => PacketType::DATA,
+            Outgoing::Barrier { .. } => PacketType::BARRIER,
+            Outgoing::BarrierAck { .. } => PacketType::BARRIER_ACK,
+            Outgoing::Ack { ty, .. } => *ty,
+            Outgoing::RsRequest(_) => PacketType::RS_DATA_REQUEST,
+            Outgoing::RsReply { .. } => PacketType::RS_DATA_REPLY,
+        }
+    }
+
+    /// The payload buffer the host must supply to [`Outgoing::encode`], if any.
+    pub fn payload(&self) -> Option<Payload> {
+        match self {
+            Outgoing::Data { payload, .. } => *payload,
+            Outgoing::RsReply { payload, .. } => Some(*payload),
+            _ => None,
+        }
+    }
+
+    /// Appends the frame (volume `volume`) to `out`; `data` is the payload's bytes
+    /// ([`Outgoing::payload`]), empty when there is none.
+    pub fn encode(&self, volume: u16, data: &[u8], out: &mut Vec<u8>) {
+        let len_bytes;
+        let packet = match *self {
+            Outgoing::Data {
+                payload,
+                sector,
+                block_id,
+                seq,
+                dp_flags,
+                len,
+            } => {
+                let body = if payload.is_some() {
+                    data
+                } else {
+                    len_bytes = len.to_be_bytes();
+                    &len_bytes[..]
+                };
+                Packet::Data(Data {
+                    sector,
+                    block_id,
+                    seq,
+                    dp_flags,
+                    digest: &[],
+                    payload: body,
+                })
+            }
+            Outgoing::Barrier { epoch } => Packet::Barrier(Barrier { epoch }),
+            Outgoing::BarrierAck { epoch, set_size } => {
+                Packet::BarrierAck(BarrierAck { epoch, set_size })
+            }
+            Outgoing::Ack { ty, ack } => match ty {
+                PacketType::RECV_ACK => Packet::RecvAck(ack),
+                PacketType::WRITE_ACK => Packet::WriteAck(ack),
+                PacketType::NEG_ACK => Packet::NegAck(ack),
+                PacketType::RS_WRITE_ACK => Packet::RsWriteAck(ack),
+                PacketType::NEG_RS_DREPLY => Packet::NegRsDReply(ack),
+                _ => Packet::RsIsInSync(ack),
+            },
+            Outgoing::RsRequest(r) => Packet::RsDataRequest(r),
+            Outgoing::RsReply {
+                sector, block_id, ..
+            } => Packet::RsDataReply(Data {
+                sector,
+                block_id,
+                seq: 0,
+                dp_flags: 0,
+                digest: &[],
+                payload: data,
+            }),
+        };
+        Frame::new(volume, packet).encode(out);
+    }
+}

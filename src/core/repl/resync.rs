@@ -1,0 +1,315 @@
+//! The resync, both sides: the SyncTarget walks its bitmap and requests runs of
+//! out-of-sync blocks, paced by `resync-rate`; the SyncSource reads and answers; each side
+//! clears bits as blocks land and finishes when its bitmap is empty.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::io::Errno;
+use crate::wire::{BlockAck, BlockRequest, PacketType};
+
+use super::{
+    BM_BLOCK, LocalIo, Outgoing, Payload, ReplAction, ReplError, Replicator, SECT_PER_BIT,
+};
+use super::{SyncSide, Waiter, overlaps, pace};
+
+/// How far a resync is, for proc and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// This node's side.
+    pub side: SyncSide,
+    /// Out-of-sync KiB when it started.
+    pub total_kib: u64,
+    /// Out-of-sync KiB left.
+    pub left_kib: u64,
+    /// Time since it started.
+    pub elapsed: Duration,
+    /// Average KiB/s since the start.
+    pub avg_kib_s: u64,
+    /// KiB/s over the last few seconds.
+    pub recent_kib_s: u64,
+    /// `resync-rate`, KiB/s.
+    pub want_kib_s: u64,
+}
+
+/// Progress marks (time, bits left) kept for the recent rate.
+const MARKS: usize = 8;
+const MARK_STEP: Duration = Duration::from_secs(1);
+/// Pacing never saves up more than this much idle time as a burst.
+const MAX_BURST: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+pub(super) struct Resync {
+    side: Option<SyncSide>,
+    started: Option<Instant>,
+    total_bits: u64,
+    left_bits: u64,
+    failed_bits: u64,
+    marks: VecDeque<(Instant, u64)>,
+    /// Target: next bit to look at.
+    cursor: u64,
+    /// Target: requests out, block_id -> (first bit, bits).
+    requests: BTreeMap<u64, (u64, u64)>,
+    /// Target: when the next request may go.
+    next_send: Option<Instant>,
+    /// Source: requests not read yet (waiting for overlapping application writes).
+    pending: VecDeque<BlockRequest>,
+    /// Source: reads in flight, local id -> request.
+    reads: BTreeMap<u64, BlockRequest>,
+}
+
+impl Resync {
+    pub(super) fn start(&mut self, now: Instant, side: SyncSide, bits: u64) {
+        *self = Resync {
+            side: Some(side),
+            started: Some(now),
+            total_bits: bits,
+            left_bits: bits,
+            next_send: Some(now),
+            ..Resync::default()
+        };
+        self.marks.push_back((now, bits));
+    }
+
+    pub(super) fn stop(&mut self) {
+        let reads = std::mem::take(&mut self.reads);
+        *self = Resync {
+            reads,
+            ..Resync::default()
+        };
+    }
+
+    pub(super) fn progress(&self, now: Instant) -> Option<SyncProgress> {
+        let side = self.side?;
+        let started = self.started?;
+        let elapsed = now.saturating_duration_since(started);
+        let kib = |bits: u64| bits * (BM_BLOCK / 1024);
+        let rate = |bits: u64, d: Duration| {
+            let ms = d.as_millis().max(1) as u64;
+            kib(bits).saturating_mul(1000) / ms
+        };
+        let done = self.total_bits.saturating_sub(self.left_bits);
+        let (mt, ml) = self
+            .marks
+            .front()
+            .copied()
+            .unwrap_or((started, self.total_bits));
+        Some(SyncProgress {
+            side,
+            total_kib: kib(self.total_bits),
+            left_kib: kib(self.left_bits),
+            elapsed,
+            avg_kib_s: rate(done, elapsed),
+            recent_kib_s: rate(
+                ml.saturating_sub(self.left_bits),
+                now.saturating_duration_since(mt),
+            ),
+            want_kib_s: 0,
+        })
+    }
+
+    pub(super) fn next_wakeup(&self) -> Option<Instant> {
+        match self.side {
+            Some(SyncSide::Target) => self.next_send,
+            _ => None,
+        }
+    }
+
+    /// Source: does a resync read (in flight) overlap this range?
+    pub(super) fn reading_overlaps(&self, offset: u64, len: u64) -> bool {
+        self.reads
+            .values()
+            .any(|r| overlaps(r.sector * 512, u64::from(r.size), offset, len))
+    }
+
+    /// Target: a reply for request `block_id` arrived (false: no such request).
+    pub(super) fn take_request(&mut self, block_id: u64) -> bool {
+        self.side == Some(SyncSide::Target) && self.requests.remove(&block_id).is_some()
+    }
+
+    /// Target: blocks written (`ok`) or failed.
+    pub(super) fn target_done(&mut self, ok: u64, failed: u64) {
+        self.left_bits = self.left_bits.saturating_sub(ok + failed);
+        self.failed_bits += failed;
+    }
+
+    fn mark(&mut self, now: Instant) {
+        if self
+            .marks
+            .back()
+            .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= MARK_STEP)
+        {
+            self.marks.push_back((now, self.left_bits));
+            if self.marks.len() > MARKS {
+                self.marks.pop_front();
+            }
+        }
+    }
+}
+
+impl Replicator {
+    /// Issue requests (target), start reads (source), and notice the end.
+    pub(super) fn pump_resync(&mut self, now: Instant) {
+        if !self.is_linked() {
+            return;
+        }
+        match self.resync.side {
+            Some(SyncSide::Target) => self.pump_target(now),
+            Some(SyncSide::Source) => self.pump_source(),
+            None => {}
+        }
+        if self.resync.side.is_some() {
+            self.resync.mark(now);
+        }
+    }
+
+    fn pump_target(&mut self, now: Instant) {
+        let bits = self.bitmap.bits();
+        let rate = self.config.resync_rate_kib;
+        while self.resync.requests.len() < self.config.max_rs_requests {
+            let next = self.resync.next_send.unwrap_or(now);
+            if next > now {
+                break;
+            }
+            // The next run of set bits from the cursor.
+            let mut first = self.resync.cursor;
+            while first < bits && !self.bitmap.is_set(first) {
+                // Skip clear words quickly.
+                if first % 64 == 0 && self.bitmap.words().get((first / 64) as usize) == Some(&0) {
+                    first += 64;
+                } else {
+                    first += 1;
+                }
+            }
+            if first >= bits {
+                self.resync.cursor = bits;
+                break;
+            }
+            let mut n = 1;
+            while n < self.config.rs_max_bits && first + n < bits && self.bitmap.is_set(first + n) {
+                n += 1;
+            }
+            self.resync.cursor = first + n;
+            let block_id = self.id();
+            self.resync.requests.insert(block_id, (first, n));
+            let size = (n * BM_BLOCK) as u32;
+            self.send(Outgoing::RsRequest(BlockRequest {
+                sector: first * SECT_PER_BIT,
+                block_id,
+                size,
+            }));
+            let floor = now.checked_sub(MAX_BURST).unwrap_or(now);
+            self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
+        }
+        if self.resync.cursor >= bits && self.resync.requests.is_empty() && !self.apply.rs_pending()
+        {
+            self.finish(SyncSide::Target);
+        }
+    }
+
+    fn pump_source(&mut self) {
+        while let Some(r) = self.resync.pending.front().copied() {
+            if self
+                .writes
+                .overlaps_started(r.sector * 512, u64::from(r.size))
+            {
+                break;
+            }
+            self.resync.pending.pop_front();
+            let id = self.local_io(
+                Waiter::RsRead,
+                LocalIo::Read {
+                    offset: r.sector * 512,
+                    len: r.size,
+                },
+            );
+            self.resync.reads.insert(id, r);
+        }
+        if self.bitmap.count() <= self.resync.failed_bits
+            && self.resync.pending.is_empty()
+            && self.resync.reads.is_empty()
+        {
+            self.finish(SyncSide::Source);
+        }
+    }
+
+    fn finish(&mut self, side: SyncSide) {
+        let failed = self.resync.failed_bits;
+        self.resync.stop();
+        self.push(ReplAction::SyncFinished { side, failed });
+    }
+
+    pub(super) fn on_rs_request(&mut self, r: &BlockRequest) -> Result<(), ReplError> {
+        self.check_range("RS_DATA_REQUEST", r.sector, r.size)?;
+        if self.resync.side != Some(SyncSide::Source) || r.size == 0 {
+            return Err(ReplError::Unexpected(PacketType::RS_DATA_REQUEST));
+        }
+        self.resync.pending.push_back(*r);
+        Ok(())
+    }
+
+    pub(super) fn on_rs_read_done(&mut self, _now: Instant, id: u64, res: Result<(), Errno>) {
+        let Some(r) = self.resync.reads.remove(&id) else {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        };
+        if !self.is_linked() {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        }
+        match res {
+            Ok(()) => self.send(Outgoing::RsReply {
+                payload: Payload::Read(id),
+                sector: r.sector,
+                block_id: r.block_id,
+                len: r.size,
+            }),
+            Err(_) => {
+                self.push(ReplAction::Release(Payload::Read(id)));
+                self.send(Outgoing::Ack {
+                    ty: PacketType::NEG_RS_DREPLY,
+                    ack: BlockAck {
+                        sector: r.sector,
+                        block_id: r.block_id,
+                        size: r.size,
+                        seq: 0,
+                    },
+                });
+                let bits = u64::from(r.size).div_ceil(BM_BLOCK);
+                self.resync.failed_bits += bits;
+            }
+        }
+    }
+
+    /// Source: the target wrote a block (RS_WRITE_ACK) or had it already (RS_IS_IN_SYNC).
+    pub(super) fn on_rs_write_ack(&mut self, a: &BlockAck) -> Result<(), ReplError> {
+        self.check_range("RS_WRITE_ACK", a.sector, a.size)?;
+        if self.resync.side != Some(SyncSide::Source) {
+            return Err(ReplError::Unexpected(PacketType::RS_WRITE_ACK));
+        }
+        let n = self.clear_oos(a.sector * 512, u64::from(a.size));
+        self.resync.left_bits = self.resync.left_bits.saturating_sub(n);
+        Ok(())
+    }
+
+    /// NEG_RS_DREPLY: on the target, the source could not read the block; on the source,
+    /// the target could not write it. The block stays out of sync either way.
+    pub(super) fn on_neg_rs_reply(&mut self, a: &BlockAck) -> Result<(), ReplError> {
+        self.check_range("NEG_RS_DREPLY", a.sector, a.size)?;
+        let bits = u64::from(a.size).div_ceil(BM_BLOCK);
+        match self.resync.side {
+            Some(SyncSide::Target) => {
+                if !self.resync.take_request(a.block_id) {
+                    return Err(ReplError::UnknownAck(PacketType::NEG_RS_DREPLY));
+                }
+                self.resync.target_done(0, bits);
+            }
+            Some(SyncSide::Source) => {
+                self.resync.failed_bits += bits;
+                self.resync.left_bits = self.resync.left_bits.saturating_sub(bits);
+            }
+            None => return Err(ReplError::Unexpected(PacketType::NEG_RS_DREPLY)),
+        }
+        Ok(())
+    }
+}

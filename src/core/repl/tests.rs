@@ -1,0 +1,546 @@
+//! Two data sides exchanging wire-encoded frames over an in-memory network, each with an
+//! in-memory disk, driven step by step.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::meta::Bitmap;
+use crate::wire::Frame;
+
+const SIZE: u64 = 4 << 20;
+
+struct Node {
+    r: Replicator,
+    disk: Vec<u8>,
+    /// Writes the disk has but has not flushed (offset, old bytes) are not modelled; count
+    /// flushes instead.
+    flushes: usize,
+    bufs: HashMap<Payload, Vec<u8>>,
+    app: HashMap<u64, (u64, Vec<u8>, WriteKind)>,
+    completed: Vec<(u64, Result<(), Errno>)>,
+    /// Local I/O submitted, not done yet (the test decides when it completes).
+    pending_io: VecDeque<(u64, LocalIo)>,
+    finished: Vec<(SyncSide, u64)>,
+    next_key: u64,
+}
+
+impl Node {
+    fn new(config: ReplConfig, fill: u8) -> Node {
+        Node {
+            r: Replicator::new(config, SIZE, Bitmap::new(SIZE / 512)),
+            disk: vec![fill; SIZE as usize],
+            flushes: 0,
+            bufs: HashMap::new(),
+            app: HashMap::new(),
+            completed: Vec::new(),
+            pending_io: VecDeque::new(),
+            finished: Vec::new(),
+            next_key: 1,
+        }
+    }
+
+    /// Drains actions: sends go to `out` as encoded frames.
+    fn drain(&mut self, out: &mut VecDeque<Vec<u8>>) {
+        while let Some(a) = self.r.poll_action() {
+            match a {
+                ReplAction::Local { id, io } => self.pending_io.push_back((id, io)),
+                ReplAction::Send(o) => {
+                    let data = o
+                        .payload()
+                        .map(|p| match p {
+                            Payload::App(tag) => self.app[&tag].1.clone(),
+                            other => self.bufs.get(&other).cloned().unwrap_or_default(),
+                        })
+                        .unwrap_or_default();
+                    if let Some(p @ Payload::Read(_)) = o.payload() {
+                        self.bufs.remove(&p);
+                    }
+                    let mut f = Vec::new();
+                    o.encode(0, &data, &mut f);
+                    out.push_back(f);
+                }
+                ReplAction::Complete { tag, res } => self.completed.push((tag, res)),
+                ReplAction::Release(p) => {
+                    self.bufs.remove(&p);
+                }
+                ReplAction::SyncFinished { side, failed } => self.finished.push((side, failed)),
+            }
+        }
+    }
+
+    /// Completes the oldest local I/O.
+    fn complete_one(&mut self, now: Instant) -> bool {
+        let Some((id, io)) = self.pending_io.pop_front() else {
+            return false;
+        };
+        match io {
+            LocalIo::App { tag } => {
+                let (off, data, kind) = self.app[&tag].clone();
+                match kind {
+                    WriteKind::Write { .. } => {
+                        self.disk[off as usize..off as usize + data.len()].copy_from_slice(&data)
+                    }
+                    _ => {
+                        let len = data.len();
+                        self.disk[off as usize..off as usize + len].fill(0)
+                    }
+                }
+            }
+            LocalIo::Write {
+                key, offset, len, ..
+            } => {
+                let data = self.bufs[&key].clone();
+                assert_eq!(data.len(), len as usize);
+                self.disk[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+            }
+            LocalIo::Discard { offset, len, .. } => {
+                self.disk[offset as usize..(offset + u64::from(len)) as usize].fill(0)
+            }
+            LocalIo::Read { offset, len } => {
+                let data = self.disk[offset as usize..(offset + u64::from(len)) as usize].to_vec();
+                self.bufs.insert(Payload::Read(id), data);
+            }
+            LocalIo::Flush => self.flushes += 1,
+        }
+        self.r.handle_local_done(now, id, Ok(()));
+        true
+    }
+
+    fn receive(&mut self, now: Instant, frame: &[u8]) {
+        let (f, _) = Frame::decode(frame)
+            .expect("valid frame")
+            .expect("whole frame");
+        let key = match f.packet {
+            Packet::Data(d) | Packet::RsDataReply(d) => {
+                let k = self.next_key;
+                self.next_key += 1;
+                self.bufs.insert(Payload::Peer(k), d.payload.to_vec());
+                Some(k)
+            }
+            _ => None,
+        };
+        self.r
+            .handle_packet(now, &f.packet, key)
+            .expect("valid packet");
+    }
+
+    fn write(&mut self, tag: u64, offset: u64, data: Vec<u8>) {
+        let len = data.len() as u32;
+        let kind = WriteKind::Write { fua: false };
+        self.app.insert(tag, (offset, data, kind));
+        self.r.handle_app_write(tag, offset, len, kind);
+    }
+
+    fn done(&self, tag: u64) -> bool {
+        self.completed.iter().any(|(t, r)| *t == tag && r.is_ok())
+    }
+}
+
+struct Pair {
+    a: Node,
+    b: Node,
+    a_to_b: VecDeque<Vec<u8>>,
+    b_to_a: VecDeque<Vec<u8>>,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(config: ReplConfig) -> Pair {
+        let mut p = Pair {
+            a: Node::new(config, 0xAA),
+            b: Node::new(config, 0x55),
+            a_to_b: VecDeque::new(),
+            b_to_a: VecDeque::new(),
+            now: Instant::now(),
+        };
+        p.a.r.handle_link_up();
+        p.b.r.handle_link_up();
+        p
+    }
+
+    fn drain(&mut self) {
+        self.a.drain(&mut self.a_to_b);
+        self.b.drain(&mut self.b_to_a);
+    }
+
+    /// Runs until nothing moves: deliver packets, complete I/O, advance time for pacing.
+    fn settle(&mut self) {
+        for _ in 0..1_000_000 {
+            self.drain();
+            if let Some(f) = self.a_to_b.pop_front() {
+                self.b.receive(self.now, &f);
+                continue;
+            }
+            if let Some(f) = self.b_to_a.pop_front() {
+                self.a.receive(self.now, &f);
+                continue;
+            }
+            if self.a.complete_one(self.now) || self.b.complete_one(self.now) {
+                continue;
+            }
+            let next = [self.a.r.poll_timeout(), self.b.r.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) => {
+                    self.now = self.now.max(t);
+                    self.a.r.handle_timeout(self.now);
+                    self.b.r.handle_timeout(self.now);
+                }
+                None => return,
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+fn block(fill: u8, len: usize) -> Vec<u8> {
+    vec![fill; len]
+}
+
+#[test]
+fn protocol_c_completes_only_after_the_peer_wrote() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 8192, block(1, 4096));
+    p.drain();
+    // Local write done, DATA not yet delivered: not complete.
+    assert!(p.a.complete_one(p.now));
+    p.drain();
+    assert!(!p.a.done(1));
+    let f = p.a_to_b.pop_front().expect("DATA sent");
+    p.b.receive(p.now, &f);
+    p.drain();
+    assert!(p.b_to_a.is_empty(), "no ack before the peer's disk has it");
+    assert!(p.b.complete_one(p.now));
+    p.drain();
+    let ack = p.b_to_a.pop_front().expect("WRITE_ACK");
+    p.a.receive(p.now, &ack);
+    p.drain();
+    assert!(p.a.done(1));
+    assert!(p.a.disk == p.b.disk_after_fill(0xAA));
+}
+
+impl Node {
+    /// The disk with every byte that is still the initial fill replaced: compare only the
+    /// written ranges by making both fills equal.
+    fn disk_after_fill(&self, fill: u8) -> Vec<u8> {
+        let mut d = self.disk.clone();
+        for x in d.iter_mut() {
+            if *x == 0x55 {
+                *x = fill;
+            }
+        }
+        d
+    }
+}
+
+#[test]
+fn protocol_b_completes_on_receive_and_a_on_send() {
+    for (proto, needs_peer) in [(WireProtocol::B, true), (WireProtocol::A, false)] {
+        let cfg = ReplConfig {
+            protocol: proto,
+            ..ReplConfig::default()
+        };
+        let mut p = Pair::new(cfg);
+        p.a.write(1, 0, block(3, 4096));
+        p.drain();
+        assert!(p.a.complete_one(p.now));
+        p.drain();
+        assert_eq!(p.a.done(1), !needs_peer, "{proto:?}");
+        let f = p.a_to_b.pop_front().expect("DATA");
+        p.b.receive(p.now, &f);
+        p.drain();
+        if needs_peer {
+            let ack = p.b_to_a.pop_front().expect("RECV_ACK before the write");
+            p.a.receive(p.now, &ack);
+            p.drain();
+            assert!(p.a.done(1));
+        } else {
+            assert!(p.b_to_a.is_empty(), "protocol A sends no per-write ack");
+        }
+        p.settle();
+        assert!(p.b.disk[..4096] == block(3, 4096)[..]);
+    }
+}
+
+#[test]
+fn peer_lost_mid_write_completes_locally_and_marks_out_of_sync() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 3 * 4096, block(9, 8192));
+    p.drain();
+    assert!(p.a.complete_one(p.now));
+    p.drain();
+    assert!(!p.a.done(1));
+    p.a.r.handle_link_down();
+    p.drain();
+    assert!(p.a.done(1), "the client sees no error");
+    assert!(p.a.r.bitmap().is_set(3) && p.a.r.bitmap().is_set(4));
+    assert_eq!(p.a.r.bitmap().count(), 2);
+    // While disconnected, writes are local and marked.
+    p.a.write(2, 0, block(1, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now));
+    p.drain();
+    assert!(p.a.done(2));
+    assert_eq!(p.a.r.oos_kib(), 12);
+}
+
+#[test]
+fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(1, 4096));
+    p.settle();
+    assert!(p.a.done(1));
+    assert_eq!(p.b.flushes, 0, "no barrier yet");
+    p.a.write(2, 4096, block(2, 4096));
+    p.drain();
+    let barrier = p.a_to_b.pop_front().expect("BARRIER first");
+    let (f, _) = Frame::decode(&barrier).unwrap().unwrap();
+    assert_eq!(f.packet, Packet::Barrier(crate::wire::Barrier { epoch: 0 }));
+    p.b.receive(p.now, &barrier);
+    p.settle();
+    assert_eq!(p.b.flushes, 1);
+    assert!(p.a.done(2));
+}
+
+#[test]
+fn flush_waits_for_the_peers_barrier_ack() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(1, 4096));
+    p.settle();
+    p.a.r.handle_app_flush(7);
+    p.drain();
+    assert!(p.a.complete_one(p.now), "local flush");
+    p.drain();
+    assert!(!p.a.done(7), "the peer has not flushed yet");
+    p.settle();
+    assert!(p.a.done(7));
+    assert_eq!(p.a.flushes, 1);
+    assert_eq!(p.b.flushes, 1);
+}
+
+#[test]
+fn overlapping_writes_apply_in_order_on_both_sides() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(1, 8192));
+    p.a.write(2, 4096, block(2, 8192));
+    p.a.write(3, 16384, block(3, 4096));
+    p.drain();
+    // Write 2 overlaps 1 and waits; 3 goes.
+    assert_eq!(p.a.pending_io.len(), 2);
+    p.settle();
+    assert!(p.a.done(1) && p.a.done(2) && p.a.done(3));
+    assert!(p.a.disk[4096..12288] == block(2, 8192)[..]);
+    assert!(p.a.disk[..12288] == p.b.disk[..12288]);
+    assert!(p.a.disk[16384..20480] == p.b.disk[16384..20480]);
+}
+
+#[test]
+fn full_sync_makes_the_target_identical_and_both_sides_finish() {
+    let cfg = ReplConfig {
+        resync_rate_kib: 100_000,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    let t0 = p.now;
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    let prog = p.b.r.sync_progress(p.now).expect("syncing");
+    assert_eq!(prog.total_kib, SIZE / 1024);
+    p.settle();
+    assert!(p.a.disk == p.b.disk, "replicas differ");
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    assert_eq!(p.a.r.bitmap().count() + p.b.r.bitmap().count(), 0);
+    // 4 MiB at 100,000 KiB/s is about 41 ms of simulated time.
+    let took = p.now - t0;
+    assert!(took >= Duration::from_millis(30), "paced: {took:?}");
+    assert!(took <= Duration::from_millis(200), "{took:?}");
+}
+
+#[test]
+fn resync_honours_the_rate() {
+    let cfg = ReplConfig {
+        resync_rate_kib: 1024,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    let t0 = p.now;
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    let took = p.now - t0;
+    // 4 MiB at 1 MiB/s.
+    assert!(took >= Duration::from_millis(3800), "{took:?}");
+    assert!(took <= Duration::from_millis(4200), "{took:?}");
+    assert!(p.a.disk == p.b.disk, "replicas differ");
+}
+
+#[test]
+fn writes_during_a_resync_leave_both_replicas_identical() {
+    let cfg = ReplConfig {
+        resync_rate_kib: 50_000,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    let mut tag = 100;
+    // Interleave: a few steps of the resync, then an application write, many times.
+    for round in 0..200u64 {
+        for _ in 0..7 {
+            p.drain();
+            if let Some(f) = p.a_to_b.pop_front() {
+                p.b.receive(p.now, &f);
+            } else if let Some(f) = p.b_to_a.pop_front() {
+                p.a.receive(p.now, &f);
+            } else if !p.a.complete_one(p.now) && !p.b.complete_one(p.now) {
+                p.now += Duration::from_millis(1);
+                p.a.r.handle_timeout(p.now);
+                p.b.r.handle_timeout(p.now);
+            }
+        }
+        let off = (round * 7919 % (SIZE / 4096)) * 4096;
+        tag += 1;
+        p.a.write(tag, off, block(round as u8, 4096));
+    }
+    p.settle();
+    assert_eq!(p.a.finished.len(), 1);
+    assert_eq!(p.b.finished.len(), 1);
+    assert!(p.a.disk == p.b.disk, "replicas differ");
+}
+
+#[test]
+fn empty_resync_finishes_at_once() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+}
+
+#[test]
+fn bad_ranges_and_unknown_acks_are_errors() {
+    let mut n = Node::new(ReplConfig::default(), 0);
+    n.r.handle_link_up();
+    let ack = crate::wire::BlockAck {
+        sector: 0,
+        block_id: 99,
+        size: 4096,
+        seq: 0,
+    };
+    assert_eq!(
+        n.r.handle_packet(n_now(), &Packet::WriteAck(ack), None),
+        Err(ReplError::UnknownAck(PacketType::WRITE_ACK))
+    );
+    let d = crate::wire::Data {
+        sector: SIZE / 512,
+        block_id: 1,
+        seq: 1,
+        dp_flags: 0,
+        digest: &[],
+        payload: &[0; 4096],
+    };
+    assert!(matches!(
+        n.r.handle_packet(n_now(), &Packet::Data(d), Some(1)),
+        Err(ReplError::BadRange { .. })
+    ));
+    let r = crate::wire::BlockRequest {
+        sector: 0,
+        block_id: 1,
+        size: 4096,
+    };
+    assert_eq!(
+        n.r.handle_packet(n_now(), &Packet::RsDataRequest(r), None),
+        Err(ReplError::Unexpected(PacketType::RS_DATA_REQUEST)),
+        "not a SyncSource"
+    );
+}
+
+fn n_now() -> Instant {
+    Instant::now()
+}
+
+/// A small seeded schedule: local I/O completes in random order, the two directions
+/// interleave at random, application writes (some overlapping) arrive during the resync.
+fn chaos(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut x = seed | 1;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let cfg = ReplConfig {
+        resync_rate_kib: 400_000,
+        rs_max_bits: 4,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    let mut tag = 0;
+    for _ in 0..20_000 {
+        p.drain();
+        match rnd(6) {
+            0 => {
+                if let Some(f) = p.a_to_b.pop_front() {
+                    p.b.receive(p.now, &f);
+                }
+            }
+            1 => {
+                if let Some(f) = p.b_to_a.pop_front() {
+                    p.a.receive(p.now, &f);
+                }
+            }
+            2 | 3 => {
+                let n = if rnd(2) == 0 { &mut p.a } else { &mut p.b };
+                if !n.pending_io.is_empty() {
+                    let i = rnd(n.pending_io.len() as u64) as usize;
+                    let item = n.pending_io.remove(i).expect("index in range");
+                    n.pending_io.push_front(item);
+                    n.complete_one(p.now);
+                }
+            }
+            4 if tag < 300 => {
+                tag += 1;
+                let off = rnd(SIZE / 4096 - 2) * 4096;
+                let len = (1 + rnd(2) as usize) * 4096;
+                p.a.write(tag, off, block((tag % 250) as u8 + 1, len));
+            }
+            _ => {
+                p.now += Duration::from_micros(200);
+                p.a.r.handle_timeout(p.now);
+                p.b.r.handle_timeout(p.now);
+            }
+        }
+    }
+    p.settle();
+    assert_eq!(p.a.finished.len(), 1, "seed {seed}: source finished");
+    assert_eq!(p.b.finished.len(), 1, "seed {seed}: target finished");
+    assert_eq!(
+        p.a.completed.len(),
+        tag as usize,
+        "seed {seed}: every write completed"
+    );
+    (p.a.disk, p.b.disk)
+}
+
+#[test]
+fn random_schedules_keep_replicas_identical() {
+    for seed in 1..=12 {
+        let (a, b) = chaos(seed);
+        assert!(a == b, "seed {seed}: replicas differ");
+    }
+}

@@ -1,0 +1,302 @@
+//! The Primary's side of replication: application writes and flushes, their local and
+//! peer halves, conflicting writes, write epochs and barriers.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::io::Errno;
+use crate::wire::{BlockAck, PacketType, WireProtocol, dp_flags};
+
+use super::overlaps;
+use super::{LocalIo, Outgoing, Payload, ReplAction, ReplError, Replicator, Waiter, WriteKind};
+
+/// What the peer half of a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerPart {
+    /// Nothing (done, not replicated, or protocol A).
+    Done,
+    /// RECV_ACK (protocol B).
+    Recv,
+    /// WRITE_ACK (protocol C).
+    Write,
+    /// BARRIER_ACK of this epoch (a flush).
+    BarrierAck(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqKind {
+    Write {
+        offset: u64,
+        len: u32,
+        kind: WriteKind,
+    },
+    Flush,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    tag: u64,
+    kind: ReqKind,
+    started: bool,
+    local: Option<Result<(), Errno>>,
+    peer: PeerPart,
+    /// Sent to the peer (its completion closes the epoch).
+    replicated: bool,
+}
+
+impl Req {
+    fn range(&self) -> Option<(u64, u64)> {
+        match self.kind {
+            ReqKind::Write { offset, len, .. } => Some((offset, u64::from(len))),
+            ReqKind::Flush => None,
+        }
+    }
+}
+
+/// Application requests, by request id (also the DATA `block_id`).
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    reqs: BTreeMap<u64, Req>,
+    /// Not started yet (an earlier overlapping write is in flight), in arrival order.
+    waiting: VecDeque<u64>,
+    seq: u32,
+    epoch: u32,
+    epoch_writes: u32,
+    close_epoch: bool,
+}
+
+impl Writes {
+    pub(super) fn in_flight(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Does a started application write overlap this range?
+    pub(super) fn overlaps_started(&self, offset: u64, len: u64) -> bool {
+        self.reqs
+            .values()
+            .any(|r| r.started && r.range().is_some_and(|(o, l)| overlaps(o, l, offset, len)))
+    }
+
+    pub(super) fn link_up(&mut self) {
+        self.epoch = 0;
+        self.epoch_writes = 0;
+        self.close_epoch = false;
+    }
+
+    /// The peer is gone: every peer half is done. Returns the write ranges that did not
+    /// reach the peer for sure (to be marked out of sync).
+    pub(super) fn link_down(&mut self) -> Vec<(u64, u32)> {
+        let mut lost = Vec::new();
+        for r in self.reqs.values_mut() {
+            if r.started && r.peer != PeerPart::Done {
+                if let ReqKind::Write { offset, len, .. } = r.kind {
+                    lost.push((offset, len));
+                }
+                r.peer = PeerPart::Done;
+            }
+        }
+        lost
+    }
+}
+
+impl Replicator {
+    /// An application write (`tag` identifies it to the host, which keeps its payload).
+    pub fn handle_app_write(&mut self, tag: u64, offset: u64, len: u32, kind: WriteKind) {
+        let id = self.id();
+        self.writes.reqs.insert(
+            id,
+            Req {
+                tag,
+                kind: ReqKind::Write { offset, len, kind },
+                started: false,
+                local: None,
+                peer: PeerPart::Done,
+                replicated: false,
+            },
+        );
+        self.writes.waiting.push_back(id);
+        self.pump_writes();
+    }
+
+    /// An application flush. The host issues it only after every earlier write has
+    /// completed (NBD's ordering), so it starts at once: a local flush, and on the peer a
+    /// BARRIER whose ack says the peer's disk is flushed.
+    pub fn handle_app_flush(&mut self, tag: u64) {
+        let id = self.id();
+        let peer = if self.is_linked() {
+            let epoch = self.writes.epoch;
+            self.send(Outgoing::Barrier { epoch });
+            self.writes.epoch = epoch.wrapping_add(1);
+            self.writes.epoch_writes = 0;
+            self.writes.close_epoch = false;
+            PeerPart::BarrierAck(epoch)
+        } else {
+            PeerPart::Done
+        };
+        self.writes.reqs.insert(
+            id,
+            Req {
+                tag,
+                kind: ReqKind::Flush,
+                started: true,
+                local: None,
+                peer,
+                replicated: false,
+            },
+        );
+        self.local_io(Waiter::AppFlush(id), LocalIo::Flush);
+    }
+
+    /// Start every waiting write that no longer conflicts (in order: a write also waits
+    /// behind an earlier waiting write it overlaps).
+    pub(super) fn pump_writes(&mut self) {
+        let mut i = 0;
+        while i < self.writes.waiting.len() {
+            let id = self.writes.waiting[i];
+            let Some((offset, len)) = self.writes.reqs.get(&id).and_then(Req::range) else {
+                self.writes.waiting.remove(i);
+                continue;
+            };
+            let blocked_by_earlier = self.writes.waiting.iter().take(i).any(|w| {
+                self.writes
+                    .reqs
+                    .get(w)
+                    .and_then(Req::range)
+                    .is_some_and(|(o, l)| overlaps(o, l, offset, len))
+            });
+            if blocked_by_earlier
+                || self.writes.overlaps_started(offset, len)
+                || self.resync.reading_overlaps(offset, len)
+            {
+                i += 1;
+                continue;
+            }
+            self.writes.waiting.remove(i);
+            self.start_write(id);
+        }
+    }
+
+    fn start_write(&mut self, id: u64) {
+        let Some(req) = self.writes.reqs.get(&id).copied() else {
+            return;
+        };
+        let ReqKind::Write { offset, len, kind } = req.kind else {
+            return;
+        };
+        let mut peer = PeerPart::Done;
+        let mut replicated = false;
+        if self.is_linked() {
+            let w = &mut self.writes;
+            if w.close_epoch && w.epoch_writes > 0 {
+                let epoch = w.epoch;
+                w.epoch = epoch.wrapping_add(1);
+                w.epoch_writes = 0;
+                w.close_epoch = false;
+                self.send(Outgoing::Barrier { epoch });
+            }
+            let (flags, payload) = match kind {
+                WriteKind::Write { fua } => (
+                    if fua { dp_flags::FUA } else { 0 },
+                    Some(Payload::App(req.tag)),
+                ),
+                WriteKind::Trim => (dp_flags::DISCARD, None),
+                WriteKind::Zero { .. } => (dp_flags::ZEROES, None),
+            };
+            let (ack_flag, part) = match self.config.protocol {
+                WireProtocol::B => (dp_flags::SEND_RECEIVE_ACK, PeerPart::Recv),
+                WireProtocol::C => (dp_flags::SEND_WRITE_ACK, PeerPart::Write),
+                _ => (0, PeerPart::Done),
+            };
+            self.writes.seq = self.writes.seq.wrapping_add(1);
+            self.writes.epoch_writes += 1;
+            let seq = self.writes.seq;
+            self.send(Outgoing::Data {
+                payload,
+                sector: offset / 512,
+                block_id: id,
+                seq,
+                dp_flags: flags | ack_flag,
+                len,
+            });
+            peer = part;
+            replicated = true;
+        } else {
+            self.mark_oos(offset, u64::from(len));
+        }
+        if let Some(r) = self.writes.reqs.get_mut(&id) {
+            r.started = true;
+            r.peer = peer;
+            r.replicated = replicated;
+        }
+        self.local_io(Waiter::App(id), LocalIo::App { tag: req.tag });
+    }
+
+    pub(super) fn on_app_local_done(&mut self, id: u64, res: Result<(), Errno>) {
+        if let Some(r) = self.writes.reqs.get_mut(&id) {
+            r.local = Some(res);
+        }
+        self.try_complete(id);
+    }
+
+    pub(super) fn on_app_flush_done(&mut self, id: u64, res: Result<(), Errno>) {
+        self.on_app_local_done(id, res);
+    }
+
+    pub(super) fn on_ack(&mut self, ty: PacketType, a: &BlockAck) -> Result<(), ReplError> {
+        let Some(r) = self.writes.reqs.get_mut(&a.block_id) else {
+            return Err(ReplError::UnknownAck(ty));
+        };
+        let (offset, len) = r.range().ok_or(ReplError::UnknownAck(ty))?;
+        match ty {
+            PacketType::RECV_ACK if r.peer == PeerPart::Recv => r.peer = PeerPart::Done,
+            PacketType::WRITE_ACK if r.peer == PeerPart::Write => r.peer = PeerPart::Done,
+            PacketType::NEG_ACK => {
+                r.peer = PeerPart::Done;
+                self.mark_oos(offset, len);
+            }
+            _ => return Err(ReplError::UnknownAck(ty)),
+        }
+        self.try_complete(a.block_id);
+        Ok(())
+    }
+
+    pub(super) fn on_barrier_ack(&mut self, epoch: u32) {
+        let done: Vec<u64> = self
+            .writes
+            .reqs
+            .iter_mut()
+            .filter_map(|(id, r)| match r.peer {
+                PeerPart::BarrierAck(e) if epoch.wrapping_sub(e) < u32::MAX / 2 => {
+                    r.peer = PeerPart::Done;
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect();
+        for id in done {
+            self.try_complete(id);
+        }
+    }
+
+    /// Complete every request whose halves are both done (after the link went down).
+    pub(super) fn complete_ready(&mut self) {
+        let ids: Vec<u64> = self.writes.reqs.keys().copied().collect();
+        for id in ids {
+            self.try_complete(id);
+        }
+    }
+
+    fn try_complete(&mut self, id: u64) {
+        let Some(r) = self.writes.reqs.get(&id) else {
+            return;
+        };
+        let (Some(res), PeerPart::Done) = (r.local, r.peer) else {
+            return;
+        };
+        let r = *r;
+        self.writes.reqs.remove(&id);
+        if r.replicated {
+            self.writes.close_epoch = true;
+        }
+        self.push(ReplAction::Complete { tag: r.tag, res });
+    }
+}
