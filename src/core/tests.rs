@@ -481,3 +481,104 @@ fn flag_formula() {
         assert_eq!(got, MdFlags(want | MdFlags::FULL_SYNC), "row {i}");
     }
 }
+
+/// The handshake input between two volumes as they stand (no policies, no discard).
+fn handshake_between(a: &Volume, b: &Volume, a_resolves: bool) -> Handshake {
+    let side = |v: &Volume| Side {
+        uuids: v.uuids().expect("attached"),
+        crashed_primary: false,
+        role: v.state().role,
+    };
+    let input = HandshakeInput {
+        local: side(a),
+        peer: side(b),
+        link: Link {
+            pro_version: PRO_VERSION_MAX,
+            features: 0,
+            resolve_conflicts: a_resolves,
+        },
+        local_disk: a.state().disk,
+        local_disk_after: a.state().disk,
+        peer_disk: b.state().disk,
+        local_changes: 0,
+        peer_changes: 0,
+        local_discard_my_data: false,
+        peer_discard_my_data: false,
+        policies: Policies::default(),
+    };
+    sync_handshake(&input).outcome
+}
+
+/// The seed's first sync: primary --force on one fresh disk, full sync, then both UUID
+/// sets are equal and a reconnect needs no sync; a Primary that loses its peer starts a
+/// new generation, so the reconnect is a bitmap resync towards the old peer.
+#[test]
+fn full_sync_then_reconnect_then_bitmap_resync() {
+    let mut a = attached(fresh(), Fencing::DontCare);
+    let mut b = attached(fresh(), Fencing::DontCare);
+    assert_eq!(
+        a.handle_admin(AdminCmd::Primary { force: true }, 0x1234_5678_9abc_def0),
+        Ok(Outcome::Changed)
+    );
+    drain(&mut a);
+    for v in [&mut a, &mut b] {
+        let peer = if v.state().role == Role::Primary {
+            Role::Secondary
+        } else {
+            Role::Primary
+        };
+        v.handle_peer(ConnState::WFBitMapS, peer, DiskState::Inconsistent, 0);
+        drain(v);
+    }
+    assert_eq!(
+        handshake_between(&a, &b, true),
+        Handshake::SyncSource { full: true }
+    );
+    let a_handshake_uuids = a.uuids().unwrap();
+    let sync_uuid = a.handle_sync_source_start(0x7777_0000_0000_0002);
+    b.handle_sync_target_start(sync_uuid);
+    assert_eq!(b.state().disk, DiskState::Inconsistent);
+    assert_eq!(b.state().conn, ConnState::SyncTarget);
+    a.handle_sync_finished(false, 0, None);
+    b.handle_sync_finished(true, 0, Some(a_handshake_uuids));
+    drain(&mut a);
+    drain(&mut b);
+    let (ua, ub) = (a.uuids().unwrap(), b.uuids().unwrap());
+    assert_eq!(ua.current & !1, ub.current & !1, "{ua:?} {ub:?}");
+    assert_eq!((ua.bitmap, ua.history), (ub.bitmap, ub.history));
+    assert_eq!(ua.bitmap, 0);
+    assert_eq!(b.state().disk, DiskState::UpToDate);
+    assert_eq!(a.state().pdsk, DiskState::UpToDate);
+    assert_eq!(handshake_between(&a, &b, true), Handshake::Connected);
+    assert_eq!(handshake_between(&b, &a, false), Handshake::Connected);
+
+    // The link drops while a is Primary: a starts a new generation.
+    a.handle_peer(
+        ConnState::WFConnection,
+        Role::Unknown,
+        DiskState::DUnknown,
+        0x5555_0000_0000_0000,
+    );
+    b.handle_peer(
+        ConnState::WFConnection,
+        Role::Unknown,
+        DiskState::DUnknown,
+        0x6666_0000_0000_0000,
+    );
+    drain(&mut a);
+    drain(&mut b);
+    assert_eq!(a.uuids().unwrap().bitmap, ua.current & !1);
+    assert_eq!(
+        b.uuids().unwrap().current & !1,
+        ub.current & !1,
+        "the Secondary keeps its generation"
+    );
+    assert_eq!(
+        handshake_between(&a, &b, true),
+        Handshake::SyncSource { full: false }
+    );
+    assert_eq!(
+        handshake_between(&b, &a, false),
+        Handshake::SyncTarget { full: false }
+    );
+}

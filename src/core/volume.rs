@@ -261,6 +261,121 @@ impl Volume {
         }
     }
 
+    // ----- the peer (driven by the connection) ------------------------------------------
+
+    /// What the connection knows now: its state, the peer's role and disk. When a Primary
+    /// (or the peer of a Primary) loses an UpToDate peer while its bitmap UUID is clear, a
+    /// new data generation starts (`after_state_ch`, "lost contact to peer's copy of the
+    /// data": `drbd_uuid_new_current`), so that the next handshake finds the blocks written
+    /// since in the bitmap. `random` is the new UUID, should one be needed.
+    pub fn handle_peer(&mut self, conn: ConnState, peer: Role, pdsk: DiskState, random: u64) {
+        let os = self.state;
+        let mut ns = os;
+        ns.conn = conn;
+        ns.peer = peer;
+        ns.pdsk = if self.md.is_some() {
+            pdsk
+        } else {
+            DiskState::DUnknown
+        };
+        if ns == os {
+            return;
+        }
+        let had_peer_disk = os.pdsk >= DiskState::Inconsistent
+            && os.pdsk != DiskState::DUnknown
+            && os.pdsk != DiskState::Outdated;
+        let lost_peer_disk = ns.pdsk < DiskState::Inconsistent
+            || ns.pdsk == DiskState::DUnknown
+            || ns.pdsk == DiskState::Outdated;
+        if had_peer_disk
+            && lost_peer_disk
+            && (ns.role == Role::Primary || ns.peer == Role::Primary)
+            && ns.disk >= DiskState::UpToDate
+            && let Some(md) = self.md.as_mut()
+            && md.uuids.bitmap == 0
+        {
+            md.uuids.bitmap = md.uuids.current & !1;
+            md.uuids.current = random;
+            set_role_bit(&mut md.uuids, ns.role);
+        }
+        self.state = ns;
+        self.after_state_change(false);
+    }
+
+    /// This node becomes SyncSource (`drbd_gen_and_send_sync_uuid`): the bitmap UUID
+    /// moves on (the old bitmap UUID plus `UUID_NEW_BM_OFFSET`, or a random one), the
+    /// peer's disk is Inconsistent. Returns the sync UUID for the peer.
+    pub fn handle_sync_source_start(&mut self, random: u64) -> u64 {
+        let mut sync_uuid = random & !1;
+        if let Some(md) = self.md.as_mut() {
+            let bm = md.uuids.bitmap;
+            if bm != 0 && bm != UUID_JUST_CREATED {
+                sync_uuid = bm.wrapping_add(super::uuid_compare::UUID_NEW_BM_OFFSET);
+            }
+            set_bitmap_uuid(&mut md.uuids, sync_uuid);
+        }
+        self.state.conn = ConnState::SyncSource;
+        self.state.pdsk = DiskState::Inconsistent;
+        self.after_state_change(false);
+        sync_uuid
+    }
+
+    /// This node becomes SyncTarget with the source's sync UUID (`receive_sync_uuid`):
+    /// current UUID := it, bitmap UUID cleared, the disk Inconsistent until the end.
+    pub fn handle_sync_target_start(&mut self, sync_uuid: u64) {
+        if let Some(md) = self.md.as_mut() {
+            md.uuids.current = sync_uuid;
+            md.uuids.bitmap = 0;
+            set_role_bit(&mut md.uuids, self.state.role);
+        }
+        self.state.conn = ConnState::SyncTarget;
+        self.state.disk = DiskState::Inconsistent;
+        self.after_state_change(false);
+    }
+
+    /// The resync ended (`drbd_resync_finished`). Without failures both disks are
+    /// UpToDate and both nodes end with the same UUID set: the target takes the source's
+    /// (its own current becomes history), the source clears its bitmap UUID into the
+    /// history. `peer` is the peer's UUID set as its handshake sent it.
+    pub fn handle_sync_finished(&mut self, target: bool, failed: u64, peer: Option<Uuids>) {
+        if failed > 0 {
+            if target {
+                self.state.disk = DiskState::Inconsistent;
+                self.state.pdsk = DiskState::UpToDate;
+            } else {
+                self.state.disk = DiskState::UpToDate;
+                self.state.pdsk = DiskState::Inconsistent;
+            }
+        } else {
+            self.state.disk = DiskState::UpToDate;
+            self.state.pdsk = DiskState::UpToDate;
+            if let Some(md) = self.md.as_mut() {
+                if target && let Some(p) = peer {
+                    let own = md.uuids.current & !1;
+                    md.uuids.bitmap = p.bitmap;
+                    md.uuids.history = p.history;
+                    set_bitmap_uuid(&mut md.uuids, own);
+                    md.uuids.current = p.current;
+                }
+                // drbd_uuid_set_bm(0): the bitmap UUID goes to the history.
+                let bm = md.uuids.bitmap;
+                md.uuids.history[1] = md.uuids.history[0];
+                md.uuids.history[0] = bm;
+                md.uuids.bitmap = 0;
+                set_role_bit(&mut md.uuids, self.state.role);
+            }
+        }
+        self.state.conn = ConnState::Connected;
+        self.after_state_change(false);
+    }
+
+    /// Bits set in the bitmap, as the data side counts them now.
+    pub fn handle_oos_bits(&mut self, bits: u64) {
+        if let Some(md) = self.md.as_mut() {
+            md.oos_bits = bits;
+        }
+    }
+
     // ----- rules ------------------------------------------------------------------------
 
     fn context(&self) -> Context {
@@ -453,4 +568,13 @@ fn set_role_bit(uuids: &mut Uuids, role: Role) {
     } else {
         uuids.current &= !1;
     }
+}
+
+/// `drbd_uuid_set(UI_BITMAP, value)`: a non-zero old value moves into the history first.
+fn set_bitmap_uuid(uuids: &mut Uuids, value: u64) {
+    if uuids.bitmap != 0 {
+        uuids.history[1] = uuids.history[0];
+        uuids.history[0] = uuids.bitmap;
+    }
+    uuids.bitmap = value;
 }
