@@ -165,7 +165,7 @@ fn listeners(a: &str, b: &str) -> (Listener, Listener) {
     )
 }
 
-/// §1: the first node up dials in vain, the second one's dial is accepted.
+/// §1: a's attempt starts 300 ms before b's (both listeners are bound, as after `up`).
 #[test]
 fn a_starts_first() {
     let (la, lb) = listeners("127.0.0.1:0", "127.0.0.1:0");
@@ -173,11 +173,57 @@ fn a_starts_first() {
     assert_one_link(&a, &b);
 }
 
-/// §1: the same, the other way round.
+/// §1: b's attempt starts first.
 #[test]
 fn b_starts_first() {
     let (la, lb) = listeners("127.0.0.1:0", "127.0.0.1:0");
     let (a, b) = connect_pair(&la, &lb, Duration::from_millis(300), Duration::ZERO, 2);
+    assert_one_link(&a, &b);
+}
+
+/// §1: while the peer is down its port refuses, and the dial is retried every
+/// `connect-int`. Once the peer's listener is bound (its `establish` not yet running),
+/// both dials land in its backlog: this node dialed both sockets, and the peer, starting
+/// later, accepts both.
+#[test]
+fn a_refused_dial_is_retried_until_the_peer_listens() {
+    let la = Listener::bind(addr("127.0.0.1:0")).expect("bind a");
+    // Reserve an address for b, then free it so that a's dials are refused.
+    let b_addr = Listener::bind(addr("127.0.0.1:0"))
+        .expect("bind")
+        .local_addr();
+    let ca = LinkConfig {
+        local: la.local_addr(),
+        peer: b_addr,
+        peer_name: "b".into(),
+        connect_int: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
+    };
+    let cap = Capture::default();
+    let (a, lb, waited) = thread::scope(|s| {
+        let a = s.spawn(|| logged(&cap, || establish_bounded(&la, &ca, 30, "a")));
+        thread::sleep(Duration::from_millis(300));
+        let Ok(lb) = Listener::bind(b_addr) else {
+            eprintln!("skipped: {b_addr} was taken meanwhile");
+            return (None, None, Duration::ZERO);
+        };
+        let t = Instant::now();
+        let a = a.join().expect("a");
+        (Some(a), Some(lb), t.elapsed())
+    });
+    let (Some(a), Some(lb)) = (a, lb) else { return };
+    assert!(!a.accepted, "a dialed both sockets");
+    assert!(
+        waited < Duration::from_secs(1),
+        "a retried within connect-int: {waited:?}"
+    );
+    assert!(
+        cap.text().contains("cannot connect"),
+        "log:\n{}",
+        cap.text()
+    );
+    let b = establish_bounded(&lb, &config(&lb, &la, "a"), 31, "b");
+    assert!(b.accepted);
     assert_one_link(&a, &b);
 }
 

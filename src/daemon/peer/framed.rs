@@ -4,8 +4,9 @@
 //! Decoding the packet stays the caller's: [`FrameReader::read`] returns the checked
 //! header and the raw payload, and `Packet::decode(header.ty, payload)` does the rest.
 //!
-//! After any error the stream is out of step (a frame may be half read or half written):
-//! drop the connection.
+//! The streams must be blocking (a read timeout is fine: it surfaces as
+//! [`FrameError::Io`]). After any error the stream is out of step (a frame may be half
+//! read or half written): drop the connection.
 
 use std::io::{self, IoSlice, Read, Write};
 

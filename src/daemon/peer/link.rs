@@ -546,6 +546,9 @@ impl<'a, R: FnMut() -> u64> Attempt<'a, R> {
     /// else pending.
     fn try_finish(&mut self, now: Instant) -> Option<Link> {
         if self.data.is_none() || self.meta.is_none() || !self.pending.is_empty() {
+            // The settle period starts when all of this holds (and `wait` must not keep
+            // waking up for a settle deadline that no longer counts).
+            self.settled_at = None;
             return None;
         }
         let since = *self.settled_at.get_or_insert(now);
