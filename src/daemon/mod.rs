@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod files;
 mod launch;
+pub mod peer;
 pub mod runtime;
 mod server;
 
