@@ -10,7 +10,7 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ pub(super) fn dial(
                     format!("connect to {peer} timed out"),
                 ));
             }
-            let fds = [stream_fd(&stream)];
+            let fds = [stream.as_fd()];
             if wait(&fds, libc::POLLOUT, (deadline - now).min(STOP_CHECK))? {
                 break;
             }
@@ -136,11 +136,6 @@ pub(super) fn dial(
     }
     stream.set_nonblocking(false)?;
     Ok(Some(stream))
-}
-
-fn stream_fd(s: &TcpStream) -> BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    s.as_fd()
 }
 
 /// Waits until one of `fds` has one of `events` (or an error or hang-up), at most
