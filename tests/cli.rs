@@ -58,7 +58,7 @@ fn unknown_command_is_a_syntax_error() {
 
 #[test]
 fn commands_not_served_yet_say_so_and_fail() {
-    for c in ["connect", "verify", "outdate"] {
+    for c in ["verify", "outdate", "invalidate"] {
         let out = adm(&[c, "optzimbra"]).code(20);
         assert!(
             out.stderr
@@ -74,25 +74,44 @@ fn commands_not_served_yet_say_so_and_fail() {
         );
     }
     // Not even a dry run pretends.
-    adm(&["-d", "connect", "optzimbra"]).code(20);
+    adm(&["-d", "verify", "optzimbra"]).code(20);
 }
 
 #[test]
 fn discard_my_data_before_and_after_the_command() {
     // The seed's form: options for the connect command after `--`, before the command.
+    let conf = util::examples_dir().join("optzimbra.res");
+    let conf = conf.to_string_lossy();
     for argv in [
         &["--", "--discard-my-data", "connect", "optzimbra"][..],
         &["--discard-my-data", "connect", "optzimbra"][..],
         &["connect", "--discard-my-data", "optzimbra"][..],
     ] {
-        let out = adm(argv).code(20);
+        let mut args = vec!["-c", &conf, "--node", "braavos", "-d"];
+        args.extend_from_slice(argv);
+        let out = adm(&args).ok();
         assert!(
-            out.stderr
-                .contains("`urbdadm connect --discard-my-data optzimbra`"),
+            out.stdout
+                .starts_with("connect --discard-my-data optzimbra:"),
             "{argv:?}: {}",
-            out.stderr
+            out.stdout
         );
     }
+    let plain = adm(&[
+        "-c",
+        &conf,
+        "--node",
+        "braavos",
+        "-d",
+        "connect",
+        "optzimbra",
+    ])
+    .ok();
+    assert!(
+        plain.stdout.starts_with("connect optzimbra:"),
+        "{}",
+        plain.stdout
+    );
     // An option that connect does not have is refused, not ignored.
     adm(&["--", "--bogus", "connect", "optzimbra"]).code(2);
 }

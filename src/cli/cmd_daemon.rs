@@ -159,6 +159,69 @@ pub fn per_volume(
     Ok(())
 }
 
+/// A resource-wide command: `connect`, `disconnect`.
+pub fn per_resource(
+    ctx: &Context,
+    names: &[String],
+    what: &str,
+    make: impl Fn() -> Request,
+) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    for res in resources(&ctx.targets(names)?) {
+        if ctx.dry_run {
+            print(&format!(
+                "{what} {res}: ask urbd over {}\n",
+                run_dir.socket(&res).display()
+            ))?;
+            continue;
+        }
+        let (_, lines) = request(&run_dir, &res, make())?;
+        for line in lines {
+            print(&format!("{line}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `wait-connect`: until every volume is connected (Connected or resyncing), or the
+/// `startup { wfc-timeout }` passes (0 or unset: wait for ever, as drbdadm does).
+pub fn wait_connect(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    let run_dir = RunDir::from_env();
+    let targets = ctx.targets(names)?;
+    for res in resources(&targets) {
+        if ctx.dry_run {
+            print(&format!("wait-connect {res}: poll urbd until connected\n"))?;
+            continue;
+        }
+        let timeout = targets
+            .iter()
+            .find(|t| t.view.resource == res)
+            .and_then(|t| t.view.startup.get_scaled("wfc-timeout"))
+            .and_then(Result::ok)
+            .filter(|&s| s > 0)
+            .map(std::time::Duration::from_secs);
+        let start = std::time::Instant::now();
+        loop {
+            let (status, _) = request(&run_dir, &res, Request::Status)?;
+            if status
+                .volumes
+                .iter()
+                .all(|v| v.cstate >= crate::core::ConnState::Connected)
+            {
+                break;
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(CliError::with_code(
+                    exit::FAILURE,
+                    format!("{res}: not connected after wfc-timeout"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
 /// `role`, `cstate`, `dstate`: one line per volume.
 pub fn show_lines(
     ctx: &Context,

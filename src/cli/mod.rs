@@ -117,6 +117,27 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             cmd_daemon::status(&Context::load(cli)?, &res.names, *json)
         }
         Command::Proc { json } => cmd_daemon::proc(cli.dry_run, *json),
+        Command::Connect {
+            discard_my_data,
+            res,
+        } => {
+            let what = if *discard_my_data {
+                "connect --discard-my-data"
+            } else {
+                "connect"
+            };
+            cmd_daemon::per_resource(&Context::load(cli)?, &res.names, what, || {
+                crate::control::Request::Connect {
+                    discard_my_data: *discard_my_data,
+                }
+            })
+        }
+        Command::Disconnect(res) => {
+            cmd_daemon::per_resource(&Context::load(cli)?, &res.names, "disconnect", || {
+                crate::control::Request::Disconnect
+            })
+        }
+        Command::WaitConnect(res) => cmd_daemon::wait_connect(&Context::load(cli)?, &res.names),
         other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
     }
 }
@@ -124,9 +145,6 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::Connect { .. } | Command::Disconnect(_) | Command::WaitConnect(_) => {
-            "replication between two nodes"
-        }
         Command::ApplyAl(_)
         | Command::Invalidate(_)
         | Command::InvalidateRemote(_)

@@ -46,6 +46,14 @@ pub enum Request {
     },
     /// `down`: demote, detach every volume, stop the daemon.
     Down,
+    /// `connect [--discard-my-data]`.
+    Connect {
+        /// One-shot: this node's data is the split-brain victim.
+        #[serde(default)]
+        discard_my_data: bool,
+    },
+    /// `disconnect`: StandAlone.
+    Disconnect,
     /// `role`: `Primary/Unknown` per volume.
     Role {
         /// Volume number.

@@ -137,6 +137,11 @@ impl Volume {
         self.md.map_or(0, |m| m.la_size_sect)
     }
 
+    /// DRBD's `CRASHED_PRIMARY`: the disk says it was Primary when it went away.
+    pub fn crashed_primary(&self) -> bool {
+        self.md.is_some_and(|m| m.crashed_primary)
+    }
+
     /// Known out-of-sync data, KiB (the bitmap's weight).
     pub fn oos_kib(&self) -> u64 {
         self.md.map_or(0, |m| m.oos_bits.saturating_mul(4))

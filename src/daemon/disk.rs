@@ -26,6 +26,8 @@ pub struct AttachedDisk {
     pub data: File,
     /// Was O_DIRECT accepted?
     pub direct: bool,
+    /// The metadata as read at attach (geometry and bitmap).
+    pub metadata: meta::Metadata,
 }
 
 /// Where a volume's metadata lives.
@@ -123,6 +125,7 @@ pub fn open(
             superblock,
             data,
             direct,
+            metadata: md,
         },
         info,
     ))
@@ -171,5 +174,37 @@ pub fn persist(
     };
     meta::write_superblock(&disk.meta, &sb)?;
     disk.superblock = sb;
+    Ok(())
+}
+
+/// The bitmap for a device of `size_sect` sectors, with the bits the metadata holds.
+pub fn bitmap_for(disk: &AttachedDisk, size_sect: u64) -> meta::Bitmap {
+    let on_disk = &disk.metadata.bitmap;
+    let mut b = meta::Bitmap::new(size_sect);
+    for (i, w) in on_disk.words().iter().enumerate() {
+        if *w == 0 {
+            continue;
+        }
+        for bit in 0..64 {
+            let n = i as u64 * 64 + bit;
+            if w & (1 << bit) != 0 && n < b.bits() {
+                let _ = b.set_range(n, 1);
+            }
+        }
+    }
+    b
+}
+
+/// Writes `bitmap` to the metadata's bitmap area (whole, then synced).
+pub fn persist_bitmap(
+    disk: &mut AttachedDisk,
+    bitmap: &meta::Bitmap,
+) -> Result<(), crate::meta::MetaError> {
+    let mut md = disk.metadata.clone();
+    md.superblock = disk.superblock.clone();
+    md.bitmap = bitmap.clone();
+    let capacity = md.bitmap.capacity();
+    meta::write_bitmap_range(&disk.meta, &md, 0, capacity)?;
+    disk.metadata.bitmap = md.bitmap;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{NodeView, VolumeView};
 use crate::control::RunDir;
-use crate::io::{BackendSpec, CacheMode, open_backend};
+use crate::io::{Backend, BackendSpec, CacheMode, open_backend};
 use crate::nbd::{DataPath, ExportConfig, Gate};
 use crate::status::Counters;
 
@@ -27,7 +27,15 @@ use crate::status::Counters;
 pub trait Export: Send {
     /// The volume's backing disk is attached: serve `size_bytes` of `disk` (O_DIRECT when
     /// `direct`). Called after the attach's state change; serving follows [`Export::set_serving`].
-    fn attach(&mut self, disk: &Path, size_bytes: u64, direct: bool) -> Result<(), String>;
+    ///
+    /// `wrap` may put a layer around the local backend (replication).
+    fn attach(
+        &mut self,
+        disk: &Path,
+        size_bytes: u64,
+        direct: bool,
+        wrap: &dyn Fn(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<(), String>;
     /// The backing disk is about to be closed: finish and flush what is in flight, close the
     /// clients and stop listening.
     fn detach(&mut self);
@@ -49,7 +57,13 @@ pub trait Export: Send {
 pub struct NoExport;
 
 impl Export for NoExport {
-    fn attach(&mut self, _disk: &Path, _size_bytes: u64, _direct: bool) -> Result<(), String> {
+    fn attach(
+        &mut self,
+        _disk: &Path,
+        _size_bytes: u64,
+        _direct: bool,
+        _wrap: &dyn Fn(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<(), String> {
         Ok(())
     }
 
@@ -109,7 +123,13 @@ impl NbdExport {
 }
 
 impl Export for NbdExport {
-    fn attach(&mut self, disk: &Path, size_bytes: u64, direct: bool) -> Result<(), String> {
+    fn attach(
+        &mut self,
+        disk: &Path,
+        size_bytes: u64,
+        direct: bool,
+        wrap: &dyn Fn(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<(), String> {
         self.detach();
         let mut spec = BackendSpec::new(disk);
         spec.cache = if direct {
@@ -120,7 +140,7 @@ impl Export for NbdExport {
         spec.size_limit = Some(size_bytes);
         let backend =
             open_backend(&spec).map_err(|e| format!("opening {} for I/O: {e}", disk.display()))?;
-        let path = DataPath::start(self.config.clone(), backend, self.gate.clone())
+        let path = DataPath::start(self.config.clone(), wrap(backend), self.gate.clone())
             .map_err(|e| format!("starting the NBD export {}: {e}", self.config.name))?;
         tracing::info!(
             export = %self.config.name,

@@ -15,6 +15,7 @@ pub mod export;
 pub mod files;
 mod launch;
 pub mod peer;
+pub mod replication;
 pub mod runtime;
 mod server;
 
@@ -112,6 +113,8 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
 
     let mut runtime = runtime::Runtime::new(view, run_dir.clone());
     runtime.hold_lock(lock);
+    let queue = server::queue();
+    runtime.set_host(queue.host_factory());
     if let Err(e) = runtime.attach_all() {
         runtime.release_files();
         return Err(e);
@@ -142,7 +145,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     if args.ready_on_stdout {
         report_ready();
     }
-    server::run(&mut runtime, listener)
+    server::run(&mut runtime, listener, queue)
         .map_err(|e| DaemonError::io("starting the control threads", e))?;
     tracing::info!("down");
     Ok(())

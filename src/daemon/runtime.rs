@@ -3,13 +3,19 @@
 
 use crate::config::{NodeView, VolumeView};
 use crate::control::{FailKind, Request, Response, RunDir};
-use crate::core::{Action, AdminCmd, Fencing, Outcome, Refusal, Volume, VolumeConfig};
+use crate::core::{Action, AdminCmd, ConnState, Fencing, Outcome, Refusal, Volume, VolumeConfig};
 use crate::status::{ResourceStatus, VolumeStatus, text};
 
 use super::disk::{self, AttachedDisk};
 use super::error::DaemonError;
 use super::export::{Export, make_export};
 use super::files;
+use super::replication::{self, Admin, Host, PeerCall, PeerHandle, PeerReply};
+
+/// Makes the session's way back into the event loop (given the session's stop flag).
+pub type HostFactory = std::sync::Arc<
+    dyn Fn(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Box<dyn Host> + Send + Sync,
+>;
 
 /// One volume: its state machine, its disk while attached, its export.
 struct Slot {
@@ -17,6 +23,10 @@ struct Slot {
     core: Volume,
     disk: Option<AttachedDisk>,
     export: Option<Box<dyn Export>>,
+    /// The replication session while the disk is attached and a peer is configured.
+    peer: Option<PeerHandle>,
+    /// What the backing disk offers, sectors (set at attach).
+    capacity_sect: u64,
 }
 
 /// What the event loop does after a request.
@@ -34,6 +44,7 @@ pub struct Runtime {
     run_dir: RunDir,
     slots: Vec<Slot>,
     lock: Option<files::ResourceLock>,
+    host: Option<HostFactory>,
 }
 
 /// A fresh random value for a new current UUID.
@@ -79,6 +90,8 @@ impl Runtime {
                 export: Some(make_export(&run_dir, &view, v)),
                 view: v.clone(),
                 disk: None,
+                peer: None,
+                capacity_sect: 0,
             })
             .collect();
         Self {
@@ -86,7 +99,13 @@ impl Runtime {
             run_dir,
             slots,
             lock: None,
+            host: None,
         }
+    }
+
+    /// Where replication sessions send their calls (set before the first attach).
+    pub fn set_host(&mut self, host: HostFactory) {
+        self.host = Some(host);
     }
 
     /// Keeps the resource lock until [`Runtime::release_files`].
@@ -132,14 +151,33 @@ impl Runtime {
         );
         let (disk_path, direct) = (slot.view.disk.clone(), attached.direct);
         slot.disk = Some(attached);
+        slot.capacity_sect = info.capacity_sect;
         slot.core
             .handle_attach(info)
             .map_err(AttachError::Refused)?;
         self.perform(i).map_err(AttachError::Daemon)?;
+        let bitmap = {
+            let slot = &self.slots[i];
+            match &slot.disk {
+                Some(d) => disk::bitmap_for(d, slot.core.size_sect()),
+                None => crate::meta::Bitmap::new(slot.core.size_sect()),
+            }
+        };
+        if let Err(e) = self.start_peer(i, bitmap, direct) {
+            let slot = &mut self.slots[i];
+            let _ = slot.core.handle_admin(AdminCmd::Detach, 0);
+            let _ = self.perform(i);
+            return Err(AttachError::Daemon(e));
+        }
         let slot = &mut self.slots[i];
         let size_bytes = slot.core.size_sect() * 512;
+        let peer = slot.peer.as_ref();
+        let wrap = |b: Box<dyn crate::io::Backend>| match peer {
+            Some(p) => p.backend(b),
+            None => b,
+        };
         if let Some(export) = slot.export.as_mut()
-            && let Err(e) = export.attach(&disk_path, size_bytes, direct)
+            && let Err(e) = export.attach(&disk_path, size_bytes, direct, &wrap)
         {
             tracing::error!(error = %e, "cannot export the device; detaching");
             let _ = slot.core.handle_admin(AdminCmd::Detach, 0);
@@ -147,6 +185,141 @@ impl Runtime {
             return Err(AttachError::Daemon(DaemonError::Export(e)));
         }
         Ok(())
+    }
+
+    /// Starts slot `i`'s replication session (when the resource has a peer and the event
+    /// loop is wired), connecting at once as `up` does.
+    fn start_peer(
+        &mut self,
+        i: usize,
+        bitmap: crate::meta::Bitmap,
+        direct: bool,
+    ) -> Result<(), DaemonError> {
+        let Some(host) = self.host.clone() else {
+            return Ok(());
+        };
+        if self.view.peer.is_none() || self.slots[i].peer.is_some() {
+            return Ok(());
+        }
+        let local = self.local_disk(i);
+        let slot = &self.slots[i];
+        let cfg = replication::session_config(
+            &self.view,
+            &slot.view,
+            local,
+            slot.core.size_sect() * 512,
+            direct,
+        )
+        .map_err(DaemonError::Config)?;
+        let Some(cfg) = cfg else {
+            return Ok(());
+        };
+        let handle = PeerHandle::start(cfg, bitmap, |stop| host(stop), true)
+            .map_err(|e| DaemonError::io("starting replication", e))?;
+        self.slots[i].peer = Some(handle);
+        Ok(())
+    }
+
+    /// `connect`/`disconnect`: to every volume's session.
+    fn send_to_peers(&mut self, a: Admin) -> Response {
+        if self.view.peer.is_none() {
+            return Response::Failed {
+                kind: FailKind::Config,
+                message: format!(
+                    "resource {} has no peer in the configuration",
+                    self.view.resource
+                ),
+            };
+        }
+        let mut any = false;
+        let mut lines = Vec::new();
+        for slot in &self.slots {
+            if let Some(p) = &slot.peer {
+                any = true;
+                let cs = slot.core.state().conn;
+                match a {
+                    Admin::Connect { .. } if cs != ConnState::StandAlone => {
+                        lines.push(format!(
+                            "{}: already {} ({cs:?}); nothing to do",
+                            disk::label(&self.view, &slot.view),
+                            if cs >= ConnState::Connected {
+                                "connected"
+                            } else {
+                                "connecting"
+                            }
+                        ));
+                        continue;
+                    }
+                    Admin::Disconnect if cs == ConnState::StandAlone => {
+                        lines.push(format!(
+                            "{}: already StandAlone; nothing to do",
+                            disk::label(&self.view, &slot.view)
+                        ));
+                        continue;
+                    }
+                    _ => {}
+                }
+                p.admin(a);
+            }
+        }
+        if !any {
+            return Response::Failed {
+                kind: FailKind::Config,
+                message: format!(
+                    "resource {} has no disk attached; attach it first",
+                    self.view.resource
+                ),
+            };
+        }
+        self.ok(lines)
+    }
+
+    /// The local disk as the connection needs it.
+    fn local_disk(&self, i: usize) -> crate::core::LocalDisk {
+        let slot = &self.slots[i];
+        let st = slot.core.state();
+        crate::core::LocalDisk {
+            uuids: slot.core.uuids().unwrap_or_default(),
+            role: st.role,
+            disk: st.disk,
+            crashed_primary: slot.core.crashed_primary(),
+            oos_bits: slot.core.oos_kib() / 4,
+            backing_sect: slot.capacity_sect,
+            user_sect: 0,
+            current_sect: slot.core.size_sect(),
+        }
+    }
+
+    /// A call of volume 0's replication session (the sessions serve volume 0 for now).
+    pub fn handle_peer_call(&mut self, call: PeerCall) -> PeerReply {
+        let i = 0;
+        let mut sync_uuid = 0;
+        let core = &mut self.slots[i].core;
+        match call {
+            PeerCall::State {
+                conn,
+                peer,
+                pdsk,
+                oos_bits,
+            } => {
+                core.handle_oos_bits(oos_bits);
+                core.handle_peer(conn, peer, pdsk, random_u64());
+            }
+            PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
+            PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
+            PeerCall::SyncFinished {
+                target,
+                failed,
+                peer,
+            } => core.handle_sync_finished(target, failed, peer),
+        }
+        if let Err(e) = self.perform(i) {
+            tracing::error!(error = %e, "applying the peer's state change");
+        }
+        PeerReply {
+            local: self.local_disk(i),
+            sync_uuid,
+        }
     }
 
     /// Carries out the core's actions for slot `i`, in order. A failed superblock write
@@ -181,6 +354,14 @@ impl Runtime {
                 Action::CloseDisk { .. } => {
                     if let Some(e) = slot.export.as_mut() {
                         e.detach();
+                    }
+                    // After the data path: it may still have writes at the session.
+                    if let Some(p) = slot.peer.take()
+                        && let Some(bitmap) = p.stop()
+                        && let Some(d) = slot.disk.as_mut()
+                        && let Err(e) = disk::persist_bitmap(d, &bitmap)
+                    {
+                        tracing::error!(%label, error = %e, "writing the bitmap failed");
                     }
                     slot.disk = None;
                 }
@@ -229,6 +410,10 @@ impl Runtime {
                     if let Err(e) = self.perform(i) {
                         return failed_io(e);
                     }
+                    let local = self.local_disk(i);
+                    if let Some(p) = &self.slots[i].peer {
+                        p.admin(Admin::Local(local));
+                    }
                 }
             }
         }
@@ -254,6 +439,10 @@ impl Runtime {
             Request::Detach { volume } => self.admin(volume, AdminCmd::Detach),
             Request::Attach { volume } => self.attach_request(volume),
             Request::Down => return self.down(),
+            Request::Connect { discard_my_data } => {
+                self.send_to_peers(Admin::Connect { discard_my_data })
+            }
+            Request::Disconnect => self.send_to_peers(Admin::Disconnect),
         };
         (response, Next::Continue)
     }
@@ -355,7 +544,13 @@ impl Runtime {
                 .iter()
                 .map(|s| {
                     let st = s.core.state();
-                    let counters = s.export.as_ref().map(|e| e.counters()).unwrap_or_default();
+                    let mut counters = s.export.as_ref().map(|e| e.counters()).unwrap_or_default();
+                    let peer = s.peer.as_ref().map(|p| p.status());
+                    if let Some(p) = &peer {
+                        counters.ns = p.net_sent_kib;
+                        counters.nr = p.net_recv_kib;
+                        counters.pe = i64::try_from(p.pending).unwrap_or(i64::MAX);
+                    }
                     VolumeStatus {
                         volume: s.view.volume,
                         minor: s.view.minor,
@@ -364,13 +559,11 @@ impl Runtime {
                         disk: st.disk,
                         peer_disk: st.pdsk,
                         cstate: st.conn,
-                        // No network configuration is applied yet (no replication on this
-                        // build): StandAlone, no protocol letter.
-                        protocol: None,
+                        protocol: self.view.peer.as_ref().map(|_| protocol_letter(&self.view)),
                         suspended: false,
                         write_ordering: write_ordering(&s.view),
                         counters,
-                        oos_kib: s.core.oos_kib(),
+                        oos_kib: peer.as_ref().map_or(s.core.oos_kib(), |p| p.oos_kib),
                         size_sect: s.core.size_sect(),
                         uuids: s
                             .core
@@ -378,7 +571,10 @@ impl Runtime {
                             .map(|u| [u.current, u.bitmap, u.history[0], u.history[1]]),
                         md_flags: s.core.md_flags().map(|f| f.0),
                         open_clients: s.export.as_ref().map_or(0, |e| e.open_clients()),
-                        sync: None,
+                        sync: peer
+                            .as_ref()
+                            .and_then(|p| p.sync)
+                            .map(replication::status_progress),
                         export: s.export.as_ref().and_then(|e| e.endpoint()),
                         kernel_device: Some(kernel_device(&s.view)),
                     }
@@ -392,6 +588,15 @@ impl Runtime {
         if let Err(e) = files::publish(&self.run_dir, &self.status()) {
             tracing::warn!(error = %e, "cannot publish status");
         }
+    }
+}
+
+/// The protocol letter /proc/drbd shows.
+fn protocol_letter(view: &NodeView) -> char {
+    match view.protocol {
+        crate::config::Protocol::A => 'A',
+        crate::config::Protocol::B => 'B',
+        crate::config::Protocol::C => 'C',
     }
 }
 

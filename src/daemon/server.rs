@@ -11,7 +11,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::control::protocol::read_request;
 use crate::control::{ControlError, FailKind, Response, write_message};
 
-use super::runtime::{Next, Runtime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::replication::{Host, PeerCall, PeerReply};
+use super::runtime::{HostFactory, Next, Runtime};
 
 /// How often the published status (counters) is refreshed without a state change.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -26,11 +30,67 @@ enum Event {
     /// written the answer (the loop waits for that before the process exits).
     Request(crate::control::Request, SyncSender<Response>, Receiver<()>),
     Signal(i32),
+    /// A replication session's call.
+    Peer(PeerCall, SyncSender<PeerReply>),
+}
+
+/// The event loop's queue, made before the runtime attaches anything (a replication
+/// session started at attach calls into the loop).
+pub struct Queue {
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+}
+
+/// A new queue.
+pub fn queue() -> Queue {
+    let (tx, rx) = mpsc::channel();
+    Queue { tx, rx }
+}
+
+impl Queue {
+    /// How sessions reach the loop.
+    pub fn host_factory(&self) -> HostFactory {
+        let tx = self.tx.clone();
+        Arc::new(move |stop: Arc<AtomicBool>| {
+            Box::new(LoopHost {
+                tx: tx.clone(),
+                stop,
+            }) as Box<dyn Host>
+        })
+    }
+}
+
+/// A session's way into the event loop.
+struct LoopHost {
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+}
+
+/// How often a waiting session checks whether it is being stopped.
+const CALL_POLL: Duration = Duration::from_millis(100);
+
+impl Host for LoopHost {
+    fn call(&self, call: PeerCall) -> Option<PeerReply> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.tx.send(Event::Peer(call, reply_tx)).ok()?;
+        loop {
+            match reply_rx.recv_timeout(CALL_POLL) {
+                Ok(r) => return Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    // The loop may be waiting for this session to stop (down).
+                    if self.stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
 }
 
 /// Runs until `down` or SIGTERM/SIGINT. Returns when the resource is down.
-pub fn run(runtime: &mut Runtime, listener: UnixListener) -> std::io::Result<()> {
-    let (tx, rx) = mpsc::channel::<Event>();
+pub fn run(runtime: &mut Runtime, listener: UnixListener, queue: Queue) -> std::io::Result<()> {
+    let Queue { tx, rx } = queue;
     spawn_signals(tx.clone())?;
     spawn_acceptor(listener, tx)?;
     event_loop(runtime, &rx);
@@ -53,6 +113,11 @@ fn event_loop(runtime: &mut Runtime, rx: &Receiver<Event>) {
                 }
                 runtime.publish();
                 let _ = reply.send(response);
+            }
+            Ok(Event::Peer(call, reply)) => {
+                let answer = runtime.handle_peer_call(call);
+                runtime.publish();
+                let _ = reply.send(answer);
             }
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "terminating");

@@ -163,3 +163,13 @@ pub fn have_root() -> bool {
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("res-examples")
 }
+
+/// Two TCP ports on 127.0.0.1 that were free a moment ago (for a pair's `address` lines;
+/// tests run in parallel, so none may use fixed ports).
+pub fn free_port_pair() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let pa = a.local_addr().expect("local addr").port();
+    let pb = b.local_addr().expect("local addr").port();
+    (pa, pb)
+}

@@ -133,10 +133,11 @@ impl Pair {
                 format!("meta-disk \"{}/{name}.meta\" [0];", d.display())
             }
         };
+        let (pa, pb) = super::free_port_pair();
         let text = format!(
-            "resource loop {{\n  protocol C;\n\
-             on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:7789; }}\n\
-             on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:7790; }}\n}}\n",
+            "resource loop {{\n  protocol C;\n  disk {{ resync-rate 1000M; }}\n\
+             on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:{pa}; }}\n\
+             on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n",
             meta("alpha"),
             meta("beta"),
             d = d.display()

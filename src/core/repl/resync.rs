@@ -24,10 +24,10 @@ pub struct SyncProgress {
     pub left_kib: u64,
     /// Time since it started.
     pub elapsed: Duration,
-    /// Average KiB/s since the start.
-    pub avg_kib_s: u64,
-    /// KiB/s over the last few seconds.
-    pub recent_kib_s: u64,
+    /// How long ago the oldest rolling mark was taken (for the short-term speed).
+    pub mark_age: Duration,
+    /// Out-of-sync KiB left at that mark.
+    pub mark_left_kib: u64,
     /// `resync-rate`, KiB/s.
     pub want_kib_s: u64,
 }
@@ -84,11 +84,6 @@ impl Resync {
         let started = self.started?;
         let elapsed = now.saturating_duration_since(started);
         let kib = |bits: u64| bits * (BM_BLOCK / 1024);
-        let rate = |bits: u64, d: Duration| {
-            let ms = d.as_millis().max(1) as u64;
-            kib(bits).saturating_mul(1000) / ms
-        };
-        let done = self.total_bits.saturating_sub(self.left_bits);
         let (mt, ml) = self
             .marks
             .front()
@@ -99,11 +94,8 @@ impl Resync {
             total_kib: kib(self.total_bits),
             left_kib: kib(self.left_bits),
             elapsed,
-            avg_kib_s: rate(done, elapsed),
-            recent_kib_s: rate(
-                ml.saturating_sub(self.left_bits),
-                now.saturating_duration_since(mt),
-            ),
+            mark_age: now.saturating_duration_since(mt),
+            mark_left_kib: kib(ml),
             want_kib_s: 0,
         })
     }

@@ -1,0 +1,170 @@
+//! The NBD data path's backend when the volume replicates: reads go straight to the local
+//! disk on the NBD thread's ring; writes, trims, zeroes and flushes go to the replication
+//! session, which answers through a queue and an eventfd read armed on the same ring.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use io_uring::{opcode, types};
+
+use crate::io::{Backend, BackendInfo, Done, IoCtx, Op};
+
+use super::Input;
+
+/// The key of the eventfd read (the local backend's keys are slot indexes, far below).
+const WAKE_KEY: u64 = 1 << 62;
+/// Requests forwarded to the session at most (then the NBD loop waits for completions).
+const MAX_FORWARDED: usize = 512;
+
+/// What the session and the NBD thread share: finished requests and the doorbell.
+pub struct Completions {
+    done: Mutex<Vec<Done>>,
+    efd: OwnedFd,
+}
+
+impl Completions {
+    /// A new, empty queue with its eventfd.
+    pub fn new() -> std::io::Result<Arc<Completions>> {
+        // SAFETY: eventfd(2) with valid flags; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Completions {
+            done: Mutex::new(Vec::new()),
+            efd,
+        }))
+    }
+
+    /// Called by the session: one request is finished.
+    pub fn push(&self, d: Done) {
+        if let Ok(mut q) = self.done.lock() {
+            q.push(d);
+        }
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
+        let _ = unsafe {
+            libc::write(
+                self.efd.as_raw_fd(),
+                (&raw const one).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
+    fn take(&self) -> Vec<Done> {
+        self.done
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+}
+
+/// The backend the NBD server drives.
+pub struct ReplBackend {
+    local: Box<dyn Backend>,
+    session: Sender<Input>,
+    completions: Arc<Completions>,
+    forwarded: usize,
+    armed: bool,
+    wake_buf: Box<[u8; 8]>,
+}
+
+impl ReplBackend {
+    /// Wraps the local backend.
+    pub fn new(
+        local: Box<dyn Backend>,
+        session: Sender<Input>,
+        completions: Arc<Completions>,
+    ) -> ReplBackend {
+        ReplBackend {
+            local,
+            session,
+            completions,
+            forwarded: 0,
+            armed: false,
+            wake_buf: Box::new([0; 8]),
+        }
+    }
+
+    fn arm(&mut self, ctx: &mut IoCtx<'_>) {
+        if self.armed {
+            return;
+        }
+        let entry = opcode::Read::new(
+            types::Fd(self.completions.efd.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            8,
+        )
+        .build();
+        // SAFETY: the buffer is boxed and lives as long as self; the read completes or is
+        // cancelled when the ring is torn down with the data path, which owns self.
+        match unsafe { ctx.push(entry, WAKE_KEY) } {
+            Ok(()) => self.armed = true,
+            Err(e) => tracing::error!(error = %e, "cannot arm the replication doorbell"),
+        }
+    }
+
+    fn collect(&mut self, ctx: &mut IoCtx<'_>) {
+        for d in self.completions.take() {
+            self.forwarded = self.forwarded.saturating_sub(1);
+            ctx.complete(d);
+        }
+    }
+}
+
+impl Backend for ReplBackend {
+    fn info(&self) -> BackendInfo {
+        self.local.info()
+    }
+
+    fn submit(&mut self, ctx: &mut IoCtx<'_>, tag: u64, op: Op) {
+        if matches!(op, Op::Read { .. }) {
+            return self.local.submit(ctx, tag, op);
+        }
+        if let Err(e) = crate::io::check_op(&self.local.info(), &op) {
+            ctx.complete(Done {
+                tag,
+                res: Err(e),
+                buf: op.into_buf(),
+            });
+            return;
+        }
+        match self.session.send(Input::App { tag, op }) {
+            Ok(()) => {
+                self.forwarded += 1;
+                self.arm(ctx);
+            }
+            Err(std::sync::mpsc::SendError(Input::App { op, .. })) => ctx.complete(Done {
+                tag,
+                res: Err(crate::io::Errno::EIO),
+                buf: op.into_buf(),
+            }),
+            Err(_) => {}
+        }
+    }
+
+    fn complete(&mut self, ctx: &mut IoCtx<'_>, key: u64, res: i32) {
+        if key != WAKE_KEY {
+            return self.local.complete(ctx, key, res);
+        }
+        self.armed = false;
+        self.collect(ctx);
+        if self.forwarded > 0 {
+            self.arm(ctx);
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        // The doorbell read is armed only while requests are forwarded: every forwarded
+        // request rings it once answered, so it never outlives them.
+        self.local.in_flight() + self.forwarded
+    }
+
+    fn has_room(&self) -> bool {
+        self.local.has_room() && self.forwarded < MAX_FORWARDED
+    }
+}

@@ -1,0 +1,141 @@
+//! A session's settings from the resource's configuration (`net` and `disk` sections),
+//! with DRBD 8.4's defaults and units.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::{Address, NodeView, Protocol, VolumeView};
+use crate::core::conn::{AuthConfig, ConnConfig, LocalDisk, NetTimers};
+use crate::core::repl::ReplConfig;
+use crate::core::{AfterSb, Policies};
+use crate::io::{BackendSpec, CacheMode};
+use crate::wire::WireProtocol;
+
+use super::super::peer::LinkConfig;
+use super::SessionConfig;
+
+fn socket_addr(a: &Address) -> Result<SocketAddr, String> {
+    let ip: IpAddr = a
+        .host
+        .parse()
+        .map_err(|_| format!("address {} is not an IP address", a.host))?;
+    Ok(SocketAddr::new(ip, a.port))
+}
+
+fn scaled(view: &NodeView, name: &str, default: u64) -> Result<u64, String> {
+    match view.net.get_scaled(name) {
+        None => Ok(default),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(format!("net option {name}: {e}")),
+    }
+}
+
+fn policy(view: &NodeView, name: &str) -> AfterSb {
+    match view.net.get(name) {
+        Some("discard-younger-primary") => AfterSb::DiscardYoungerPrimary,
+        Some("discard-older-primary") => AfterSb::DiscardOlderPrimary,
+        Some("discard-zero-changes") => AfterSb::DiscardZeroChanges,
+        Some("discard-least-changes") => AfterSb::DiscardLeastChanges,
+        Some("discard-local") => AfterSb::DiscardLocal,
+        Some("discard-remote") => AfterSb::DiscardRemote,
+        Some("consensus") => AfterSb::Consensus,
+        Some("discard-secondary") => AfterSb::DiscardSecondary,
+        Some("call-pri-lost-after-sb") | Some("call-pri-lost") => AfterSb::CallHelper,
+        Some("violently-as0p") | Some("violently") => AfterSb::Violently,
+        _ => AfterSb::Disconnect,
+    }
+}
+
+/// The session's configuration for `volume`, or `None` when the resource has no peer.
+pub fn session_config(
+    view: &NodeView,
+    volume: &VolumeView,
+    local: LocalDisk,
+    size_bytes: u64,
+    direct: bool,
+) -> Result<Option<SessionConfig>, String> {
+    let Some(peer) = &view.peer else {
+        return Ok(None);
+    };
+    let timers = NetTimers {
+        connect_int: Duration::from_secs(scaled(view, "connect-int", 10)?.max(1)),
+        ping_int: Duration::from_secs(scaled(view, "ping-int", 10)?.max(1)),
+        ping_timeout: Duration::from_millis(scaled(view, "ping-timeout", 5)?.max(1) * 100),
+        timeout: Duration::from_millis(scaled(view, "timeout", 60)?.max(1) * 100),
+    };
+    let auth = match (view.net.get("cram-hmac-alg"), view.net.get("shared-secret")) {
+        (Some(alg), _) if !alg.eq_ignore_ascii_case("sha256") => {
+            return Err(format!(
+                "cram-hmac-alg {alg} is not supported by urbd; use sha256"
+            ));
+        }
+        (Some(_), Some(secret)) => Some(AuthConfig {
+            shared_secret: secret.as_bytes().to_vec(),
+        }),
+        (Some(_), None) => return Err("cram-hmac-alg needs a shared-secret".into()),
+        _ => None,
+    };
+    let protocol = match view.protocol {
+        Protocol::A => WireProtocol::A,
+        Protocol::B => WireProtocol::B,
+        Protocol::C => WireProtocol::C,
+    };
+    let mut conn = ConnConfig::new(peer.name.clone());
+    conn.timers = timers;
+    conn.auth = auth;
+    conn.protocol = protocol;
+    conn.policies = Policies {
+        after_sb_0p: policy(view, "after-sb-0pri"),
+        after_sb_1p: policy(view, "after-sb-1pri"),
+        after_sb_2p: policy(view, "after-sb-2pri"),
+        always_asbp: view.net.get_bool("always-asbp").unwrap_or(false),
+        rr_conflict: policy(view, "rr-conflict"),
+    };
+    conn.two_primaries = view.net.get_bool("allow-two-primaries").unwrap_or(false);
+    conn.integrity_alg = view.net.get("data-integrity-alg").unwrap_or("").to_owned();
+    let rate = match volume.disk_opts.get_scaled("resync-rate") {
+        None => 250,
+        Some(Ok(v)) => v.max(1),
+        Some(Err(e)) => return Err(format!("disk option resync-rate: {e}")),
+    };
+    let repl = ReplConfig {
+        protocol,
+        flush_at_barrier: volume.disk_opts.get("disk-flushes") != Some("no"),
+        resync_rate_kib: rate,
+        ..ReplConfig::default()
+    };
+    let mut disk = BackendSpec::new(&volume.disk);
+    disk.cache = if direct {
+        CacheMode::Direct
+    } else {
+        CacheMode::Cached
+    };
+    disk.size_limit = Some(size_bytes);
+    Ok(Some(SessionConfig {
+        resource: view.resource.clone(),
+        link: LinkConfig {
+            local: socket_addr(&view.address)?,
+            peer: socket_addr(&peer.address)?,
+            peer_name: peer.name.clone(),
+            connect_int: timers.connect_int,
+            timeout: timers.timeout,
+        },
+        conn,
+        repl,
+        disk,
+        size_bytes,
+        local,
+    }))
+}
+
+/// The resync as status shows it.
+pub fn status_progress(p: crate::core::repl::SyncProgress) -> crate::status::SyncProgress {
+    crate::status::SyncProgress {
+        total_bits: p.total_kib / 4,
+        left_bits: p.left_kib / 4,
+        mark_age_secs: p.mark_age.as_secs(),
+        mark_left_bits: p.mark_left_kib / 4,
+        elapsed_secs: p.elapsed.as_secs(),
+        want_kib_per_sec: p.want_kib_s,
+    }
+}

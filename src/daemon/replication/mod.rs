@@ -1,0 +1,242 @@
+//! Replication with the peer: one session thread per replicated volume that owns the
+//! connection state machine ([`crate::core::conn`]), the data side
+//! ([`crate::core::repl`]), the peer sockets ([`super::peer`]) and disk workers for the
+//! local I/O the core asks for. The NBD data path hands writes and flushes to it through
+//! [`ReplBackend`]; the daemon's event loop owns the volume's roles, disk states and UUIDs,
+//! and the session asks it to change them with [`PeerCall`]s.
+//!
+//! Threads: the session (all decisions), one connector while dialling/accepting, two
+//! receivers while linked (data and meta socket, blocking frame reads), disk workers. All
+//! of them feed the session's one input queue ([`Input`]).
+
+mod bridge;
+mod config;
+mod disk;
+mod session;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::core::ConnState;
+use crate::core::conn::LocalDisk;
+use crate::core::repl::SyncProgress;
+use crate::core::{DiskState, Role};
+use crate::io::{AlignedBuf, Backend, Errno, Op};
+use crate::meta::{Bitmap, Uuids};
+use crate::wire::PacketType;
+
+pub use bridge::{Completions, ReplBackend};
+pub use config::{session_config, status_progress};
+pub use session::SessionConfig;
+
+use super::peer::Link;
+
+/// A request of the session to the daemon's event loop, which owns the volume's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerCall {
+    /// The connection state or what is known of the peer changed.
+    State {
+        /// Connection state.
+        conn: ConnState,
+        /// The peer's role.
+        peer: Role,
+        /// The peer's disk.
+        pdsk: DiskState,
+        /// Bits set in the bitmap now.
+        oos_bits: u64,
+    },
+    /// Become SyncSource; the answer carries the sync UUID to send.
+    SyncSourceStart,
+    /// Become SyncTarget with this sync UUID.
+    SyncTargetStart(u64),
+    /// The resync ended on this side.
+    SyncFinished {
+        /// This node was the target.
+        target: bool,
+        /// Blocks that failed.
+        failed: u64,
+        /// The peer's UUIDs from the handshake.
+        peer: Option<Uuids>,
+    },
+}
+
+/// The event loop's answer: the local disk as it stands now, and for
+/// [`PeerCall::SyncSourceStart`] the sync UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerReply {
+    /// For the next handshake and the STATE packets.
+    pub local: LocalDisk,
+    /// The sync UUID ([`PeerCall::SyncSourceStart`]), else 0.
+    pub sync_uuid: u64,
+}
+
+/// Where the session's calls go (the daemon's event loop).
+pub trait Host: Send {
+    /// Carries out `call` and answers, or `None` if the daemon is going down.
+    fn call(&self, call: PeerCall) -> Option<PeerReply>;
+}
+
+/// An operator's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// `connect [--discard-my-data]`.
+    Connect {
+        /// One-shot: this node's data is the one to throw away.
+        discard_my_data: bool,
+    },
+    /// `disconnect`.
+    Disconnect,
+    /// The local disk changed (role, disk state, UUIDs).
+    Local(LocalDisk),
+}
+
+/// Everything the session reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// An application write, trim, zero or flush from the NBD data path.
+    App {
+        /// The NBD request.
+        tag: u64,
+        /// What to do.
+        op: Op,
+    },
+    /// A local I/O finished.
+    DiskDone {
+        /// The core's id for it.
+        id: u64,
+        /// Result.
+        res: Result<(), Errno>,
+        /// Its buffer, if it had one.
+        buf: Option<AlignedBuf>,
+    },
+    /// The connector established the two sockets.
+    Linked(Link),
+    /// The connector cannot work (configuration error).
+    LinkGaveUp(String),
+    /// A frame from the peer.
+    Packet {
+        /// The link generation it came on.
+        generation: u64,
+        /// Its type.
+        ty: PacketType,
+        /// Its frame flags.
+        flags: u8,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// A receiver stopped (EOF, error, bad frame).
+    RecvFailed {
+        /// The link generation.
+        generation: u64,
+        /// Why.
+        why: String,
+    },
+    /// An operator's request.
+    Admin(Admin),
+    /// Go down: disconnect, finish what is in flight, exit.
+    Stop,
+}
+
+/// What status shows of the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The resync, while one runs.
+    pub sync: Option<SyncProgress>,
+    /// Out-of-sync KiB.
+    pub oos_kib: u64,
+    /// KiB sent to the peer (`ns:`).
+    pub net_sent_kib: u64,
+    /// KiB received from the peer (`nr:`).
+    pub net_recv_kib: u64,
+    /// Requests waiting for the peer's ack (`pe:`).
+    pub pending: u64,
+}
+
+/// The running session of one volume.
+pub struct PeerHandle {
+    tx: Sender<Input>,
+    status: Arc<Mutex<PeerStatus>>,
+    completions: Arc<Completions>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Bitmap>>,
+}
+
+impl PeerHandle {
+    /// Starts the session (and its disk workers). `connect`: start connecting at once
+    /// (`up`), else StandAlone until [`Admin::Connect`].
+    pub fn start(
+        cfg: SessionConfig,
+        bitmap: Bitmap,
+        host: impl FnOnce(Arc<AtomicBool>) -> Box<dyn Host>,
+        connect: bool,
+    ) -> std::io::Result<PeerHandle> {
+        let (tx, rx) = mpsc::channel();
+        let status = Arc::new(Mutex::new(PeerStatus::default()));
+        let completions = Completions::new()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = host(stop.clone());
+        let session = session::Session::new(
+            cfg,
+            bitmap,
+            host,
+            tx.clone(),
+            rx,
+            status.clone(),
+            completions.clone(),
+            stop.clone(),
+        )?;
+        let thread = std::thread::Builder::new()
+            .name("urbd-peer".into())
+            .spawn(move || session.run())?;
+        if connect {
+            let _ = tx.send(Input::Admin(Admin::Connect {
+                discard_my_data: false,
+            }));
+        }
+        Ok(PeerHandle {
+            tx,
+            status,
+            completions,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends an operator's request (answered through the state the event loop sees).
+    pub fn admin(&self, a: Admin) {
+        let _ = self.tx.send(Input::Admin(a));
+    }
+
+    /// What status shows.
+    pub fn status(&self) -> PeerStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wraps the local backend of the NBD data path.
+    pub fn backend(&self, local: Box<dyn Backend>) -> Box<dyn Backend> {
+        Box::new(ReplBackend::new(
+            local,
+            self.tx.clone(),
+            self.completions.clone(),
+        ))
+    }
+
+    /// Disconnects, waits for what is in flight and stops. Returns the bitmap to persist.
+    pub fn stop(mut self) -> Option<Bitmap> {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.tx.send(Input::Stop);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for PeerHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop.store(true, Ordering::Release);
+            let _ = self.tx.send(Input::Stop);
+            let _ = t.join();
+        }
+    }
+}

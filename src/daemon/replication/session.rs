@@ -1,0 +1,1065 @@
+//! The session thread: one input queue, the connection and data-side state machines, and
+//! the host work they ask for (sockets, disk jobs, calls to the event loop).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::core::conn::{ConnConfig, ConnEvent, Connection, LocalDisk, TransportUp};
+use crate::core::repl::{
+    LocalIo, Payload, ReplAction, ReplConfig, Replicator, SyncSide, WriteKind,
+};
+use crate::core::{ConnState, DiskState, Handshake, Role};
+use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
+use crate::meta::{Bitmap, Uuids};
+use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
+
+use super::super::peer::{FrameReader, Link, LinkConfig, Listener, establish};
+use super::bridge::Completions;
+use super::disk::DiskWorkers;
+use super::{Admin, Host, Input, PeerCall, PeerStatus};
+
+/// Everything a session needs to know.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The resource, for messages.
+    pub resource: String,
+    /// Where this node listens and the peer is.
+    pub link: LinkConfig,
+    /// The connection's settings.
+    pub conn: ConnConfig,
+    /// The data side's settings.
+    pub repl: ReplConfig,
+    /// The data disk, for the session's own I/O.
+    pub disk: BackendSpec,
+    /// The device size, bytes.
+    pub size_bytes: u64,
+    /// The local disk as the event loop sees it now.
+    pub local: LocalDisk,
+}
+
+/// How long the loop sleeps at most (status refresh).
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No resync in preparation.
+    Idle,
+    /// Exchanging bitmaps before a resync.
+    Bitmap {
+        side: SyncSide,
+        words_total: u64,
+        words_got: u64,
+        /// A SYNC_UUID that arrived early (target).
+        sync_uuid: Option<u64>,
+    },
+    /// Target: bitmap merged, waiting for SYNC_UUID.
+    WaitSyncUuid,
+}
+
+/// What a disk job carries back.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// The application's request `tag`: keep its buffer until the completion.
+    App(u64),
+    /// A resync read: keep the buffer as the payload.
+    Read,
+    /// Anything else.
+    Other,
+}
+
+struct LinkIo {
+    data: TcpStream,
+    meta: TcpStream,
+    readers: Vec<JoinHandle<()>>,
+}
+
+pub(super) struct Session {
+    cfg: SessionConfig,
+    conn: Connection,
+    repl: Replicator,
+    tx: Sender<Input>,
+    rx: Receiver<Input>,
+    host: Box<dyn Host>,
+    status: Arc<Mutex<PeerStatus>>,
+    completions: Arc<Completions>,
+    stop: Arc<AtomicBool>,
+    disk: Option<DiskWorkers>,
+    listener: Arc<Listener>,
+    connector: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    link: Option<LinkIo>,
+    generation: u64,
+    app_ops: HashMap<u64, Op>,
+    app_bufs: HashMap<u64, AlignedBuf>,
+    jobs: HashMap<u64, Job>,
+    peer_bufs: HashMap<u64, Vec<u8>>,
+    read_bufs: HashMap<u64, AlignedBuf>,
+    next_key: u64,
+    phase: Phase,
+    peer_uuids: Option<Uuids>,
+    cs_override: Option<ConnState>,
+    peer_role: Role,
+    peer_disk: DiskState,
+    last_state_sent: Option<(Role, DiskState)>,
+    reported: Option<PeerCall>,
+    stopping: bool,
+    sent_bytes: u64,
+    recv_bytes: u64,
+    scratch: Vec<u8>,
+    rng: u64,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: SessionConfig,
+        bitmap: Bitmap,
+        host: Box<dyn Host>,
+        tx: Sender<Input>,
+        rx: Receiver<Input>,
+        status: Arc<Mutex<PeerStatus>>,
+        completions: Arc<Completions>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Session> {
+        let listener = Listener::bind(cfg.link.local).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} for the peer: {e}", cfg.link.local),
+            )
+        })?;
+        let disk = DiskWorkers::start(&cfg.disk, tx.clone())?;
+        let conn = Connection::new(cfg.conn.clone(), cfg.local);
+        let repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
+        let mut seed = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
+        Ok(Session {
+            cfg,
+            conn,
+            repl,
+            tx,
+            rx,
+            host,
+            status,
+            completions,
+            stop,
+            disk: Some(disk),
+            listener: Arc::new(listener),
+            connector: None,
+            link: None,
+            generation: 0,
+            app_ops: HashMap::new(),
+            app_bufs: HashMap::new(),
+            jobs: HashMap::new(),
+            peer_bufs: HashMap::new(),
+            read_bufs: HashMap::new(),
+            next_key: 1,
+            phase: Phase::Idle,
+            peer_uuids: None,
+            cs_override: None,
+            peer_role: Role::Unknown,
+            peer_disk: DiskState::DUnknown,
+            last_state_sent: None,
+            reported: None,
+            stopping: false,
+            sent_bytes: 0,
+            recv_bytes: 0,
+            scratch: Vec::new(),
+            rng: u64::from_ne_bytes(seed) | 1,
+        })
+    }
+
+    /// The loop. Returns the bitmap when stopped.
+    pub(super) fn run(mut self) -> Bitmap {
+        loop {
+            let now = Instant::now();
+            let next = [self.conn.poll_timeout(), self.repl.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
+            match self.rx.recv_timeout(next) {
+                Ok(input) => {
+                    self.handle(input);
+                    // Take whatever else is queued before the (costlier) bookkeeping.
+                    while let Ok(more) = self.rx.try_recv() {
+                        self.handle(more);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+                self.conn.handle_timeout(now);
+            }
+            if self.repl.poll_timeout().is_some_and(|t| t <= now) {
+                self.repl.handle_timeout(now);
+            }
+            self.drain(now);
+            self.publish(now);
+            if self.stopping && self.quiet() {
+                break;
+            }
+        }
+        self.shutdown()
+    }
+
+    fn quiet(&self) -> bool {
+        self.app_ops.is_empty() && self.jobs.is_empty() && self.repl.app_in_flight() == 0
+    }
+
+    fn shutdown(mut self) -> Bitmap {
+        self.stop_connector();
+        self.close_link();
+        if let Some(d) = self.disk.take() {
+            d.stop();
+        }
+        // Anything still forwarded by the data path gets an answer.
+        for (tag, op) in self.app_ops.drain() {
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EIO),
+                buf: op.into_buf(),
+            });
+        }
+        self.repl.bitmap().clone()
+    }
+
+    // ----- inputs ---------------------------------------------------------------------
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::App { tag, op } => self.on_app(tag, op),
+            Input::DiskDone { id, res, buf } => {
+                match self.jobs.remove(&id) {
+                    Some(Job::App(tag)) => {
+                        if let Some(b) = buf {
+                            self.app_bufs.insert(tag, b);
+                        }
+                    }
+                    Some(Job::Read) => {
+                        if let Some(b) = buf {
+                            self.read_bufs.insert(id, b);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Err(e) = res {
+                    tracing::error!(resource = %self.cfg.resource, error = %e, "local disk I/O failed");
+                }
+                self.repl.handle_local_done(now, id, res);
+            }
+            Input::Linked(link) => self.on_linked(now, link),
+            Input::LinkGaveUp(why) => {
+                tracing::error!(resource = %self.cfg.resource, "cannot connect: {why}");
+                self.connector = None;
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+            }
+            Input::Packet {
+                generation,
+                ty,
+                flags: f,
+                payload,
+            } => {
+                if generation == self.generation && self.link.is_some() {
+                    self.on_packet(now, ty, f, payload);
+                }
+            }
+            Input::RecvFailed { generation, why } => {
+                if generation == self.generation && self.link.is_some() {
+                    tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "connection lost: {why}");
+                    self.conn.handle_transport_lost(now);
+                }
+            }
+            Input::Admin(a) => self.on_admin(now, a),
+            Input::Stop => {
+                self.stopping = true;
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+            }
+        }
+    }
+
+    fn on_admin(&mut self, now: Instant, a: Admin) {
+        match a {
+            Admin::Connect { discard_my_data } => {
+                if !self.stopping {
+                    self.conn
+                        .handle_admin(now, crate::core::ConnAdmin::Connect { discard_my_data });
+                }
+            }
+            Admin::Disconnect => {
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+                self.stop_connector();
+            }
+            Admin::Local(local) => self.on_local(local),
+        }
+    }
+
+    /// The local disk changed: remember it for the next handshake; tell the peer.
+    fn on_local(&mut self, local: LocalDisk) {
+        let old = *self.conn.local();
+        self.conn.handle_local(local);
+        if !self.linked_and_decided() {
+            return;
+        }
+        if old.uuids != local.uuids {
+            // drbd_send_uuids after a forced promotion or a new generation.
+            self.send_packet(
+                Socket::Data,
+                Packet::Uuids(wire::Uuids {
+                    current: local.uuids.current,
+                    bitmap: local.uuids.bitmap,
+                    history: local.uuids.history,
+                    bitmap_bits: self.repl.bitmap().count(),
+                    flags: 0,
+                }),
+            );
+        }
+        if self.last_state_sent != Some((local.role, local.disk)) {
+            self.send_state(local);
+        }
+    }
+
+    fn linked_and_decided(&self) -> bool {
+        self.link.is_some() && self.conn.state() >= ConnState::Connected
+    }
+
+    fn send_state(&mut self, local: LocalDisk) {
+        let st = wire::State {
+            role: local.role as u8,
+            peer: self.peer_role as u8,
+            conn: self.cstate() as u8,
+            disk: local.disk as u8,
+            pdsk: self.peer_disk as u8,
+            flags: 0,
+        };
+        self.last_state_sent = Some((local.role, local.disk));
+        self.send_packet(Socket::Data, Packet::State(st));
+    }
+
+    fn on_app(&mut self, tag: u64, op: Op) {
+        let kind = match &op {
+            Op::Flush => {
+                self.repl.handle_app_flush(tag);
+                return;
+            }
+            Op::Read { .. } => None,
+            Op::Write { fua, buf, offset } => {
+                Some((*offset, buf.len() as u64, WriteKind::Write { fua: *fua }))
+            }
+            Op::Trim { offset, len } => Some((*offset, *len, WriteKind::Trim)),
+            Op::Zero {
+                offset,
+                len,
+                may_trim,
+            } => Some((
+                *offset,
+                *len,
+                WriteKind::Zero {
+                    may_trim: *may_trim,
+                },
+            )),
+        };
+        let Some((offset, len, kind)) = kind else {
+            // The bridge keeps reads local; answer anyway.
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EINVAL),
+                buf: op.into_buf(),
+            });
+            return;
+        };
+        let Ok(len) = u32::try_from(len) else {
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EINVAL),
+                buf: op.into_buf(),
+            });
+            return;
+        };
+        self.app_ops.insert(tag, op);
+        self.repl.handle_app_write(tag, offset, len, kind);
+    }
+
+    // ----- the link -------------------------------------------------------------------
+
+    fn start_connector(&mut self) {
+        if self.connector.is_some() || self.stopping {
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (listener, cfg, tx, flag) = (
+            self.listener.clone(),
+            self.cfg.link.clone(),
+            self.tx.clone(),
+            stop.clone(),
+        );
+        let mut x = self.next_random();
+        let spawned = std::thread::Builder::new()
+            .name("urbd-connect".into())
+            .spawn(move || {
+                let mut rng = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                match establish(&listener, &cfg, &flag, &mut rng) {
+                    Ok(Some(link)) => {
+                        let _ = tx.send(Input::Linked(link));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(Input::LinkGaveUp(e.to_string()));
+                    }
+                }
+            });
+        match spawned {
+            Ok(h) => self.connector = Some((stop, h)),
+            Err(e) => tracing::error!(error = %e, "cannot start the connector thread"),
+        }
+    }
+
+    fn stop_connector(&mut self) {
+        if let Some((stop, h)) = self.connector.take() {
+            stop.store(true, Ordering::Release);
+            let _ = h.join();
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    fn on_linked(&mut self, now: Instant, link: Link) {
+        if let Some((_, h)) = self.connector.take() {
+            let _ = h.join();
+        }
+        if self.link.is_some() || self.conn.state() != ConnState::WFConnection || self.stopping {
+            let _ = link.data.shutdown(Shutdown::Both);
+            let _ = link.meta.shutdown(Shutdown::Both);
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let timeout = self.cfg.conn.timers.timeout.max(Duration::from_secs(1));
+        let _ = link.data.set_write_timeout(Some(timeout));
+        let _ = link.meta.set_write_timeout(Some(timeout));
+        let mut readers = Vec::new();
+        for (name, s) in [("data", &link.data), ("meta", &link.meta)] {
+            match s.try_clone() {
+                Ok(r) => {
+                    let tx = self.tx.clone();
+                    if let Ok(h) = std::thread::Builder::new()
+                        .name(format!("urbd-recv-{name}"))
+                        .spawn(move || receive(r, generation, &tx))
+                    {
+                        readers.push(h);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot clone the {name} socket"),
+            }
+        }
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted, "connection established");
+        self.link = Some(LinkIo {
+            data: link.data,
+            meta: link.meta,
+            readers,
+        });
+        let mut random = [0u8; crate::core::conn::CHALLENGE_LEN];
+        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        self.conn.handle_transport_up(
+            now,
+            TransportUp {
+                accepted: link.accepted,
+                random,
+            },
+        );
+    }
+
+    fn close_link(&mut self) {
+        if let Some(l) = self.link.take() {
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+            for r in l.readers {
+                let _ = r.join();
+            }
+        }
+        self.generation += 1;
+    }
+
+    fn send_bytes(&mut self, socket: Socket, bytes: &[u8]) {
+        let Some(l) = self.link.as_mut() else {
+            return;
+        };
+        let s = match socket {
+            Socket::Data => &mut l.data,
+            _ => &mut l.meta,
+        };
+        if let Err(e) = s.write_all(bytes) {
+            tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, error = %e, "sending to the peer failed");
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+            self.conn.handle_transport_lost(Instant::now());
+        }
+    }
+
+    fn send_packet(&mut self, socket: Socket, packet: Packet<'_>) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        Frame::new(0, packet).encode(&mut buf);
+        self.send_bytes(socket, &buf);
+        self.scratch = buf;
+    }
+
+    // ----- packets --------------------------------------------------------------------
+
+    fn on_packet(&mut self, now: Instant, ty: PacketType, f: u8, payload: Vec<u8>) {
+        let packet = match Packet::decode(ty, &payload) {
+            Ok(Packet::Unknown { .. }) if f & flags::MAY_IGNORE != 0 => return,
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "bad {ty} packet: {e}");
+                return self.conn.handle_transport_lost(now);
+            }
+        };
+        match packet {
+            Packet::Uuids(u) if self.conn.state() >= ConnState::Connected => {
+                self.peer_uuids = Some(Uuids {
+                    current: u.current,
+                    bitmap: u.bitmap,
+                    history: u.history,
+                });
+            }
+            Packet::Hello(_)
+            | Packet::AuthChallenge(_)
+            | Packet::AuthResponse(_)
+            | Packet::ReportParams(_)
+            | Packet::Sizes(_)
+            | Packet::Uuids(_)
+            | Packet::Ping
+            | Packet::PingAck
+            | Packet::Disconnect
+            | Packet::Unknown { .. } => self.conn.handle_packet(now, packet),
+            Packet::State(s) if self.conn.state() == ConnState::WFReportParams => {
+                self.conn.handle_packet(now, Packet::State(s))
+            }
+            Packet::State(s) => self.on_peer_state(s),
+            Packet::Bitmap(b) => self.on_bitmap(now, b),
+            Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
+            Packet::Data(_) | Packet::RsDataReply(_) => {
+                self.recv_bytes += payload.len() as u64;
+                let key = self.next_key;
+                self.next_key += 1;
+                let data = match &packet {
+                    Packet::Data(d) | Packet::RsDataReply(d) => d.payload.to_vec(),
+                    _ => Vec::new(),
+                };
+                self.peer_bufs.insert(key, data);
+                if let Err(e) = self.repl.handle_packet(now, &packet, Some(key)) {
+                    self.peer_bufs.remove(&key);
+                    self.protocol_error(now, e);
+                }
+            }
+            other => {
+                if let Err(e) = self.repl.handle_packet(now, &other, None) {
+                    self.protocol_error(now, e);
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, e: impl std::fmt::Display) {
+        tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "protocol error: {e}; dropping the connection");
+        if let Some(l) = &self.link {
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+        }
+        self.conn.handle_transport_lost(now);
+    }
+
+    fn on_peer_state(&mut self, s: wire::State) {
+        let role = match s.role {
+            1 => Role::Primary,
+            2 => Role::Secondary,
+            _ => Role::Unknown,
+        };
+        let disk = disk_from(s.disk).unwrap_or(DiskState::DUnknown);
+        if (role, disk) != (self.peer_role, self.peer_disk) {
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, ?role, ?disk, "peer state");
+        }
+        let was = self.peer_disk;
+        self.peer_role = role;
+        self.peer_disk = disk;
+        self.report();
+        // DRBD's receive_state: connected, our disk Inconsistent, and the peer's has just
+        // become UpToDate (a forced promotion there): resync from it, every block.
+        if self.phase == Phase::Idle
+            && self.cstate() == ConnState::Connected
+            && self.conn.local().disk == DiskState::Inconsistent
+            && disk == DiskState::UpToDate
+            && was != DiskState::UpToDate
+        {
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                "the peer's disk became UpToDate while ours is Inconsistent: full resync from it");
+            self.begin_resync(SyncSide::Target, true);
+        }
+    }
+
+    /// Starts the bitmap exchange of a resync on this side.
+    fn begin_resync(&mut self, side: SyncSide, full: bool) {
+        if full {
+            self.repl.set_all_out_of_sync();
+        }
+        let words_total = self.repl.bitmap().bits().div_ceil(64);
+        self.phase = Phase::Bitmap {
+            side,
+            words_total,
+            words_got: 0,
+            sync_uuid: None,
+        };
+        self.send_bitmap(words_total);
+    }
+
+    fn on_bitmap(&mut self, now: Instant, b: wire::Bitmap<'_>) {
+        if self.phase == Phase::Idle
+            && self.cstate() == ConnState::Connected
+            && self.conn.local().disk == DiskState::UpToDate
+            && b.start_word == 0
+        {
+            // The peer started a resync towards itself (its receive_state above).
+            self.begin_resync(SyncSide::Source, false);
+        }
+        let Phase::Bitmap {
+            side,
+            words_total,
+            words_got,
+            sync_uuid,
+        } = self.phase
+        else {
+            return self.protocol_error(now, "BITMAP outside a bitmap exchange");
+        };
+        let words: Vec<u64> = b
+            .words
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        if b.start_word != words_got {
+            return self.protocol_error(now, "BITMAP chunks out of order");
+        }
+        self.repl.merge_peer_words(b.start_word, &words);
+        let got = words_got + words.len() as u64;
+        self.phase = Phase::Bitmap {
+            side,
+            words_total,
+            words_got: got,
+            sync_uuid,
+        };
+        if got >= words_total {
+            self.bitmap_exchanged(now, side, sync_uuid);
+        }
+    }
+
+    fn bitmap_exchanged(&mut self, now: Instant, side: SyncSide, early_uuid: Option<u64>) {
+        tracing::info!(resource = %self.cfg.resource, ?side, oos_kib = self.repl.oos_kib(), "bitmaps exchanged");
+        match side {
+            SyncSide::Source => {
+                self.phase = Phase::Idle;
+                let Some(reply) = self.call(PeerCall::SyncSourceStart) else {
+                    return;
+                };
+                self.send_packet(
+                    Socket::Data,
+                    Packet::SyncUuid(SyncUuid {
+                        uuid: reply.sync_uuid,
+                    }),
+                );
+                self.cs_override = Some(ConnState::SyncSource);
+                self.started_sync(now, SyncSide::Source, reply.local);
+            }
+            SyncSide::Target => {
+                self.phase = Phase::WaitSyncUuid;
+                if let Some(u) = early_uuid {
+                    self.on_sync_uuid(now, u);
+                }
+            }
+        }
+    }
+
+    fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
+        match self.phase {
+            Phase::WaitSyncUuid => {
+                self.phase = Phase::Idle;
+                let Some(reply) = self.call(PeerCall::SyncTargetStart(uuid)) else {
+                    return;
+                };
+                self.cs_override = Some(ConnState::SyncTarget);
+                self.started_sync(now, SyncSide::Target, reply.local);
+            }
+            Phase::Bitmap {
+                side: SyncSide::Target,
+                words_total,
+                words_got,
+                ..
+            } => {
+                self.phase = Phase::Bitmap {
+                    side: SyncSide::Target,
+                    words_total,
+                    words_got,
+                    sync_uuid: Some(uuid),
+                }
+            }
+            _ => self.protocol_error(now, "SYNC_UUID outside a resync start"),
+        }
+    }
+
+    fn started_sync(&mut self, now: Instant, side: SyncSide, local: LocalDisk) {
+        self.conn.handle_local(local);
+        let kib = self.repl.oos_kib();
+        tracing::info!(resource = %self.cfg.resource, "Began resync as {} (will sync {kib} KB [{} bits set]).",
+            if side == SyncSide::Source { "SyncSource" } else { "SyncTarget" }, kib / 4);
+        self.send_state(local);
+        self.repl.start_sync(now, side);
+        self.report();
+    }
+
+    // ----- outputs --------------------------------------------------------------------
+
+    fn drain(&mut self, now: Instant) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            while let Some(t) = self.conn.poll_transmit() {
+                busy = true;
+                let socket = t.socket();
+                let frame = t.frame();
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                frame.encode(&mut buf);
+                self.send_bytes(socket, &buf);
+                self.scratch = buf;
+            }
+            while let Some(e) = self.conn.poll_event() {
+                busy = true;
+                self.on_conn_event(now, e);
+            }
+            while let Some(a) = self.repl.poll_action() {
+                busy = true;
+                self.on_repl_action(a);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, now: Instant, e: ConnEvent) {
+        let res = &self.cfg.resource;
+        let peer = &self.cfg.link.peer_name;
+        match e {
+            ConnEvent::StateChanged { from, to } => {
+                tracing::info!(resource = %res, %peer, "conn( {from:?} -> {to:?} )");
+                self.report();
+            }
+            ConnEvent::Connect => self.start_connector(),
+            ConnEvent::CloseTransport => {
+                self.close_link();
+                self.repl.handle_link_down();
+                self.phase = Phase::Idle;
+                self.cs_override = None;
+                self.peer_role = Role::Unknown;
+                self.peer_disk = DiskState::DUnknown;
+                self.last_state_sent = None;
+                self.report();
+            }
+            ConnEvent::Agreed(a) => {
+                tracing::info!(resource = %res, %peer, "Handshake successful: Agreed network protocol version {}", a.version)
+            }
+            ConnEvent::Authenticated => {
+                tracing::info!(resource = %res, %peer, "Peer authenticated using {} bytes HMAC", 32)
+            }
+            ConnEvent::TransportLost(why) => {
+                tracing::warn!(resource = %res, %peer, "connection lost: {why}")
+            }
+            ConnEvent::Refused(why) => {
+                tracing::error!(resource = %res, %peer, "{why}");
+            }
+            ConnEvent::DiscardMyDataCleared => {
+                tracing::info!(resource = %res, "--discard-my-data used by the handshake")
+            }
+            ConnEvent::Decided {
+                decision,
+                local,
+                peer: peer_uuids,
+                size_sect,
+            } => {
+                tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
+                    "{}", decision.comparison);
+                if size_sect * 512 < self.cfg.size_bytes {
+                    tracing::warn!(resource = %res, size_sect, "the peer's disk is smaller; using {size_sect} sectors is not supported yet");
+                }
+                self.peer_uuids = Some(peer_uuids);
+                self.peer_role = self.conn.peer_role();
+                self.peer_disk = self.conn.peer_disk();
+                self.repl.handle_link_up();
+                match decision.outcome {
+                    Handshake::SyncSource { full } => self.begin_resync(SyncSide::Source, full),
+                    Handshake::SyncTarget { full } => self.begin_resync(SyncSide::Target, full),
+                    _ => self.phase = Phase::Idle,
+                }
+                self.report();
+                let local = *self.conn.local();
+                self.send_state(local);
+                let _ = now;
+            }
+        }
+    }
+
+    fn send_bitmap(&mut self, words_total: u64) {
+        let per_chunk = (wire::MAX_BITMAP_WORDS_BYTES / 8) as usize;
+        let words: Vec<u64> = self.repl.bitmap().words()[..words_total as usize].to_vec();
+        for (i, chunk) in words.chunks(per_chunk).enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|w| w.to_le_bytes()).collect();
+            self.send_packet(
+                Socket::Data,
+                Packet::Bitmap(wire::Bitmap {
+                    start_word: (i * per_chunk) as u64,
+                    words: &bytes,
+                }),
+            );
+        }
+    }
+
+    fn on_repl_action(&mut self, a: ReplAction) {
+        match a {
+            ReplAction::Local { id, io } => self.local_io(id, io),
+            ReplAction::Send(o) => {
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                let payload = o.payload();
+                {
+                    let data: &[u8] = match payload {
+                        Some(Payload::App(tag)) => match self.app_ops.get(&tag) {
+                            Some(Op::Write { buf, .. }) => buf.as_slice(),
+                            _ => &[],
+                        },
+                        Some(Payload::Peer(k)) => self.peer_bufs.get(&k).map_or(&[][..], |v| v),
+                        Some(Payload::Read(id)) => {
+                            self.read_bufs.get(&id).map_or(&[][..], |b| b.as_slice())
+                        }
+                        None => &[],
+                    };
+                    self.sent_bytes += data.len() as u64;
+                    o.encode(0, data, &mut buf);
+                }
+                if let Some(Payload::Read(id)) = payload {
+                    self.read_bufs.remove(&id);
+                }
+                self.send_bytes(o.socket(), &buf);
+                self.scratch = buf;
+            }
+            ReplAction::Complete { tag, res } => {
+                let buf = self
+                    .app_bufs
+                    .remove(&tag)
+                    .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
+                self.completions.push(Done { tag, res, buf });
+            }
+            ReplAction::Release(p) => match p {
+                Payload::Peer(k) => {
+                    self.peer_bufs.remove(&k);
+                }
+                Payload::Read(id) => {
+                    self.read_bufs.remove(&id);
+                }
+                Payload::App(_) => {}
+            },
+            ReplAction::SyncFinished { side, failed } => {
+                let target = side == SyncSide::Target;
+                tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
+                self.cs_override = Some(ConnState::Connected);
+                if let Some(reply) = self.call(PeerCall::SyncFinished {
+                    target,
+                    failed,
+                    peer: self.peer_uuids,
+                }) {
+                    self.conn.handle_local(reply.local);
+                    self.send_state(reply.local);
+                }
+                self.report();
+            }
+        }
+    }
+
+    fn local_io(&mut self, id: u64, io: LocalIo) {
+        let (job, op) = match io {
+            LocalIo::App { tag } => match self.app_ops.remove(&tag) {
+                Some(op) => (Job::App(tag), op),
+                None => {
+                    tracing::error!(tag, "application request vanished");
+                    return;
+                }
+            },
+            LocalIo::Write {
+                key,
+                offset,
+                len,
+                fua,
+            } => {
+                let data = match key {
+                    Payload::Peer(k) => self.peer_bufs.get(&k).map(|v| v.as_slice()),
+                    _ => None,
+                };
+                let buf = match data {
+                    Some(d) if d.len() == len as usize => AlignedBuf::from_slice(d),
+                    _ => {
+                        tracing::error!(?key, "write payload missing");
+                        return;
+                    }
+                };
+                (Job::Other, Op::Write { offset, buf, fua })
+            }
+            LocalIo::Discard { offset, len, zero } => (
+                Job::Other,
+                if zero {
+                    Op::Zero {
+                        offset,
+                        len: u64::from(len),
+                        may_trim: false,
+                    }
+                } else {
+                    Op::Trim {
+                        offset,
+                        len: u64::from(len),
+                    }
+                },
+            ),
+            LocalIo::Read { offset, len } => (
+                Job::Read,
+                Op::Read {
+                    offset,
+                    buf: AlignedBuf::zeroed(len as usize),
+                },
+            ),
+            LocalIo::Flush => (Job::Other, Op::Flush),
+        };
+        self.jobs.insert(id, job);
+        if let Some(d) = &self.disk {
+            d.submit(id, op);
+        }
+    }
+
+    // ----- the event loop and status --------------------------------------------------
+
+    fn cstate(&self) -> ConnState {
+        match (self.cs_override, self.conn.state()) {
+            (Some(o), s) if s >= ConnState::Connected => o,
+            (_, s) => s,
+        }
+    }
+
+    /// Tells the event loop the connection's state if it changed.
+    fn report(&mut self) {
+        let call = PeerCall::State {
+            conn: self.cstate(),
+            peer: self.peer_role,
+            pdsk: self.peer_disk,
+            oos_bits: self.repl.bitmap().count(),
+        };
+        if self.reported == Some(call) {
+            return;
+        }
+        self.reported = Some(call);
+        if let Some(reply) = self.call(call) {
+            self.conn.handle_local(reply.local);
+        }
+    }
+
+    fn call(&mut self, call: PeerCall) -> Option<PeerReply> {
+        let reply = self.host.call(call);
+        if reply.is_none() {
+            self.stopping = true;
+        }
+        reply
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let s = PeerStatus {
+            sync: self.repl.sync_progress(now),
+            oos_kib: self.repl.oos_kib(),
+            net_sent_kib: self.sent_bytes / 1024,
+            net_recv_kib: self.recv_bytes / 1024,
+            pending: self.repl.app_in_flight() as u64,
+        };
+        if let Ok(mut st) = self.status.lock() {
+            *st = s;
+        }
+        // Keep the event loop's view of the bitmap weight current.
+        self.report();
+        let _ = self.stop.load(Ordering::Relaxed);
+    }
+}
+
+use super::PeerReply;
+
+/// A receiver thread: frames from one socket into the session's queue.
+fn receive(mut s: TcpStream, generation: u64, tx: &Sender<Input>) {
+    let mut reader = FrameReader::new();
+    loop {
+        match reader.read(&mut s) {
+            Ok((h, payload)) => {
+                if tx
+                    .send(Input::Packet {
+                        generation,
+                        ty: h.ty,
+                        flags: h.flags,
+                        payload: payload.to_vec(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Input::RecvFailed {
+                    generation,
+                    why: e.to_string(),
+                });
+                return;
+            }
+        }
+    }
+}
+
+fn disk_from(v: u8) -> Option<DiskState> {
+    use DiskState::*;
+    [
+        Diskless,
+        Attaching,
+        Failed,
+        Negotiating,
+        Inconsistent,
+        Outdated,
+        DUnknown,
+        Consistent,
+        UpToDate,
+    ]
+    .get(v as usize)
+    .copied()
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: SocketAddr) {}
