@@ -146,24 +146,29 @@ fn resource_argument_is_required() {
 }
 
 #[test]
-fn demo_runs_one_node_for_real_and_says_what_it_skips() {
+fn demo_replicates_two_nodes_for_real() {
     let out = adm(&["demo", "--size", "16M"]).ok();
-    assert!(
-        out.stdout.contains("[alpha] urbdadm up demo"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("[alpha] writing 16 MiB through NBD"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains(": identical"), "{}", out.stdout);
+    for expected in [
+        "[alpha] urbdadm up demo",
+        "[beta] urbdadm up demo",
+        "[alpha] urbdadm -- --force primary demo",
+        "[alpha] initial sync to beta",
+        "[alpha] writing 16 MiB through NBD",
+        ": identical",
+        "both replicas identical: ",
+        " 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----",
+        " 1: cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate C r-----",
+        "[alpha] urbdadm down demo",
+        "[beta] urbdadm down demo",
+        "To do the same by hand",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing {expected:?}:\n{}",
+            out.stdout
+        );
+    }
+    // The initial sync moved the whole device; the writes moved 16 MiB more.
     assert!(out.stdout.contains(" dw:16384 dr:16384 "), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("[alpha] urbdadm down demo"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("Not available yet"), "{}", out.stdout);
+    assert!(out.stdout.contains("ns:32768 "), "{}", out.stdout);
 }

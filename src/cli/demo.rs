@@ -1,16 +1,20 @@
 //! `urbdadm demo`: two nodes on loopback with file-backed disks in a temporary folder.
 //!
-//! The demo runs every step that this version of urbd can really do, on real files, through
-//! the same code paths as the commands an operator types; the steps that need parts of urbd
-//! not built yet are listed as such at the end, never simulated.
+//! The demo runs the seed's first-time setup for real, through the same `urbdadm` commands
+//! an operator types: create-md on both nodes, up, the forced promotion that starts the
+//! initial full sync (shown with a progress bar), data written through the Primary's NBD
+//! export, and a byte-for-byte comparison of the two replicas, then /proc/drbd and down.
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
+use crate::control::{self, Request, Response, RunDir};
+use crate::core::ConnState;
 use crate::meta;
 use crate::nbd::Client;
 
@@ -23,27 +27,34 @@ use super::output::print;
 /// The two demo nodes.
 const NODES: [&str; 2] = ["alpha", "beta"];
 
-/// The demo's resource file; `@DIR@` is replaced with the temporary folder.
+/// The demo's resource file; `@DIR@`, `@PA@` and `@PB@` are replaced with the temporary
+/// folder and two free ports.
 const DEMO_RES: &str = r#"# urbd demo: two nodes on loopback, file-backed disks.
 resource demo {
     protocol C;
+    disk {
+        resync-rate 400M;
+    }
     on alpha {
         device    minor 0;
         disk      "@DIR@/alpha.img";
         meta-disk "@DIR@/alpha.meta" [0];
-        address   127.0.0.1:7789;
+        address   127.0.0.1:@PA@;
     }
     on beta {
         device    minor 1;
         disk      "@DIR@/beta.img";
         meta-disk "@DIR@/beta.meta" [0];
-        address   127.0.0.1:7790;
+        address   127.0.0.1:@PB@;
     }
 }
 "#;
 
 /// Size of one indexed meta-disk slot (128 MiB).
 const META_SLOT_BYTES: u64 = 128 << 20;
+/// How long the demo waits for the connection and for the initial sync at most.
+const WAIT_CONNECT: Duration = Duration::from_secs(30);
+const WAIT_SYNC: Duration = Duration::from_secs(600);
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<(), CliError> {
@@ -60,11 +71,26 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     result
 }
 
+/// Two ports on 127.0.0.1 that are free now.
+fn free_ports() -> Result<(u16, u16), CliError> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr().map(|a| (l, a.port())))
+            .map_err(|e| CliError::exec(anyhow::Error::new(e).context("finding a free port")))
+    };
+    let (_a, pa) = bind()?;
+    let (_b, pb) = bind()?;
+    Ok((pa, pb))
+}
+
 fn run_in(dir: &Path, size: u64) -> Result<(), CliError> {
     let conf = dir.join("urbd.conf");
-    let text = DEMO_RES.replace("@DIR@", &dir.display().to_string());
+    let (pa, pb) = free_ports()?;
+    let text = DEMO_RES
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@PA@", &pa.to_string())
+        .replace("@PB@", &pb.to_string());
     fs::write(&conf, text).map_err(|e| io_err(e, &conf))?;
-    let run_dir = dir.join("run");
     print(&format!(
         "urbd demo in {} ({} data disk per node)\n",
         dir.display(),
@@ -89,30 +115,157 @@ fn run_in(dir: &Path, size: u64) -> Result<(), CliError> {
         }
     }
 
-    // One node, for real: the daemon, a forced promotion, data through NBD.
-    let node = Node {
+    let run_a = dir.join("run-alpha");
+    let run_b = dir.join("run-beta");
+    let alpha = Node {
         conf: &conf,
-        run_dir: &run_dir,
+        run_dir: &run_a,
         name: "alpha",
     };
-    node.adm(&["up", "demo"])?;
-    let result = serve_and_verify(&node, dir);
-    let down = node.adm(&["down", "demo"]);
+    let beta = Node {
+        conf: &conf,
+        run_dir: &run_b,
+        name: "beta",
+    };
+    let result = pair(&alpha, &beta, dir, size);
+    // Down both, whatever happened (the daemons must not outlive the demo).
+    let down_a = alpha.adm(&["down", "demo"]);
+    let down_b = beta.adm(&["down", "demo"]);
     result?;
-    down?;
-
-    print(
-        "\nNot available yet in this version of urbd, so not run: starting beta and connecting\n\
-         the two nodes, the initial sync, and comparing the two replicas.\n",
-    )
+    down_a?;
+    down_b?;
+    print(&format!(
+        "\nTo do the same by hand: write a resource file like {} (one `on` section per node),\n\
+         then on each node `urbdadm create-md demo` and `urbdadm up demo`; on the node with the\n\
+         good data `urbdadm primary --force demo`; watch `urbdadm proc` until UpToDate/UpToDate;\n\
+         use the device through nbd+unix:///demo?socket=/run/urbd/demo.nbd (nbdfuse, qemu, nbdcopy).\n\
+         On one machine, give each node its own URBD_RUN_DIR and --node alpha / --node beta.\n",
+        conf.display()
+    ))
 }
 
-/// `alpha` Primary, data written through its NBD export with a progress bar, read back
-/// through NBD and compared with the backing disk.
+/// Both nodes up, connected, the initial sync, data through NBD, both replicas compared.
+fn pair(alpha: &Node<'_>, beta: &Node<'_>, dir: &Path, size: u64) -> Result<(), CliError> {
+    alpha.adm(&["up", "demo"])?;
+    beta.adm(&["up", "demo"])?;
+    wait_for(alpha, WAIT_CONNECT, "the connection", |st| {
+        st.cstate >= ConnState::Connected
+    })?;
+    print(&alpha.adm(&["cstate", "demo"])?)?;
+    alpha.adm(&["--", "--force", "primary", "demo"])?;
+    initial_sync(alpha)?;
+    print(&alpha.adm(&["proc"])?)?;
+    serve_and_verify(alpha, dir)?;
+    compare_replicas(dir, size)?;
+    print(&alpha.adm(&["status", "demo"])?)?;
+    print(&alpha.adm(&["proc"])?)?;
+    print(&beta.adm(&["proc"])?)?;
+    alpha.adm(&["secondary", "demo"])?;
+    Ok(())
+}
+
+/// Volume 0 of `node`'s resource `demo`, asked over the control socket.
+fn volume_status(node: &Node<'_>) -> Result<crate::status::VolumeStatus, CliError> {
+    let run = RunDir(node.run_dir.to_path_buf());
+    match control::call(&run, "demo", Request::Status) {
+        Ok(Response::Ok { status, .. }) => status
+            .volumes
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::exec(anyhow::anyhow!("demo: no volume"))),
+        Ok(other) => Err(CliError::exec(anyhow::anyhow!("demo: status: {other:?}"))),
+        Err(e) => Err(CliError::exec(anyhow::anyhow!("demo: status: {e}"))),
+    }
+}
+
+fn wait_for(
+    node: &Node<'_>,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&crate::status::VolumeStatus) -> bool,
+) -> Result<(), CliError> {
+    let start = Instant::now();
+    loop {
+        let st = volume_status(node)?;
+        if done(&st) {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(CliError::exec(anyhow::anyhow!(
+                "demo: waited {limit:?} for {what}; [{}] is {:?} {:?}/{:?}",
+                node.name,
+                st.cstate,
+                st.disk,
+                st.peer_disk
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The initial full sync with a progress bar (alpha is SyncSource).
+fn initial_sync(alpha: &Node<'_>) -> Result<(), CliError> {
+    print("[alpha] initial sync to beta\n")?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "  sync [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .map_err(|e| CliError::exec(anyhow::anyhow!("progress bar: {e}")))?
+        .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    loop {
+        let st = volume_status(alpha)?;
+        if let Some(p) = st.sync {
+            bar.set_length(p.total_bits * 4096);
+            bar.set_position((p.total_bits - p.left_bits) * 4096);
+        }
+        if st.cstate == ConnState::Connected && st.peer_disk == crate::core::DiskState::UpToDate {
+            bar.set_position(bar.length().unwrap_or(0));
+            bar.finish();
+            return Ok(());
+        }
+        if start.elapsed() > WAIT_SYNC {
+            return Err(CliError::exec(anyhow::anyhow!(
+                "demo: the initial sync did not finish in {WAIT_SYNC:?} ({:?} {:?}/{:?})",
+                st.cstate,
+                st.disk,
+                st.peer_disk
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Both backing files hold the same bytes.
+fn compare_replicas(dir: &Path, size: u64) -> Result<(), CliError> {
+    let (pa, pb) = (dir.join("alpha.img"), dir.join("beta.img"));
+    let mut fa = fs::File::open(&pa).map_err(|e| io_err(e, &pa))?;
+    let mut fb = fs::File::open(&pb).map_err(|e| io_err(e, &pb))?;
+    let (mut ba, mut bb) = (vec![0u8; DEMO_CHUNK], vec![0u8; DEMO_CHUNK]);
+    let mut offset = 0;
+    while offset < size {
+        let n = (size - offset).min(DEMO_CHUNK as u64) as usize;
+        fa.read_exact(&mut ba[..n]).map_err(|e| io_err(e, &pa))?;
+        fb.read_exact(&mut bb[..n]).map_err(|e| io_err(e, &pb))?;
+        if ba[..n] != bb[..n] {
+            return Err(CliError::exec(anyhow::anyhow!(
+                "demo: the replicas differ in the MiB at offset {offset}"
+            )));
+        }
+        offset += n as u64;
+    }
+    print(&format!(
+        "both replicas identical: {} and {} ({})\n",
+        pa.display(),
+        pb.display(),
+        human(size)
+    ))
+}
+
+/// Data written through alpha's NBD export with a progress bar, read back through NBD and
+/// compared with the backing disk.
 fn serve_and_verify(node: &Node<'_>, dir: &Path) -> Result<(), CliError> {
-    node.adm(&["--", "--force", "primary", "demo"])?;
-    let proc = node.adm(&["proc"])?;
-    print(&proc)?;
     let socket = node.run_dir.join("demo.nbd");
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         CliError::exec(anyhow::anyhow!(
@@ -180,9 +333,6 @@ fn serve_and_verify(node: &Node<'_>, dir: &Path) -> Result<(), CliError> {
         "[alpha] read back through NBD and from {}: identical\n",
         disk.display()
     ))?;
-    print(&node.adm(&["status", "demo"])?)?;
-    print(&node.adm(&["proc"])?)?;
-    node.adm(&["secondary", "demo"])?;
     Ok(())
 }
 

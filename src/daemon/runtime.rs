@@ -352,16 +352,13 @@ impl Runtime {
                     }
                 }
                 Action::CloseDisk { .. } => {
+                    // The session first: it may be waiting for this loop, which would wait
+                    // for the data path, which would wait for the session. Nobody has the
+                    // device open here (detach and down are refused otherwise); the data
+                    // path's final flush then goes to the local disk.
+                    stop_peer(slot, &label);
                     if let Some(e) = slot.export.as_mut() {
                         e.detach();
-                    }
-                    // After the data path: it may still have writes at the session.
-                    if let Some(p) = slot.peer.take()
-                        && let Some(bitmap) = p.stop()
-                        && let Some(d) = slot.disk.as_mut()
-                        && let Err(e) = disk::persist_bitmap(d, &bitmap)
-                    {
-                        tracing::error!(%label, error = %e, "writing the bitmap failed");
                     }
                     slot.disk = None;
                 }
@@ -515,8 +512,13 @@ impl Runtime {
         }
     }
 
-    /// SIGTERM: stop the exports first (so nobody holds the device open), then go down.
+    /// SIGTERM: stop the replication sessions and the exports first (so nobody holds the
+    /// device open), then go down.
     pub fn terminate(&mut self) {
+        for slot in &mut self.slots {
+            let label = disk::label(&self.view, &slot.view);
+            stop_peer(slot, &label);
+        }
         self.stop_exports();
         let (response, _) = self.down();
         if !matches!(response, Response::Ok { .. }) {
@@ -616,6 +618,17 @@ fn kernel_device(v: &VolumeView) -> String {
         )
     } else {
         format!("{nbd} not attached: this kernel has no nbd module; use the export")
+    }
+}
+
+/// Stops a slot's replication session and writes its bitmap back.
+fn stop_peer(slot: &mut Slot, label: &str) {
+    if let Some(p) = slot.peer.take()
+        && let Some(bitmap) = p.stop()
+        && let Some(d) = slot.disk.as_mut()
+        && let Err(e) = disk::persist_bitmap(d, &bitmap)
+    {
+        tracing::error!(%label, error = %e, "writing the bitmap failed");
     }
 }
 

@@ -582,8 +582,10 @@ impl Outgoing {
     }
 
     /// Appends the frame (volume `volume`) to `out`; `data` is the payload's bytes
-    /// ([`Outgoing::payload`]), empty when there is none.
-    pub fn encode(&self, volume: u16, data: &[u8], out: &mut Vec<u8>) {
+    /// ([`Outgoing::payload`]), empty when there is none; `digest` is its
+    /// `data-integrity-alg` digest (empty when none is configured; only DATA and
+    /// RS_DATA_REPLY carry it).
+    pub fn encode(&self, volume: u16, data: &[u8], digest: &[u8], out: &mut Vec<u8>) {
         let len_bytes;
         let packet = match *self {
             Outgoing::Data {
@@ -605,7 +607,7 @@ impl Outgoing {
                     block_id,
                     seq,
                     dp_flags,
-                    digest: &[],
+                    digest: if payload.is_some() { digest } else { &[] },
                     payload: body,
                 })
             }
@@ -629,7 +631,7 @@ impl Outgoing {
                 block_id,
                 seq: 0,
                 dp_flags: 0,
-                digest: &[],
+                digest,
                 payload: data,
             }),
         };

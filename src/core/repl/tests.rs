@@ -57,7 +57,7 @@ impl Node {
                         self.bufs.remove(&p);
                     }
                     let mut f = Vec::new();
-                    o.encode(0, &data, &mut f);
+                    o.encode(0, &data, &[], &mut f);
                     out.push_back(f);
                 }
                 ReplAction::Complete { tag, res } => self.completed.push((tag, res)),

@@ -103,7 +103,10 @@ impl ReplBackend {
         // SAFETY: the buffer is boxed and lives as long as self; the read completes or is
         // cancelled when the ring is torn down with the data path, which owns self.
         match unsafe { ctx.push(entry, WAKE_KEY) } {
-            Ok(()) => self.armed = true,
+            Ok(()) => {
+                tracing::trace!(forwarded = self.forwarded, "replication doorbell armed");
+                self.armed = true
+            }
             Err(e) => tracing::error!(error = %e, "cannot arm the replication doorbell"),
         }
     }
@@ -138,11 +141,11 @@ impl Backend for ReplBackend {
                 self.forwarded += 1;
                 self.arm(ctx);
             }
-            Err(std::sync::mpsc::SendError(Input::App { op, .. })) => ctx.complete(Done {
-                tag,
-                res: Err(crate::io::Errno::EIO),
-                buf: op.into_buf(),
-            }),
+            // The session has stopped (the disk is being detached): what is left, such as
+            // the data path's final flush, is local.
+            Err(std::sync::mpsc::SendError(Input::App { op, .. })) => {
+                self.local.submit(ctx, tag, op)
+            }
             Err(_) => {}
         }
     }
@@ -152,6 +155,7 @@ impl Backend for ReplBackend {
             return self.local.complete(ctx, key, res);
         }
         self.armed = false;
+        tracing::trace!(res, forwarded = self.forwarded, "replication doorbell rang");
         self.collect(ctx);
         if self.forwarded > 0 {
             self.arm(ctx);

@@ -92,7 +92,15 @@ pub fn session_config(
         rr_conflict: policy(view, "rr-conflict"),
     };
     conn.two_primaries = view.net.get_bool("allow-two-primaries").unwrap_or(false);
-    conn.integrity_alg = view.net.get("data-integrity-alg").unwrap_or("").to_owned();
+    conn.integrity_alg = match view.net.get("data-integrity-alg") {
+        None => String::new(),
+        Some(a) if a.eq_ignore_ascii_case("crc32c") => "crc32c".to_owned(),
+        Some(a) => {
+            return Err(format!(
+                "data-integrity-alg {a} is not supported by urbd; use crc32c"
+            ));
+        }
+    };
     let rate = match volume.disk_opts.get_scaled("resync-rate") {
         None => 250,
         Some(Ok(v)) => v.max(1),

@@ -112,6 +112,8 @@ pub(super) struct Session {
     recv_bytes: u64,
     scratch: Vec<u8>,
     rng: u64,
+    /// `data-integrity-alg crc32c` is on.
+    integrity: bool,
 }
 
 impl Session {
@@ -135,6 +137,7 @@ impl Session {
         let disk = DiskWorkers::start(&cfg.disk, tx.clone())?;
         let conn = Connection::new(cfg.conn.clone(), cfg.local);
         let repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
+        let integrity = !cfg.conn.integrity_alg.is_empty();
         let mut seed = [0u8; 8];
         let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
         Ok(Session {
@@ -168,6 +171,7 @@ impl Session {
             stopping: false,
             sent_bytes: 0,
             recv_bytes: 0,
+            integrity,
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -347,6 +351,7 @@ impl Session {
     }
 
     fn on_app(&mut self, tag: u64, op: Op) {
+        tracing::trace!(tag, op = op.name(), "application request");
         let kind = match &op {
             Op::Flush => {
                 self.repl.handle_app_flush(tag);
@@ -562,6 +567,11 @@ impl Session {
             Packet::Bitmap(b) => self.on_bitmap(now, b),
             Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
             Packet::Data(_) | Packet::RsDataReply(_) => {
+                if let Err(sector) = self.check_integrity(&packet) {
+                    tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                        "Digest integrity check FAILED: sector {sector} ({ty}); dropping the connection");
+                    return self.protocol_error(now, "data integrity check failed");
+                }
                 self.recv_bytes += payload.len() as u64;
                 let key = self.next_key;
                 self.next_key += 1;
@@ -580,6 +590,24 @@ impl Session {
                     self.protocol_error(now, e);
                 }
             }
+        }
+    }
+
+    /// `data-integrity-alg crc32c`: the digest of every data packet must match.
+    fn check_integrity(&self, packet: &Packet<'_>) -> Result<(), u64> {
+        if !self.integrity {
+            return Ok(());
+        }
+        let (Packet::Data(d) | Packet::RsDataReply(d)) = packet else {
+            return Ok(());
+        };
+        if d.dp_flags & (wire::dp_flags::DISCARD | wire::dp_flags::ZEROES) != 0 {
+            return Ok(());
+        }
+        if d.digest == crc32c::crc32c(d.payload).to_be_bytes() {
+            Ok(())
+        } else {
+            Err(d.sector)
         }
     }
 
@@ -863,7 +891,12 @@ impl Session {
                         None => &[],
                     };
                     self.sent_bytes += data.len() as u64;
-                    o.encode(0, data, &mut buf);
+                    let digest = if self.integrity && o.payload().is_some() {
+                        crc32c::crc32c(data).to_be_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    o.encode(0, data, &digest, &mut buf);
                 }
                 if let Some(Payload::Read(id)) = payload {
                     self.read_bufs.remove(&id);
@@ -872,6 +905,7 @@ impl Session {
                 self.scratch = buf;
             }
             ReplAction::Complete { tag, res } => {
+                tracing::trace!(tag, ?res, "application request complete");
                 let buf = self
                     .app_bufs
                     .remove(&tag)
