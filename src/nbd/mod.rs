@@ -16,6 +16,7 @@ mod conn;
 pub mod fuzz;
 pub mod gate;
 pub mod handshake;
+pub mod kernel;
 mod pool;
 pub mod proto;
 pub mod reply;
