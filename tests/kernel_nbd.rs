@@ -167,6 +167,7 @@ echo "KNBD-INIT kernel $(uname -r)"
 for m in $(cat /modules/order); do
   insmod "/modules/$m" || echo "KNBD-RESULT: FAIL insmod $m"
 done
+echo "KNBD-SCENARIO [up $(cut -d" " -f1 /proc/uptime)s]"
 KNBD_DIR=/tmp/knbd KNBD_INDEX=0 URBDADM=/urbd/urbdadm sh /scenario.sh
 echo "KNBD-EXIT $?"
 sync

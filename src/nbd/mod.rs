@@ -8,7 +8,8 @@
 //!
 //! Files: `proto` (wire constants), `handshake` (sans-IO option negotiation), `request`
 //! (request header and its checks), `reply` (simple and structured replies), `conn`
-//! (per-connection buffers), `server` (the io_uring loop), `gate`, `client`. What is
+//! (per-connection buffers), `server` (the io_uring loop), `gate`, `client`, `kernel` (the
+//! kernel's NBD client attached to an export: /dev/nbdN, over generic netlink). What is
 //! advertised, the caps and the errors are listed in `docs/NBD.md`.
 
 pub mod client;

@@ -23,7 +23,7 @@ fail() {
   "$URBDADM" -c "$D/knbd.res" down knbd >/dev/null 2>&1
   exit 1
 }
-step() { echo "KNBD-STEP: $*"; }
+step() { echo "KNBD-STEP [up $(cut -d" " -f1 /proc/uptime)s]: $*"; }
 adm() { "$URBDADM" -c "$D/knbd.res" "$@"; }
 connected() { [ -e "$SYS/pid" ]; }
 sectors() { cat "$SYS/size" 2>/dev/null || echo 0; }
@@ -96,5 +96,38 @@ step "down detaches $DEV and stops the daemon"
 adm down knbd || fail "down"
 connected && fail "$DEV still connected after down"
 [ -e "$D/run/knbd.pid" ] && fail "daemon pid file left after down"
+
+# Waits (at most 30 s) for process $1 to exit.
+wait_exit() {
+  i=0
+  while kill -0 "$1" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -gt 300 ] && fail "daemon $1 does not exit"
+    sleep 0.1
+  done
+}
+
+step "SIGTERM to a Primary's daemon detaches $DEV"
+adm up knbd || fail "up (for SIGTERM)"
+adm primary knbd || fail "primary (for SIGTERM)"
+connected || fail "$DEV not connected (for SIGTERM)"
+pid="$(cat "$D/run/knbd.pid")"
+kill -TERM "$pid"
+wait_exit "$pid"
+connected && fail "$DEV still connected after SIGTERM"
+
+step "kill -9 leaves $DEV connected to nothing; the next Primary takes it over"
+adm up knbd || fail "up (for kill -9)"
+adm primary knbd || fail "primary (for kill -9)"
+pid="$(cat "$D/run/knbd.pid")"
+kill -KILL "$pid"
+wait_exit "$pid"
+connected || fail "$DEV not left connected by a killed daemon"
+adm up knbd || fail "up after kill -9"
+adm primary knbd || fail "primary after kill -9"
+adm status knbd | grep -q "device:$DEV attached" || fail "not re-attached after kill -9: $(adm status knbd)"
+e2fsck -fn "$DEV" >/dev/null || fail "e2fsck after kill -9"
+adm down knbd || fail "down after kill -9"
+connected && fail "$DEV still connected after the last down"
 
 echo "KNBD-RESULT: PASS"

@@ -20,7 +20,16 @@ for tree in "$cache"/linux-image-*/; do
   fi
 done
 
-pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)"
+resolve() {
+  apt-cache depends linux-image-amd64 2>/dev/null |
+    sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1
+}
+pkg="$(resolve)"
+if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ]; then
+  # A fresh image may have no package lists yet.
+  apt-get update -q >&2 || true
+  pkg="$(resolve)"
+fi
 if [ -z "$pkg" ]; then
   echo "vm-kernel.sh: cannot resolve linux-image-amd64 (run apt-get update?)" >&2
   exit 1

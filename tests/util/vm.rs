@@ -80,9 +80,17 @@ impl Initramfs {
     }
 
     /// A host executable at `path`, and every shared library `ldd` lists for it at the
-    /// path ldd names (the dynamic loader included).
+    /// path ldd names (the dynamic loader included). Debug information is left out when
+    /// `objcopy` is there (our test binaries carry some 50 MiB of it, which a TCG guest
+    /// would spend seconds unpacking).
     pub fn binary(&mut self, path: &str, src: &Path) {
-        self.file(path, src);
+        match stripped(src) {
+            Some(data) => {
+                let mode = fs::metadata(src).map_or(0o755, |m| m.permissions().mode() & 0o7777);
+                self.bytes(path, data, mode);
+            }
+            None => self.file(path, src),
+        }
         for lib in ldd(src) {
             let inside = lib.to_string_lossy().into_owned();
             if !self.entries.contains_key(inside.trim_matches('/')) {
@@ -95,15 +103,13 @@ impl Initramfs {
     pub fn write(&self, out: &Path) {
         let f = fs::File::create(out).unwrap_or_else(|e| panic!("creating {}: {e}", out.display()));
         let mut w = std::io::BufWriter::new(f);
-        let mut ino = 1u32;
-        for (name, entry) in &self.entries {
+        for (ino, (name, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data): (u32, &[u8]) = match entry {
                 Entry::Dir => (0o040755, &[]),
                 Entry::File { data, mode } => (0o100000 | mode, data),
                 Entry::Symlink(t) => (0o120777, t.as_bytes()),
             };
             cpio_entry(&mut w, ino, mode, name, data);
-            ino += 1;
         }
         cpio_entry(&mut w, 0, 0, "TRAILER!!!", &[]);
         w.flush().expect("write initramfs");
@@ -134,6 +140,22 @@ fn cpio_entry(w: &mut impl Write, ino: u32, mode: u32, name: &str, data: &[u8]) 
     w.write_all(data).expect("write initramfs");
     w.write_all(&vec![0; pad(data.len())])
         .expect("write initramfs");
+}
+
+/// `src` without its debug sections, through `objcopy --strip-debug`; `None` when objcopy
+/// is missing or fails (the caller copies the file as it is).
+fn stripped(src: &Path) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("stripped");
+    let ok = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(src)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { fs::read(&out).ok() } else { None }
 }
 
 /// The shared libraries of a dynamically linked executable, as `ldd` resolves them on this
