@@ -186,7 +186,14 @@ pub(super) fn before_change(slot: &mut Slot, cmd: AdminCmd) -> Result<(), Box<Re
 /// and it is not attached yet. A failure is logged and shown in status; the state change
 /// itself stands (the export serves regardless).
 pub(super) fn after_change(slot: &mut Slot) {
-    if slot.kernel.attached() || slot.core.serving().is_some() {
+    if slot.core.serving().is_some() {
+        // Not serving: an earlier attach failure no longer applies.
+        if !slot.kernel.attached() {
+            slot.kernel.state = State::Idle;
+        }
+        return;
+    }
+    if slot.kernel.attached() {
         return;
     }
     let ks = &mut slot.kernel;
@@ -208,7 +215,7 @@ pub(super) fn after_change(slot: &mut Slot) {
         Ok(Attached { .. }) => State::Attached,
         Err(KernelError::NoNbd { device }) => {
             tracing::info!(%device, "this kernel has no nbd module; the device is served on the export only");
-            State::Idle
+            State::Failed("this kernel has no nbd module".into())
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot attach the kernel NBD client");
