@@ -50,6 +50,11 @@ pub trait Export: Send {
     fn counters(&self) -> Counters;
     /// Disconnects every client and stops serving for good.
     fn stop(self: Box<Self>);
+    /// The unix socket clients connect to while listening, and the export name to ask
+    /// for there (the kernel NBD client is attached through it). `None` by default.
+    fn local_socket(&self) -> Option<(PathBuf, String)> {
+        None
+    }
 }
 
 /// No data path: nothing is exported.
@@ -202,6 +207,11 @@ impl Export for NbdExport {
 
     fn stop(mut self: Box<Self>) {
         self.detach();
+    }
+
+    fn local_socket(&self) -> Option<(PathBuf, String)> {
+        let path = self.running.as_ref()?.unix_socket()?;
+        Some((path.to_path_buf(), self.config.name.clone()))
     }
 }
 

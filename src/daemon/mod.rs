@@ -5,7 +5,7 @@
 //!
 //! Files: `args` (command line), `launch` (background start with a readiness report),
 //! `disk` (attach checks), `files` (lock, pid, status files), `runtime` (requests ->
-//! core -> I/O), `server` (socket, signals, event loop), `export` (the seam to the data
+//! core -> I/O; `runtime/kernel`: /dev/nbdN attached while a volume serves), `server` (socket, signals, event loop), `export` (the seam to the data
 //! path), `error`.
 
 pub mod args;

@@ -17,6 +17,8 @@ pub type HostFactory = std::sync::Arc<
     dyn Fn(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Box<dyn Host> + Send + Sync,
 >;
 
+mod kernel;
+
 /// One volume: its state machine, its disk while attached, its export.
 struct Slot {
     view: VolumeView,
@@ -27,6 +29,8 @@ struct Slot {
     peer: Option<PeerHandle>,
     /// What the backing disk offers, sectors (set at attach).
     capacity_sect: u64,
+    /// The kernel NBD device (`/dev/nbdN`) attached while the volume serves.
+    kernel: kernel::KernelSlot,
 }
 
 /// What the event loop does after a request.
@@ -88,6 +92,7 @@ impl Runtime {
                     fencing: Fencing::from_option(v.disk_opts.get("fencing")),
                 }),
                 export: Some(make_export(&run_dir, &view, v)),
+                kernel: kernel::KernelSlot::new(v),
                 view: v.clone(),
                 disk: None,
                 peer: None,
@@ -184,6 +189,7 @@ impl Runtime {
             let _ = self.perform(i);
             return Err(AttachError::Daemon(DaemonError::Export(e)));
         }
+        kernel::after_change(slot);
         Ok(())
     }
 
@@ -393,15 +399,18 @@ impl Runtime {
         };
         for i in idx {
             let slot = &mut self.slots[i];
-            let open = slot.export.as_ref().map_or(0, |e| e.open_clients());
+            let open = kernel::users(slot);
             slot.core.handle_open_count(open);
+            if let Err(response) = kernel::before_change(slot, cmd) {
+                return *response;
+            }
             let minor = slot.view.minor;
             match slot.core.handle_admin(cmd, random_u64()) {
                 Err(refusal) => {
                     tracing::info!(minor, ?cmd, %refusal, "refused");
                     return Response::Refused { minor, refusal };
                 }
-                Ok(Outcome::NothingToDo) => {}
+                Ok(Outcome::NothingToDo) => kernel::after_change(&mut self.slots[i]),
                 Ok(Outcome::Changed) => {
                     tracing::info!(minor, ?cmd, state = ?self.slots[i].core.state(), "state changed");
                     if let Err(e) = self.perform(i) {
@@ -411,6 +420,7 @@ impl Runtime {
                     if let Some(p) = &self.slots[i].peer {
                         p.admin(Admin::Local(local));
                     }
+                    kernel::after_change(&mut self.slots[i]);
                 }
             }
         }
@@ -490,7 +500,7 @@ impl Runtime {
     /// is demoted and detached (clean superblock written) and the exports stopped.
     fn down(&mut self) -> (Response, Next) {
         for slot in &mut self.slots {
-            let open = slot.export.as_ref().map_or(0, |e| e.open_clients());
+            let open = kernel::users(slot);
             let mut probe = slot.core.clone();
             probe.handle_open_count(open);
             if let Err(refusal) = probe.handle_admin(AdminCmd::Down, 0) {
@@ -515,6 +525,7 @@ impl Runtime {
     /// SIGTERM: stop the replication sessions and the exports first (so nobody holds the
     /// device open), then go down.
     pub fn terminate(&mut self) {
+        self.slots.iter_mut().for_each(kernel::detach_for_exit);
         for slot in &mut self.slots {
             let label = disk::label(&self.view, &slot.view);
             stop_peer(slot, &label);
@@ -578,7 +589,7 @@ impl Runtime {
                             .and_then(|p| p.sync)
                             .map(replication::status_progress),
                         export: s.export.as_ref().and_then(|e| e.endpoint()),
-                        kernel_device: Some(kernel_device(&s.view)),
+                        kernel_device: Some(s.kernel.describe()),
                     }
                 })
                 .collect(),
@@ -599,25 +610,6 @@ fn protocol_letter(view: &NodeView) -> char {
         crate::config::Protocol::A => 'A',
         crate::config::Protocol::B => 'B',
         crate::config::Protocol::C => 'C',
-    }
-}
-
-/// The kernel block device the configuration names, as /dev/nbdN (a /dev/drbdN is mapped to
-/// /dev/nbdN), and why it is not attached: urbd serves its export on the NBD socket; the
-/// kernel client is not attached by this version.
-fn kernel_device(v: &VolumeView) -> String {
-    let nbd = match v.device_path.as_ref().and_then(|p| p.to_str()) {
-        Some(p) if p.starts_with("/dev/nbd") => p.to_owned(),
-        _ => format!("/dev/nbd{}", v.minor),
-    };
-    let kernel_has_nbd = std::path::Path::new("/sys/module/nbd").exists()
-        || std::path::Path::new("/dev/nbd0").exists();
-    if kernel_has_nbd {
-        format!(
-            "{nbd} not attached: urbd does not attach the kernel NBD client yet; use the export"
-        )
-    } else {
-        format!("{nbd} not attached: this kernel has no nbd module; use the export")
     }
 }
 

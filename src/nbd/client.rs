@@ -218,6 +218,15 @@ impl Client {
         })
     }
 
+    /// The connected unix socket, in transmission, for whoever takes the connection over
+    /// (the kernel's NBD client, see `kernel::attach`). `None` on a TCP connection.
+    pub fn into_unix_stream(self) -> Option<UnixStream> {
+        match self.stream {
+            Stream::Unix(s) => Some(s),
+            Stream::Tcp(_) => None,
+        }
+    }
+
     /// What the server advertised.
     pub fn info(&self) -> &ExportInfo {
         &self.info

@@ -8,7 +8,8 @@
 //!
 //! Files: `proto` (wire constants), `handshake` (sans-IO option negotiation), `request`
 //! (request header and its checks), `reply` (simple and structured replies), `conn`
-//! (per-connection buffers), `server` (the io_uring loop), `gate`, `client`. What is
+//! (per-connection buffers), `server` (the io_uring loop), `gate`, `client`, `kernel` (the
+//! kernel's NBD client attached to an export: /dev/nbdN, over generic netlink). What is
 //! advertised, the caps and the errors are listed in `docs/NBD.md`.
 
 pub mod client;
@@ -16,6 +17,7 @@ mod conn;
 pub mod fuzz;
 pub mod gate;
 pub mod handshake;
+pub mod kernel;
 mod pool;
 pub mod proto;
 pub mod reply;

@@ -90,8 +90,8 @@ pub struct VolumeStatus {
     /// Where NBD clients connect (`nbd+unix:///RES?socket=PATH`), while the disk is attached.
     #[serde(default)]
     pub export: Option<String>,
-    /// The configured kernel device and whether it is attached, in words
-    /// (`/dev/nbd0 not attached: this kernel has no nbd module`).
+    /// The configured kernel device and whether it is attached, in words (`/dev/nbd0
+    /// attached`, `/dev/nbd0 not attached: this kernel has no nbd module; use the export`).
     #[serde(default)]
     pub kernel_device: Option<String>,
 }

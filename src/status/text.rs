@@ -57,8 +57,8 @@ fn conn_str9(c: crate::core::ConnState) -> &'static str {
 /// ```
 ///
 /// Beyond DRBD: under each volume, `export:` names where NBD clients connect and `device:`
-/// says whether the kernel device is attached (urbd serves through NBD; a kernel without
-/// the nbd module has no /dev/nbdN, which is said plainly).
+/// says whether the kernel device is attached (`/dev/nbd0 attached`, or why not, plainly:
+/// for instance a kernel without the nbd module has no /dev/nbdN).
 ///
 /// A single volume 0 is shown without its number; the peer line appears only while a
 /// network configuration exists (drbdsetup lists no connection for a StandAlone

@@ -5,15 +5,20 @@
 pub mod drbdadm;
 pub mod nbd;
 pub mod pair;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// A `urbdadm` invocation with its own environment (no URBD_NODE leaking in from the caller).
+/// Daemons it starts leave the kernel's /dev/nbdN alone (`URBD_KERNEL_NBD=0`), so that tests
+/// running side by side on a machine with nbd do not fight over /dev/nbd0; the kernel NBD
+/// test (tests/kernel_nbd.rs) removes it.
 pub fn urbdadm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbdadm"));
     cmd.env_remove("URBD_NODE")
         .env_remove("URBD_LOG")
+        .env("URBD_KERNEL_NBD", "0")
         .env(
             "URBD_RUN_DIR",
             std::env::temp_dir().join("urbd-test-run-unused"),
