@@ -563,6 +563,8 @@ impl Runtime {
                         counters.ns = p.net_sent_kib;
                         counters.nr = p.net_recv_kib;
                         counters.pe = i64::try_from(p.pending).unwrap_or(i64::MAX);
+                        counters.dw += p.disk_written_kib;
+                        counters.dr += p.disk_read_kib;
                     }
                     VolumeStatus {
                         volume: s.view.volume,

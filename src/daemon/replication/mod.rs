@@ -152,6 +152,11 @@ pub struct PeerStatus {
     pub net_recv_kib: u64,
     /// Requests waiting for the peer's ack (`pe:`).
     pub pending: u64,
+    /// KiB written to the local disk for the peer (replicated writes and resync data on
+    /// a Secondary/SyncTarget), for `dw:`.
+    pub disk_written_kib: u64,
+    /// KiB read from the local disk for the peer (resync), for `dr:`.
+    pub disk_read_kib: u64,
 }
 
 /// The running session of one volume.

@@ -114,6 +114,9 @@ pub(super) struct Session {
     rng: u64,
     /// `data-integrity-alg crc32c` is on.
     integrity: bool,
+    /// Bytes written / read locally for the peer.
+    disk_written: u64,
+    disk_read: u64,
 }
 
 impl Session {
@@ -172,6 +175,8 @@ impl Session {
             sent_bytes: 0,
             recv_bytes: 0,
             integrity,
+            disk_written: 0,
+            disk_read: 0,
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -964,6 +969,7 @@ impl Session {
                         return;
                     }
                 };
+                self.disk_written += u64::from(len);
                 (Job::Other, Op::Write { offset, buf, fua })
             }
             LocalIo::Discard { offset, len, zero } => (
@@ -981,13 +987,16 @@ impl Session {
                     }
                 },
             ),
-            LocalIo::Read { offset, len } => (
-                Job::Read,
-                Op::Read {
-                    offset,
-                    buf: AlignedBuf::zeroed(len as usize),
-                },
-            ),
+            LocalIo::Read { offset, len } => {
+                self.disk_read += u64::from(len);
+                (
+                    Job::Read,
+                    Op::Read {
+                        offset,
+                        buf: AlignedBuf::zeroed(len as usize),
+                    },
+                )
+            }
             LocalIo::Flush => (Job::Other, Op::Flush),
         };
         self.jobs.insert(id, job);
@@ -1037,6 +1046,8 @@ impl Session {
             net_sent_kib: self.sent_bytes / 1024,
             net_recv_kib: self.recv_bytes / 1024,
             pending: self.repl.app_in_flight() as u64,
+            disk_written_kib: self.disk_written / 1024,
+            disk_read_kib: self.disk_read / 1024,
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
