@@ -170,6 +170,10 @@ fn demo_replicates_two_nodes_for_real() {
     }
     // The initial sync read and sent the whole device (16 MiB); the application wrote and
     // read back 16 MiB, replicated to beta, which wrote both.
-    assert!(out.stdout.contains("ns:32768 nr:0 dw:16384 dr:32768 "), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("ns:32768 nr:0 dw:16384 dr:32768 "),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains(" dw:32768 dr:0 "), "{}", out.stdout);
 }

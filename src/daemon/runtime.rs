@@ -163,10 +163,21 @@ impl Runtime {
         self.perform(i).map_err(AttachError::Daemon)?;
         let bitmap = {
             let slot = &self.slots[i];
-            match &slot.disk {
+            let mut b = match &slot.disk {
                 Some(d) => disk::bitmap_for(d, slot.core.size_sect()),
                 None => crate::meta::Bitmap::new(slot.core.size_sect()),
+            };
+            if slot.core.crashed_primary() {
+                // The activity log that would say which blocks the crashed Primary was
+                // writing is not kept yet: every block may differ from the peer's.
+                tracing::warn!(
+                    label = %disk::label(&self.view, &slot.view),
+                    "this node crashed as Primary: marking every block out of sync (full resync at the next connect)"
+                );
+                let bits = b.bits();
+                let _ = b.set_range(0, bits);
             }
+            b
         };
         if let Err(e) = self.start_peer(i, bitmap, direct) {
             let slot = &mut self.slots[i];

@@ -14,7 +14,7 @@ use crate::core::conn::{ConnConfig, ConnEvent, Connection, LocalDisk, TransportU
 use crate::core::repl::{
     LocalIo, Payload, ReplAction, ReplConfig, Replicator, SyncSide, WriteKind,
 };
-use crate::core::{ConnState, DiskState, Handshake, Role};
+use crate::core::{ConnState, Decision, DiskState, Handshake, Role};
 use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
 use crate::meta::{Bitmap, Uuids};
 use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
@@ -848,9 +848,22 @@ impl Session {
                 self.peer_role = self.conn.peer_role();
                 self.peer_disk = self.conn.peer_disk();
                 self.repl.handle_link_up();
+                // Without an activity log urbd cannot tell which blocks a crashed Primary
+                // was writing: the resync after its crash covers every block.
+                let after_crash = matches!(
+                    decision.comparison.decision,
+                    Decision::SyncSourceAfterCrash | Decision::SyncTargetAfterCrash
+                );
+                if after_crash {
+                    tracing::warn!(resource = %res, "a Primary crashed: full resync (the activity log that would narrow it is not built yet)");
+                }
                 match decision.outcome {
-                    Handshake::SyncSource { full } => self.begin_resync(SyncSide::Source, full),
-                    Handshake::SyncTarget { full } => self.begin_resync(SyncSide::Target, full),
+                    Handshake::SyncSource { full } => {
+                        self.begin_resync(SyncSide::Source, full || after_crash)
+                    }
+                    Handshake::SyncTarget { full } => {
+                        self.begin_resync(SyncSide::Target, full || after_crash)
+                    }
                     _ => self.phase = Phase::Idle,
                 }
                 self.report();
