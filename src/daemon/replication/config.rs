@@ -133,6 +133,7 @@ pub fn session_config(
         disk,
         size_bytes,
         local,
+        ko_count: u32::try_from(scaled(view, "ko-count", 7)?).unwrap_or(u32::MAX),
     }))
 }
 

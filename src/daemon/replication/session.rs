@@ -41,6 +41,8 @@ pub struct SessionConfig {
     pub size_bytes: u64,
     /// The local disk as the event loop sees it now.
     pub local: LocalDisk,
+    /// `ko-count` (0: off).
+    pub ko_count: u32,
 }
 
 /// How long the loop sleeps at most (status refresh).
@@ -117,6 +119,9 @@ pub(super) struct Session {
     /// Bytes written / read locally for the peer.
     disk_written: u64,
     disk_read: u64,
+    /// Replicated writes waiting for the peer's ack, by block id, with when they were sent
+    /// (`timeout` x `ko-count`).
+    peer_waits: std::collections::BTreeMap<u64, Instant>,
 }
 
 impl Session {
@@ -177,6 +182,7 @@ impl Session {
             integrity,
             disk_written: 0,
             disk_read: 0,
+            peer_waits: std::collections::BTreeMap::new(),
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -209,6 +215,7 @@ impl Session {
             if self.repl.poll_timeout().is_some_and(|t| t <= now) {
                 self.repl.handle_timeout(now);
             }
+            self.check_ko_count(now);
             self.drain(now);
             self.publish(now);
             if self.stopping && self.quiet() {
@@ -591,10 +598,31 @@ impl Session {
                 }
             }
             other => {
+                if let Packet::WriteAck(a) | Packet::RecvAck(a) | Packet::NegAck(a) = &other {
+                    self.peer_waits.remove(&a.block_id);
+                }
                 if let Err(e) = self.repl.handle_packet(now, &other, None) {
                     self.protocol_error(now, e);
                 }
             }
+        }
+    }
+
+    /// DRBD's `ko-count`: a peer that has not answered a write for `timeout` x `ko-count`
+    /// is dropped (its disk or the link is stuck; the Primary goes on alone).
+    fn check_ko_count(&mut self, now: Instant) {
+        let ko = self.cfg.ko_count;
+        if ko == 0 {
+            return;
+        }
+        let limit = self.cfg.conn.timers.timeout * ko;
+        if let Some((&id, &sent)) = self.peer_waits.first_key_value()
+            && now.saturating_duration_since(sent) > limit
+        {
+            tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                block_id = id, "the peer did not answer a write for {limit:?} (timeout x ko-count): dropping the connection");
+            self.peer_waits.clear();
+            self.protocol_error(now, "ko-count reached");
         }
     }
 
@@ -809,6 +837,7 @@ impl Session {
             }
             ConnEvent::Connect => self.start_connector(),
             ConnEvent::CloseTransport => {
+                self.peer_waits.clear();
                 self.close_link();
                 self.repl.handle_link_down();
                 self.phase = Phase::Idle;
@@ -828,7 +857,17 @@ impl Session {
                 tracing::warn!(resource = %res, %peer, "connection lost: {why}")
             }
             ConnEvent::Refused(why) => {
-                tracing::error!(resource = %res, %peer, "{why}");
+                if let crate::core::ConnRefusal::SplitBrain {
+                    local,
+                    peer: theirs,
+                } = &why
+                {
+                    tracing::error!(resource = %res, %peer,
+                        "{why} local UUIDs {}, peer UUIDs {} (connect --discard-my-data on the node whose changes are to be thrown away)",
+                        fmt_uuids(local), fmt_uuids(theirs));
+                } else {
+                    tracing::error!(resource = %res, %peer, "{why}");
+                }
             }
             ConnEvent::DiscardMyDataCleared => {
                 tracing::info!(resource = %res, "--discard-my-data used by the handshake")
@@ -918,6 +957,15 @@ impl Session {
                 }
                 if let Some(Payload::Read(id)) = payload {
                     self.read_bufs.remove(&id);
+                }
+                if let crate::core::repl::Outgoing::Data {
+                    block_id, dp_flags, ..
+                } = o
+                    && dp_flags
+                        & (wire::dp_flags::SEND_WRITE_ACK | wire::dp_flags::SEND_RECEIVE_ACK)
+                        != 0
+                {
+                    self.peer_waits.insert(block_id, Instant::now());
                 }
                 self.send_bytes(o.socket(), &buf);
                 self.scratch = buf;
@@ -1100,6 +1148,14 @@ fn receive(mut s: TcpStream, generation: u64, tx: &Sender<Input>) {
             }
         }
     }
+}
+
+/// UUIDs as drbdsetup prints them: `CURRENT:BITMAP:HISTORY1:HISTORY2`.
+fn fmt_uuids(u: &Uuids) -> String {
+    format!(
+        "{:016X}:{:016X}:{:016X}:{:016X}",
+        u.current, u.bitmap, u.history[0], u.history[1]
+    )
 }
 
 fn disk_from(v: u8) -> Option<DiskState> {
