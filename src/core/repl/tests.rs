@@ -544,3 +544,35 @@ fn random_schedules_keep_replicas_identical() {
         assert!(a == b, "seed {seed}: replicas differ");
     }
 }
+
+#[test]
+fn writes_the_peer_has_not_confirmed_are_marked_when_the_link_drops() {
+    // Protocol A completes on send; until the epoch's BARRIER_ACK the peer may not have
+    // the data, so a lost link marks it out of sync (DRBD's transfer log).
+    let cfg = ReplConfig {
+        protocol: WireProtocol::A,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.write(1, 0, block(1, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now));
+    p.drain();
+    assert!(p.a.done(1));
+    p.a.r.handle_link_down();
+    assert!(p.a.r.bitmap().is_set(0), "unconfirmed write marked");
+
+    // Once the barrier is acked, a later link loss does not mark it.
+    let mut p = Pair::new(cfg);
+    p.a.write(1, 0, block(1, 4096));
+    p.settle();
+    p.a.write(2, 8192, block(2, 4096)); // sends BARRIER 0 first
+    p.settle();
+    assert!(p.b.flushes >= 1);
+    p.a.r.handle_link_down();
+    assert!(!p.a.r.bitmap().is_set(0), "confirmed by BARRIER_ACK");
+    assert!(
+        p.a.r.bitmap().is_set(2),
+        "the newest epoch is not confirmed yet"
+    );
+}

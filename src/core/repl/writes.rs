@@ -41,6 +41,8 @@ struct Req {
     peer: PeerPart,
     /// Sent to the peer (its completion closes the epoch).
     replicated: bool,
+    /// The epoch it was sent in.
+    epoch: u32,
 }
 
 impl Req {
@@ -62,6 +64,11 @@ pub(super) struct Writes {
     epoch: u32,
     epoch_writes: u32,
     close_epoch: bool,
+    /// The transfer log: completed replicated writes whose epoch the peer has not
+    /// confirmed with BARRIER_ACK yet (epoch, offset, len). Until then the peer may not
+    /// have them on stable storage (protocol A: not even received), so a lost connection
+    /// marks them out of sync (DRBD's `tl_clear`).
+    tl: VecDeque<(u32, u64, u32)>,
 }
 
 impl Writes {
@@ -80,12 +87,13 @@ impl Writes {
         self.epoch = 0;
         self.epoch_writes = 0;
         self.close_epoch = false;
+        self.tl.clear();
     }
 
     /// The peer is gone: every peer half is done. Returns the write ranges that did not
     /// reach the peer for sure (to be marked out of sync).
     pub(super) fn link_down(&mut self) -> Vec<(u64, u32)> {
-        let mut lost = Vec::new();
+        let mut lost: Vec<(u64, u32)> = self.tl.drain(..).map(|(_, o, l)| (o, l)).collect();
         for r in self.reqs.values_mut() {
             if r.started && r.peer != PeerPart::Done {
                 if let ReqKind::Write { offset, len, .. } = r.kind {
@@ -111,6 +119,7 @@ impl Replicator {
                 local: None,
                 peer: PeerPart::Done,
                 replicated: false,
+                epoch: 0,
             },
         );
         self.writes.waiting.push_back(id);
@@ -141,6 +150,7 @@ impl Replicator {
                 local: None,
                 peer,
                 replicated: false,
+                epoch: 0,
             },
         );
         self.local_io(Waiter::AppFlush(id), LocalIo::Flush);
@@ -222,10 +232,12 @@ impl Replicator {
         } else {
             self.mark_oos(offset, u64::from(len));
         }
+        let epoch = self.writes.epoch;
         if let Some(r) = self.writes.reqs.get_mut(&id) {
             r.started = true;
             r.peer = peer;
             r.replicated = replicated;
+            r.epoch = epoch;
         }
         self.local_io(Waiter::App(id), LocalIo::App { tag: req.tag });
     }
@@ -260,6 +272,10 @@ impl Replicator {
     }
 
     pub(super) fn on_barrier_ack(&mut self, epoch: u32) {
+        // Everything up to this epoch is on the peer's stable storage.
+        self.writes
+            .tl
+            .retain(|&(e, _, _)| (e.wrapping_sub(epoch) as i32) > 0);
         let done: Vec<u64> = self
             .writes
             .reqs
@@ -296,6 +312,9 @@ impl Replicator {
         self.writes.reqs.remove(&id);
         if r.replicated {
             self.writes.close_epoch = true;
+            if let ReqKind::Write { offset, len, .. } = r.kind {
+                self.writes.tl.push_back((r.epoch, offset, len));
+            }
         }
         self.push(ReplAction::Complete { tag: r.tag, res });
     }
