@@ -374,6 +374,18 @@ impl Volume {
         self.after_state_change(false);
     }
 
+    /// The connection agreed on a smaller device (`drbd_determine_dev_size`: the smaller
+    /// disk wins). The connection refuses a peer smaller than what is in use, so this only
+    /// shrinks a device whose data is not in use.
+    pub fn handle_resize(&mut self, size_sect: u64) {
+        if let Some(md) = self.md.as_mut()
+            && md.la_size_sect != size_sect
+        {
+            md.la_size_sect = size_sect;
+            self.after_state_change(false);
+        }
+    }
+
     /// Bits set in the bitmap, as the data side counts them now.
     pub fn handle_oos_bits(&mut self, bits: u64) {
         if let Some(md) = self.md.as_mut() {

@@ -291,6 +291,32 @@ impl Runtime {
         self.ok(lines)
     }
 
+    /// Restarts slot `i`'s export with the current size (after the device shrank).
+    fn reexport(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let size_bytes = slot.core.size_sect() * 512;
+        let Some(d) = slot.disk.as_ref() else {
+            return;
+        };
+        let (path, direct) = (slot.view.disk.clone(), d.direct);
+        let peer = slot.peer.as_ref();
+        let wrap = |b: Box<dyn crate::io::Backend>| match peer {
+            Some(p) => p.backend(b),
+            None => b,
+        };
+        if let Some(p) = peer {
+            p.set_local_only(true);
+        }
+        if let Some(export) = slot.export.as_mut()
+            && let Err(e) = export.attach(&path, size_bytes, direct, &wrap)
+        {
+            tracing::error!(error = %e, "cannot export the device at its new size");
+        }
+        if let Some(p) = peer {
+            p.set_local_only(false);
+        }
+    }
+
     /// The local disk as the connection needs it.
     fn local_disk(&self, i: usize) -> crate::core::LocalDisk {
         let slot = &self.slots[i];
@@ -307,8 +333,16 @@ impl Runtime {
         }
     }
 
-    /// A call of volume 0's replication session (the sessions serve volume 0 for now).
-    pub fn handle_peer_call(&mut self, call: PeerCall) -> PeerReply {
+    /// A call of volume 0's replication session (the sessions serve volume 0 for now),
+    /// answered through the session's queue.
+    pub fn handle_peer_call(&mut self, call: PeerCall) {
+        let reply = self.apply_peer_call(call);
+        if let Some(p) = &self.slots[0].peer {
+            p.deliver(call, reply);
+        }
+    }
+
+    fn apply_peer_call(&mut self, call: PeerCall) -> PeerReply {
         let i = 0;
         let mut sync_uuid = 0;
         let core = &mut self.slots[i].core;
@@ -321,6 +355,13 @@ impl Runtime {
             } => {
                 core.handle_oos_bits(oos_bits);
                 core.handle_peer(conn, peer, pdsk, random_u64());
+            }
+            PeerCall::Resize { size_sect } => {
+                core.handle_resize(size_sect);
+                if let Err(e) = self.perform(i) {
+                    tracing::error!(error = %e, "recording the new size");
+                }
+                self.reexport(i);
             }
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),

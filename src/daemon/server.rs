@@ -12,9 +12,9 @@ use crate::control::protocol::read_request;
 use crate::control::{ControlError, FailKind, Response, write_message};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use super::replication::{Host, PeerCall, PeerReply};
+use super::replication::{Host, PeerCall};
 use super::runtime::{HostFactory, Next, Runtime};
 
 /// How often the published status (counters) is refreshed without a state change.
@@ -30,8 +30,8 @@ enum Event {
     /// written the answer (the loop waits for that before the process exits).
     Request(crate::control::Request, SyncSender<Response>, Receiver<()>),
     Signal(i32),
-    /// A replication session's call.
-    Peer(PeerCall, SyncSender<PeerReply>),
+    /// A replication session's call (answered through the session's queue).
+    Peer(PeerCall),
 }
 
 /// The event loop's queue, made before the runtime attaches anything (a replication
@@ -51,11 +51,8 @@ impl Queue {
     /// How sessions reach the loop.
     pub fn host_factory(&self) -> HostFactory {
         let tx = self.tx.clone();
-        Arc::new(move |stop: Arc<AtomicBool>| {
-            Box::new(LoopHost {
-                tx: tx.clone(),
-                stop,
-            }) as Box<dyn Host>
+        Arc::new(move |_stop: Arc<AtomicBool>| {
+            Box::new(LoopHost { tx: tx.clone() }) as Box<dyn Host>
         })
     }
 }
@@ -63,28 +60,11 @@ impl Queue {
 /// A session's way into the event loop.
 struct LoopHost {
     tx: Sender<Event>,
-    stop: Arc<AtomicBool>,
 }
 
-/// How often a waiting session checks whether it is being stopped.
-const CALL_POLL: Duration = Duration::from_millis(100);
-
 impl Host for LoopHost {
-    fn call(&self, call: PeerCall) -> Option<PeerReply> {
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.tx.send(Event::Peer(call, reply_tx)).ok()?;
-        loop {
-            match reply_rx.recv_timeout(CALL_POLL) {
-                Ok(r) => return Some(r),
-                Err(RecvTimeoutError::Timeout) => {
-                    // The loop may be waiting for this session to stop (down).
-                    if self.stop.load(Ordering::Acquire) {
-                        return None;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
-        }
+    fn notify(&self, call: PeerCall) -> bool {
+        self.tx.send(Event::Peer(call)).is_ok()
     }
 }
 
@@ -114,10 +94,9 @@ fn event_loop(runtime: &mut Runtime, rx: &Receiver<Event>) {
                 runtime.publish();
                 let _ = reply.send(response);
             }
-            Ok(Event::Peer(call, reply)) => {
-                let answer = runtime.handle_peer_call(call);
+            Ok(Event::Peer(call)) => {
+                runtime.handle_peer_call(call);
                 runtime.publish();
-                let _ = reply.send(answer);
             }
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "terminating");

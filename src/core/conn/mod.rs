@@ -642,15 +642,11 @@ impl Connection {
     }
 
     /// Give up the transport and retry after `connect-int`.
-    fn lose(&mut self, now: Instant, why: LostReason, close: bool) {
+    fn lose(&mut self, now: Instant, why: LostReason, _host_knows: bool) {
         self.event(ConnEvent::TransportLost(why));
-        if close {
-            self.close_transport();
-        } else {
-            // The host already knows: nothing to close, but forget the peer all the same.
-            self.transport_up = false;
-            self.close_transport();
-        }
+        // Even when the host reported the loss itself it gets CloseTransport: that is where
+        // it closes its sockets and tells the data side the peer is gone.
+        self.close_transport();
         self.timers.stop_all();
         self.timers
             .set(Timer::Reconnect, now + self.config.timers.connect_int);

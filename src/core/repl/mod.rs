@@ -397,6 +397,19 @@ impl Replicator {
         self.pump_writes();
     }
 
+    /// The device shrank to `size_bytes` (the connection agreed on the smaller disk); the
+    /// bitmap keeps the bits that still cover the device.
+    pub fn handle_resize(&mut self, size_bytes: u64) {
+        let mut b = Bitmap::new(size_bytes / 512);
+        for bit in 0..b.bits().min(self.bitmap.bits()) {
+            if self.bitmap.is_set(bit) {
+                let _ = b.set_range(bit, 1);
+            }
+        }
+        self.bitmap = b;
+        self.size_bytes = size_bytes;
+    }
+
     /// Mark the whole device out of sync (a full sync).
     pub fn set_all_out_of_sync(&mut self) {
         let bits = self.bitmap.bits();

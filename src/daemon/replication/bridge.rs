@@ -3,6 +3,7 @@
 //! session, which answers through a queue and an eventfd read armed on the same ring.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
@@ -66,6 +67,10 @@ impl Completions {
 /// The backend the NBD server drives.
 pub struct ReplBackend {
     local: Box<dyn Backend>,
+    /// Set while the daemon restarts or stops the data path: what the data path still
+    /// submits (its final flush) goes to the local disk, so that stopping it never waits
+    /// for the session (which may be waiting for the daemon).
+    local_only: Arc<AtomicBool>,
     session: Sender<Input>,
     completions: Arc<Completions>,
     forwarded: usize,
@@ -79,9 +84,11 @@ impl ReplBackend {
         local: Box<dyn Backend>,
         session: Sender<Input>,
         completions: Arc<Completions>,
+        local_only: Arc<AtomicBool>,
     ) -> ReplBackend {
         ReplBackend {
             local,
+            local_only,
             session,
             completions,
             forwarded: 0,
@@ -125,7 +132,7 @@ impl Backend for ReplBackend {
     }
 
     fn submit(&mut self, ctx: &mut IoCtx<'_>, tag: u64, op: Op) {
-        if matches!(op, Op::Read { .. }) {
+        if matches!(op, Op::Read { .. }) || self.local_only.load(Ordering::Acquire) {
             return self.local.submit(ctx, tag, op);
         }
         if let Err(e) = crate::io::check_op(&self.local.info(), &op) {

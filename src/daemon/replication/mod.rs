@@ -47,6 +47,11 @@ pub enum PeerCall {
         /// Bits set in the bitmap now.
         oos_bits: u64,
     },
+    /// The connection agreed on a smaller device: shrink to this many sectors.
+    Resize {
+        /// The new size.
+        size_sect: u64,
+    },
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.
@@ -72,10 +77,13 @@ pub struct PeerReply {
     pub sync_uuid: u64,
 }
 
-/// Where the session's calls go (the daemon's event loop).
+/// Where the session's calls go (the daemon's event loop). Calls never wait: the loop
+/// carries a call out when it gets to it and answers with [`Input::Reply`] through
+/// [`PeerHandle::deliver`], so the session never blocks on the loop (which may itself be
+/// waiting for the data path, which may be waiting for the session).
 pub trait Host: Send {
-    /// Carries out `call` and answers, or `None` if the daemon is going down.
-    fn call(&self, call: PeerCall) -> Option<PeerReply>;
+    /// Queues `call`; false if the daemon's loop is gone.
+    fn notify(&self, call: PeerCall) -> bool;
 }
 
 /// An operator's request.
@@ -135,6 +143,13 @@ pub enum Input {
     },
     /// An operator's request.
     Admin(Admin),
+    /// The event loop carried out a call.
+    Reply {
+        /// The call.
+        call: PeerCall,
+        /// Its answer.
+        reply: PeerReply,
+    },
     /// Go down: disconnect, finish what is in flight, exit.
     Stop,
 }
@@ -165,6 +180,7 @@ pub struct PeerHandle {
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
     stop: Arc<AtomicBool>,
+    local_only: Arc<AtomicBool>,
     thread: Option<JoinHandle<Bitmap>>,
 }
 
@@ -205,6 +221,7 @@ impl PeerHandle {
             status,
             completions,
             stop,
+            local_only: Arc::new(AtomicBool::new(false)),
             thread: Some(thread),
         })
     }
@@ -212,6 +229,11 @@ impl PeerHandle {
     /// Sends an operator's request (answered through the state the event loop sees).
     pub fn admin(&self, a: Admin) {
         let _ = self.tx.send(Input::Admin(a));
+    }
+
+    /// Hands the session the answer to one of its calls.
+    pub fn deliver(&self, call: PeerCall, reply: PeerReply) {
+        let _ = self.tx.send(Input::Reply { call, reply });
     }
 
     /// What status shows.
@@ -225,7 +247,15 @@ impl PeerHandle {
             local,
             self.tx.clone(),
             self.completions.clone(),
+            self.local_only.clone(),
         ))
+    }
+
+    /// While set, the data path's requests bypass the session (see [`ReplBackend`]): set it
+    /// around stopping or restarting the data path, which happens when no client has the
+    /// device open.
+    pub fn set_local_only(&self, on: bool) {
+        self.local_only.store(on, Ordering::Release);
     }
 
     /// Disconnects, waits for what is in flight and stops. Returns the bitmap to persist.

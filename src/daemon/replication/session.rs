@@ -62,6 +62,10 @@ enum Phase {
     },
     /// Target: bitmap merged, waiting for SYNC_UUID.
     WaitSyncUuid,
+    /// Source: asked the event loop for the sync UUID.
+    AwaitSource,
+    /// Target: asked the event loop to record the sync UUID (Inconsistent) first.
+    AwaitTarget,
 }
 
 /// What a disk job carries back.
@@ -119,6 +123,8 @@ pub(super) struct Session {
     /// Bytes written / read locally for the peer.
     disk_written: u64,
     disk_read: u64,
+    /// Link generation of each call the event loop has not answered yet, in order.
+    calls: std::collections::VecDeque<u64>,
     /// Replicated writes waiting for the peer's ack, by block id, with when they were sent
     /// (`timeout` x `ko-count`).
     peer_waits: std::collections::BTreeMap<u64, Instant>,
@@ -183,6 +189,7 @@ impl Session {
             disk_written: 0,
             disk_read: 0,
             peer_waits: std::collections::BTreeMap::new(),
+            calls: std::collections::VecDeque::new(),
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -199,10 +206,13 @@ impl Session {
                 .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
             match self.rx.recv_timeout(next) {
                 Ok(input) => {
+                    // Each input's consequences (the connection's decision included) are
+                    // carried out before the next input is looked at.
                     self.handle(input);
-                    // Take whatever else is queued before the (costlier) bookkeeping.
+                    self.drain(Instant::now());
                     while let Ok(more) = self.rx.try_recv() {
                         self.handle(more);
+                        self.drain(Instant::now());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -295,6 +305,7 @@ impl Session {
                 }
             }
             Input::Admin(a) => self.on_admin(now, a),
+            Input::Reply { call, reply } => self.on_reply(now, call, reply),
             Input::Stop => {
                 self.stopping = true;
                 self.conn
@@ -739,18 +750,9 @@ impl Session {
         tracing::info!(resource = %self.cfg.resource, ?side, oos_kib = self.repl.oos_kib(), "bitmaps exchanged");
         match side {
             SyncSide::Source => {
-                self.phase = Phase::Idle;
-                let Some(reply) = self.call(PeerCall::SyncSourceStart) else {
-                    return;
-                };
-                self.send_packet(
-                    Socket::Data,
-                    Packet::SyncUuid(SyncUuid {
-                        uuid: reply.sync_uuid,
-                    }),
-                );
-                self.cs_override = Some(ConnState::SyncSource);
-                self.started_sync(now, SyncSide::Source, reply.local);
+                // The answer (Input::Reply) sends SYNC_UUID and starts the resync.
+                self.phase = Phase::AwaitSource;
+                self.call(PeerCall::SyncSourceStart);
             }
             SyncSide::Target => {
                 self.phase = Phase::WaitSyncUuid;
@@ -764,12 +766,10 @@ impl Session {
     fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
         match self.phase {
             Phase::WaitSyncUuid => {
-                self.phase = Phase::Idle;
-                let Some(reply) = self.call(PeerCall::SyncTargetStart(uuid)) else {
-                    return;
-                };
-                self.cs_override = Some(ConnState::SyncTarget);
-                self.started_sync(now, SyncSide::Target, reply.local);
+                // Nothing is written before the metadata says Inconsistent (the answer
+                // starts the resync).
+                self.phase = Phase::AwaitTarget;
+                self.call(PeerCall::SyncTargetStart(uuid));
             }
             Phase::Bitmap {
                 side: SyncSide::Target,
@@ -828,8 +828,8 @@ impl Session {
     }
 
     fn on_conn_event(&mut self, now: Instant, e: ConnEvent) {
-        let res = &self.cfg.resource;
-        let peer = &self.cfg.link.peer_name;
+        let res = self.cfg.resource.clone();
+        let peer = self.cfg.link.peer_name.clone();
         match e {
             ConnEvent::StateChanged { from, to } => {
                 tracing::info!(resource = %res, %peer, "conn( {from:?} -> {to:?} )");
@@ -880,8 +880,14 @@ impl Session {
             } => {
                 tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
                     "{}", decision.comparison);
-                if size_sect * 512 < self.cfg.size_bytes {
-                    tracing::warn!(resource = %res, size_sect, "the peer's disk is smaller; using {size_sect} sectors is not supported yet");
+                if size_sect > 0 && size_sect * 512 < self.cfg.size_bytes {
+                    // The smaller disk wins (the connection refused it if our data in use
+                    // would not fit).
+                    tracing::warn!(resource = %res, %peer, size_sect,
+                        "the peer's disk is smaller: the device shrinks to {size_sect} sectors");
+                    self.call(PeerCall::Resize { size_sect });
+                    self.cfg.size_bytes = size_sect * 512;
+                    self.repl.handle_resize(size_sect * 512);
                 }
                 self.peer_uuids = Some(peer_uuids);
                 self.peer_role = self.conn.peer_role();
@@ -991,14 +997,11 @@ impl Session {
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
                 self.cs_override = Some(ConnState::Connected);
-                if let Some(reply) = self.call(PeerCall::SyncFinished {
+                self.call(PeerCall::SyncFinished {
                     target,
                     failed,
                     peer: self.peer_uuids,
-                }) {
-                    self.conn.handle_local(reply.local);
-                    self.send_state(reply.local);
-                }
+                });
                 self.report();
             }
         }
@@ -1087,17 +1090,41 @@ impl Session {
             return;
         }
         self.reported = Some(call);
-        if let Some(reply) = self.call(call) {
-            self.conn.handle_local(reply.local);
+        self.call(call);
+    }
+
+    /// Queues a call to the event loop; its answer comes back as `Input::Reply`.
+    fn call(&mut self, call: PeerCall) {
+        if self.host.notify(call) {
+            self.calls.push_back(self.generation);
+        } else {
+            self.stopping = true;
         }
     }
 
-    fn call(&mut self, call: PeerCall) -> Option<PeerReply> {
-        let reply = self.host.call(call);
-        if reply.is_none() {
-            self.stopping = true;
+    /// The event loop's answer to a call.
+    fn on_reply(&mut self, now: Instant, call: PeerCall, reply: PeerReply) {
+        let generation = self.calls.pop_front();
+        let current = generation == Some(self.generation) && self.link.is_some();
+        match call {
+            PeerCall::SyncSourceStart if current && self.phase == Phase::AwaitSource => {
+                self.phase = Phase::Idle;
+                self.send_packet(
+                    Socket::Data,
+                    Packet::SyncUuid(SyncUuid {
+                        uuid: reply.sync_uuid,
+                    }),
+                );
+                self.cs_override = Some(ConnState::SyncSource);
+                self.started_sync(now, SyncSide::Source, reply.local);
+            }
+            PeerCall::SyncTargetStart(_) if current && self.phase == Phase::AwaitTarget => {
+                self.phase = Phase::Idle;
+                self.cs_override = Some(ConnState::SyncTarget);
+                self.started_sync(now, SyncSide::Target, reply.local);
+            }
+            _ => self.on_local(reply.local),
         }
-        reply
     }
 
     fn publish(&mut self, now: Instant) {
