@@ -5,6 +5,7 @@
 pub mod drbdadm;
 pub mod nbd;
 pub mod pair;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
