@@ -5,6 +5,7 @@
 pub mod drbdadm;
 pub mod nbd;
 pub mod pair;
+pub mod proxy;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
