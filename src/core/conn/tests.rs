@@ -694,6 +694,17 @@ fn lost_transport_reconnects_after_connect_int() {
         (ConnState::WFConnection, ConnState::WFConnection)
     );
     assert_eq!(p.a.lost(), [(lost_at, LostReason::Transport)]);
+    // The host reported the loss itself and still gets CloseTransport: that is where it
+    // closes its sockets and tells the data side (without it, a daemon kept a dead link).
+    for n in [&p.a, &p.b] {
+        assert!(
+            n.events
+                .iter()
+                .any(|(t, e)| *t == lost_at && *e == ConnEvent::CloseTransport),
+            "{:?}",
+            n.events
+        );
+    }
     p.run_for(Duration::from_millis(9_999));
     assert_eq!(
         p.states(),
