@@ -639,20 +639,7 @@ impl Session {
 
     /// `data-integrity-alg crc32c`: the digest of every data packet must match.
     fn check_integrity(&self, packet: &Packet<'_>) -> Result<(), u64> {
-        if !self.integrity {
-            return Ok(());
-        }
-        let (Packet::Data(d) | Packet::RsDataReply(d)) = packet else {
-            return Ok(());
-        };
-        if d.dp_flags & (wire::dp_flags::DISCARD | wire::dp_flags::ZEROES) != 0 {
-            return Ok(());
-        }
-        if d.digest == crc32c::crc32c(d.payload).to_be_bytes() {
-            Ok(())
-        } else {
-            Err(d.sector)
-        }
+        integrity_ok(self.integrity, packet)
     }
 
     fn protocol_error(&mut self, now: Instant, e: impl std::fmt::Display) {
@@ -1177,6 +1164,25 @@ fn receive(mut s: TcpStream, generation: u64, tx: &Sender<Input>) {
     }
 }
 
+/// With `data-integrity-alg crc32c` (`on`), a DATA or RS_DATA_REPLY that carries data must
+/// carry the CRC32C of it; `Err(sector)` otherwise.
+fn integrity_ok(on: bool, packet: &Packet<'_>) -> Result<(), u64> {
+    if !on {
+        return Ok(());
+    }
+    let (Packet::Data(d) | Packet::RsDataReply(d)) = packet else {
+        return Ok(());
+    };
+    if d.dp_flags & (wire::dp_flags::DISCARD | wire::dp_flags::ZEROES) != 0 {
+        return Ok(());
+    }
+    if d.digest == crc32c::crc32c(d.payload).to_be_bytes() {
+        Ok(())
+    } else {
+        Err(d.sector)
+    }
+}
+
 /// UUIDs as drbdsetup prints them: `CURRENT:BITMAP:HISTORY1:HISTORY2`.
 fn fmt_uuids(u: &Uuids) -> String {
     format!(
@@ -1204,3 +1210,49 @@ fn disk_from(v: u8) -> Option<DiskState> {
 
 #[allow(dead_code)]
 fn _assert_send(_: SocketAddr) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data<'a>(payload: &'a [u8], digest: &'a [u8], dp_flags: u32) -> Packet<'a> {
+        Packet::Data(wire::Data {
+            sector: 42,
+            block_id: 1,
+            seq: 1,
+            dp_flags,
+            digest,
+            payload,
+        })
+    }
+
+    #[test]
+    fn integrity_digest_is_checked_on_data() {
+        let payload = vec![7u8; 4096];
+        let good = crc32c::crc32c(&payload).to_be_bytes();
+        let mut bad = good;
+        bad[0] ^= 1;
+        assert_eq!(integrity_ok(true, &data(&payload, &good, 0)), Ok(()));
+        assert_eq!(integrity_ok(true, &data(&payload, &bad, 0)), Err(42));
+        assert_eq!(
+            integrity_ok(true, &data(&payload, &[], 0)),
+            Err(42),
+            "missing digest"
+        );
+        let mut flipped = payload.clone();
+        flipped[100] ^= 0x80;
+        assert_eq!(
+            integrity_ok(true, &data(&flipped, &good, 0)),
+            Err(42),
+            "corrupt data"
+        );
+        // Off: nothing is checked; trims carry a length, not data.
+        assert_eq!(integrity_ok(false, &data(&payload, &bad, 0)), Ok(()));
+        let len = 4096u32.to_be_bytes();
+        assert_eq!(
+            integrity_ok(true, &data(&len, &[], wire::dp_flags::DISCARD)),
+            Ok(())
+        );
+        assert_eq!(integrity_ok(true, &Packet::Ping), Ok(()));
+    }
+}
