@@ -163,21 +163,10 @@ impl Runtime {
         self.perform(i).map_err(AttachError::Daemon)?;
         let bitmap = {
             let slot = &self.slots[i];
-            let mut b = match &slot.disk {
+            match &slot.disk {
                 Some(d) => disk::bitmap_for(d, slot.core.size_sect()),
                 None => crate::meta::Bitmap::new(slot.core.size_sect()),
-            };
-            if slot.core.crashed_primary() {
-                // The activity log that would say which blocks the crashed Primary was
-                // writing is not kept yet: every block may differ from the peer's.
-                tracing::warn!(
-                    label = %disk::label(&self.view, &slot.view),
-                    "this node crashed as Primary: marking every block out of sync (full resync at the next connect)"
-                );
-                let bits = b.bits();
-                let _ = b.set_range(0, bits);
             }
-            b
         };
         if let Err(e) = self.start_peer(i, bitmap, direct) {
             let slot = &mut self.slots[i];
@@ -220,12 +209,18 @@ impl Runtime {
         }
         let local = self.local_disk(i);
         let slot = &self.slots[i];
+        let meta = slot.disk.as_ref().map(|d| {
+            let mut md = d.metadata.clone();
+            md.superblock = d.superblock.clone();
+            (d.meta.clone(), md)
+        });
         let cfg = replication::session_config(
             &self.view,
             &slot.view,
             local,
             slot.core.size_sect() * 512,
             direct,
+            meta,
         )
         .map_err(DaemonError::Config)?;
         let Some(cfg) = cfg else {
@@ -617,6 +612,8 @@ impl Runtime {
                         counters.pe = i64::try_from(p.pending).unwrap_or(i64::MAX);
                         counters.dw += p.disk_written_kib;
                         counters.dr += p.disk_read_kib;
+                        counters.al = p.al_writes;
+                        counters.bm = p.bm_writes;
                     }
                     VolumeStatus {
                         volume: s.view.volume,

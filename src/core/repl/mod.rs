@@ -27,6 +27,7 @@
 //!   SyncTarget writes, clears its bits and answers RS_WRITE_ACK; the SyncSource clears
 //!   its bits on that ack. Each side finishes when its bitmap is empty.
 
+mod al;
 mod apply;
 mod resync;
 mod writes;
@@ -212,7 +213,7 @@ pub enum SyncSide {
 }
 
 /// One thing for the host to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplAction {
     /// Local disk I/O; report with [`Replicator::handle_local_done`]`(id, ..)`.
     Local {
@@ -232,6 +233,16 @@ pub enum ReplAction {
     },
     /// The payload `key` is no longer needed (its write is done).
     Release(Payload),
+    /// Make an activity-log transaction durable on the meta-disk: first the bitmap blocks
+    /// of the `evicted` extents (their bits must survive a crash once they leave the log),
+    /// then `tr`, synced; then [`Replicator::handle_al_written`]. Writes to the extents it
+    /// adds wait until then.
+    WriteAl {
+        /// The transaction.
+        tr: crate::meta::AlTransaction,
+        /// Extents that leave the active set.
+        evicted: Vec<u32>,
+    },
     /// The resync ended on this side: `failed` blocks could not be synced (the target
     /// stays Inconsistent if any).
     SyncFinished {
@@ -283,6 +294,8 @@ pub struct Replicator {
     writes: Writes,
     apply: Apply,
     resync: Resync,
+    /// The activity log's active set (application writes wait for their extents).
+    al: Option<al::ActiveSet>,
     actions: VecDeque<ReplAction>,
     /// Local I/O in flight: id -> who waits for it.
     local: BTreeMap<u64, Waiter>,
@@ -316,9 +329,33 @@ impl Replicator {
             writes: Writes::default(),
             apply: Apply::default(),
             resync: Resync::default(),
+            al: None,
             actions: VecDeque::new(),
             local: BTreeMap::new(),
         }
+    }
+
+    /// Keep an activity log: application writes first make their 4 MiB extents active
+    /// with a [`ReplAction::WriteAl`] (continuing `writer`'s ring).
+    pub fn with_activity_log(mut self, writer: crate::meta::AlWriter) -> Self {
+        self.al = Some(al::ActiveSet::new(writer));
+        self
+    }
+
+    /// The activity-log transaction asked for is durable.
+    pub fn handle_al_written(&mut self) {
+        if let Some(a) = self.al.as_mut() {
+            a.committed();
+        }
+        self.pump_writes();
+    }
+
+    /// Extents in the activity log now.
+    pub fn al_extents(&self) -> Vec<u32> {
+        self.al
+            .as_ref()
+            .map(al::ActiveSet::active_extents)
+            .unwrap_or_default()
     }
 
     // ----- queries --------------------------------------------------------------------

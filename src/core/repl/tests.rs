@@ -23,6 +23,10 @@ struct Node {
     pending_io: VecDeque<(u64, LocalIo)>,
     finished: Vec<(SyncSide, u64)>,
     next_key: u64,
+    /// Activity-log transactions asked for: (extents added, extents evicted).
+    al_written: Vec<(Vec<u32>, Vec<u32>)>,
+    /// Do not report AL transactions as written (the test does it).
+    hold_al: bool,
 }
 
 impl Node {
@@ -37,6 +41,8 @@ impl Node {
             pending_io: VecDeque::new(),
             finished: Vec::new(),
             next_key: 1,
+            al_written: Vec::new(),
+            hold_al: false,
         }
     }
 
@@ -65,6 +71,13 @@ impl Node {
                     self.bufs.remove(&p);
                 }
                 ReplAction::SyncFinished { side, failed } => self.finished.push((side, failed)),
+                ReplAction::WriteAl { tr, evicted } => {
+                    self.al_written
+                        .push((tr.updates().map(|u| u.extent).collect(), evicted));
+                    if !self.hold_al {
+                        self.r.handle_al_written();
+                    }
+                }
             }
         }
     }
@@ -575,4 +588,33 @@ fn writes_the_peer_has_not_confirmed_are_marked_when_the_link_drops() {
         p.a.r.bitmap().is_set(2),
         "the newest epoch is not confirmed yet"
     );
+}
+
+#[test]
+fn a_write_waits_for_its_activity_log_transaction() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r = Replicator::new(ReplConfig::default(), SIZE, Bitmap::new(SIZE / 512))
+        .with_activity_log(crate::meta::AlWriter::new(2, 0));
+    p.a.r.handle_link_up();
+    p.a.hold_al = true;
+    p.a.write(1, 4096, block(1, 4096));
+    p.drain();
+    assert_eq!(p.a.al_written.len(), 1, "the AL transaction comes first");
+    assert!(
+        p.a.pending_io.is_empty(),
+        "no data write before it is durable"
+    );
+    assert!(p.a_to_b.is_empty(), "nothing sent before it is durable");
+    p.a.r.handle_al_written();
+    p.drain();
+    assert_eq!(p.a.pending_io.len(), 1);
+    p.settle();
+    assert!(p.a.done(1));
+    // Same extent again: no transaction (eviction order is tested in al.rs).
+    p.a.hold_al = false;
+    p.a.write(2, 8192, block(2, 4096));
+    p.settle();
+    assert_eq!(p.a.al_written.len(), 1);
+    assert_eq!(p.a.r.al_extents(), vec![0]);
+    assert!(p.a.done(2));
 }

@@ -180,6 +180,21 @@ impl Replicator {
                 i += 1;
                 continue;
             }
+            // Activity log before data.
+            if let Some(a) = self.al.as_mut() {
+                match a.begin(super::al::extents(offset, len)) {
+                    super::al::Begin::Go => {}
+                    super::al::Begin::Wait => {
+                        i += 1;
+                        continue;
+                    }
+                    super::al::Begin::Write { tr, evicted } => {
+                        self.push(ReplAction::WriteAl { tr, evicted });
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
             self.writes.waiting.remove(i);
             self.start_write(id);
         }
@@ -310,6 +325,9 @@ impl Replicator {
         };
         let r = *r;
         self.writes.reqs.remove(&id);
+        if let (Some(a), Some((offset, len))) = (self.al.as_mut(), r.range()) {
+            a.end(super::al::extents(offset, len));
+        }
         if r.replicated {
             self.writes.close_epoch = true;
             if let ReqKind::Write { offset, len, .. } = r.kind {

@@ -53,6 +53,7 @@ pub fn session_config(
     local: LocalDisk,
     size_bytes: u64,
     direct: bool,
+    meta: Option<(crate::meta::MetaDevice, crate::meta::Metadata)>,
 ) -> Result<Option<SessionConfig>, String> {
     let Some(peer) = &view.peer else {
         return Ok(None);
@@ -134,6 +135,7 @@ pub fn session_config(
         size_bytes,
         local,
         ko_count: u32::try_from(scaled(view, "ko-count", 7)?).unwrap_or(u32::MAX),
+        meta,
     }))
 }
 

@@ -172,6 +172,10 @@ pub struct PeerStatus {
     pub disk_written_kib: u64,
     /// KiB read from the local disk for the peer (resync), for `dr:`.
     pub disk_read_kib: u64,
+    /// Activity-log transactions written (`al:`).
+    pub al_writes: u64,
+    /// Bitmap write-backs (`bm:`).
+    pub bm_writes: u64,
 }
 
 /// The running session of one volume.

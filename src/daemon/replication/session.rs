@@ -14,7 +14,7 @@ use crate::core::conn::{ConnConfig, ConnEvent, Connection, LocalDisk, TransportU
 use crate::core::repl::{
     LocalIo, Payload, ReplAction, ReplConfig, Replicator, SyncSide, WriteKind,
 };
-use crate::core::{ConnState, Decision, DiskState, Handshake, Role};
+use crate::core::{ConnState, DiskState, Handshake, Role};
 use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
 use crate::meta::{Bitmap, Uuids};
 use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
@@ -43,6 +43,9 @@ pub struct SessionConfig {
     pub local: LocalDisk,
     /// `ko-count` (0: off).
     pub ko_count: u32,
+    /// The meta-disk, for activity-log transactions and bitmap write-back (`None`: keep
+    /// no activity log).
+    pub meta: Option<(crate::meta::MetaDevice, crate::meta::Metadata)>,
 }
 
 /// How long the loop sleeps at most (status refresh).
@@ -123,6 +126,9 @@ pub(super) struct Session {
     /// Bytes written / read locally for the peer.
     disk_written: u64,
     disk_read: u64,
+    /// Activity-log transactions and whole-bitmap writes done (`al:` and `bm:`).
+    al_writes: u64,
+    bm_writes: u64,
     /// Link generation of each call the event loop has not answered yet, in order.
     calls: std::collections::VecDeque<u64>,
     /// Replicated writes waiting for the peer's ack, by block id, with when they were sent
@@ -150,7 +156,16 @@ impl Session {
         })?;
         let disk = DiskWorkers::start(&cfg.disk, tx.clone())?;
         let conn = Connection::new(cfg.conn.clone(), cfg.local);
-        let repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
+        let mut repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
+        if let Some((_, md)) = &cfg.meta {
+            let al_extents =
+                u16::try_from(md.superblock.al_nr_extents.clamp(7, 65534)).unwrap_or(u16::MAX - 1);
+            let writer = match md.replay_al() {
+                Ok(replay) => crate::meta::AlWriter::resume(al_extents, &replay),
+                Err(_) => crate::meta::AlWriter::new(al_extents, 0),
+            };
+            repl = repl.with_activity_log(writer);
+        }
         let integrity = !cfg.conn.integrity_alg.is_empty();
         let mut seed = [0u8; 8];
         let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
@@ -190,6 +205,8 @@ impl Session {
             disk_read: 0,
             peer_waits: std::collections::BTreeMap::new(),
             calls: std::collections::VecDeque::new(),
+            al_writes: 0,
+            bm_writes: 0,
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -735,6 +752,7 @@ impl Session {
 
     fn bitmap_exchanged(&mut self, now: Instant, side: SyncSide, early_uuid: Option<u64>) {
         tracing::info!(resource = %self.cfg.resource, ?side, oos_kib = self.repl.oos_kib(), "bitmaps exchanged");
+        self.write_bitmap();
         match side {
             SyncSide::Source => {
                 // The answer (Input::Reply) sends SYNC_UUID and starts the resync.
@@ -880,22 +898,11 @@ impl Session {
                 self.peer_role = self.conn.peer_role();
                 self.peer_disk = self.conn.peer_disk();
                 self.repl.handle_link_up();
-                // Without an activity log urbd cannot tell which blocks a crashed Primary
-                // was writing: the resync after its crash covers every block.
-                let after_crash = matches!(
-                    decision.comparison.decision,
-                    Decision::SyncSourceAfterCrash | Decision::SyncTargetAfterCrash
-                );
-                if after_crash {
-                    tracing::warn!(resource = %res, "a Primary crashed: full resync (the activity log that would narrow it is not built yet)");
-                }
+                // After a Primary's crash (rule 40/41) the crashed node's bitmap holds the
+                // extents of its activity log (applied at attach): a bitmap resync.
                 match decision.outcome {
-                    Handshake::SyncSource { full } => {
-                        self.begin_resync(SyncSide::Source, full || after_crash)
-                    }
-                    Handshake::SyncTarget { full } => {
-                        self.begin_resync(SyncSide::Target, full || after_crash)
-                    }
+                    Handshake::SyncSource { full } => self.begin_resync(SyncSide::Source, full),
+                    Handshake::SyncTarget { full } => self.begin_resync(SyncSide::Target, full),
                     _ => self.phase = Phase::Idle,
                 }
                 self.report();
@@ -980,6 +987,7 @@ impl Session {
                 }
                 Payload::App(_) => {}
             },
+            ReplAction::WriteAl { tr, evicted } => self.write_al(&tr, &evicted),
             ReplAction::SyncFinished { side, failed } => {
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
@@ -992,6 +1000,49 @@ impl Session {
                 self.report();
             }
         }
+    }
+
+    /// An activity-log transaction, synchronously: the bitmap blocks of the extents that
+    /// leave the log, then the transaction, each synced (DRBD's `drbd_al_begin_io`).
+    fn write_al(&mut self, tr: &crate::meta::AlTransaction, evicted: &[u32]) {
+        let Some((dev, md)) = self.cfg.meta.as_mut() else {
+            self.repl.handle_al_written();
+            return;
+        };
+        if !evicted.is_empty() {
+            md.bitmap = self.repl.bitmap().clone();
+            for &e in evicted {
+                let first = u64::from(e) * 1024;
+                if first >= md.bitmap.capacity() {
+                    continue;
+                }
+                let count = 1024.min(md.bitmap.capacity() - first);
+                if let Err(err) = crate::meta::write_bitmap_range(dev, md, first, count) {
+                    tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap of an evicted extent failed");
+                }
+            }
+        }
+        if let Err(err) = crate::meta::write_al_transaction(dev, md, tr) {
+            // DRBD detaches on a meta-data I/O error; urbd logs it and goes on (the next
+            // crash recovery may then miss these extents).
+            tracing::error!(resource = %self.cfg.resource, error = %err, "writing an activity-log transaction failed");
+        }
+        self.al_writes += 1;
+        self.repl.handle_al_written();
+    }
+
+    /// The whole bitmap to the meta-disk (before a resync starts, so that a crash during it
+    /// resumes from what is left rather than from a stale bitmap).
+    fn write_bitmap(&mut self) {
+        let Some((dev, md)) = self.cfg.meta.as_mut() else {
+            return;
+        };
+        md.bitmap = self.repl.bitmap().clone();
+        let capacity = md.bitmap.capacity();
+        if let Err(err) = crate::meta::write_bitmap_range(dev, md, 0, capacity) {
+            tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");
+        }
+        self.bm_writes += 1;
     }
 
     fn local_io(&mut self, id: u64, io: LocalIo) {
@@ -1123,6 +1174,8 @@ impl Session {
             pending: self.repl.app_in_flight() as u64,
             disk_written_kib: self.disk_written / 1024,
             disk_read_kib: self.disk_read / 1024,
+            al_writes: self.al_writes,
+            bm_writes: self.bm_writes,
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
