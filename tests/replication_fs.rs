@@ -777,3 +777,49 @@ fn kill_9_of_the_secondary_under_load_then_up_resyncs() {
     writer.progress(100, Duration::from_secs(10), a, "after beta is back");
     finish_and_verify(&pair, writer);
 }
+
+/// kill -9 of the Primary: after `up` the crashed node's activity log (applied at attach,
+/// as `drbdmeta apply-al` would) makes the reconnect a resync of the extents it was writing
+/// (DRBD's rule 40), not of the whole device; both disks end with every acknowledged write.
+#[test]
+fn kill_9_of_the_primary_resyncs_only_its_activity_log() {
+    let pair = Pair::with_metadata();
+    quick_net(&pair);
+    let _reaper = KillOnPanic(&pair);
+    let (a, b) = (pair.alpha(), pair.beta());
+    initial_sync(&pair, Start::ConnectedFirst);
+    let writer = Writer::start(a, 0x5EED_0004);
+    writer.progress(300, Duration::from_secs(15), a, "before the kill");
+    let log = writer.finish(a);
+    let t = proc_text(a);
+    assert!(
+        field(&t, "al").unwrap_or(0) > 0,
+        "AL transactions written: {t}"
+    );
+    let nr_before = field(&proc_text(b), "nr").unwrap_or(0);
+
+    let pid = a.pid().expect("alpha's pid");
+    kill9(pid);
+    wait_gone(pid);
+    wait_for(
+        b,
+        "WFConnection after the kill",
+        Duration::from_secs(10),
+        |t| t.contains("cs:WFConnection"),
+    );
+    a.adm(&["up", "loop"]).ok();
+    wait_in_sync(&pair, Duration::from_secs(30));
+    let moved_kib = field(&proc_text(b), "nr").unwrap_or(0) - nr_before;
+    let span_kib = WRITE_SPAN / 1024;
+    assert!(
+        moved_kib > 0 && moved_kib <= span_kib + 1024,
+        "the resync after the crash moved {moved_kib} KiB; the writes touched the first {span_kib} KiB (the device has {} KiB)\nalpha log:\n{}",
+        DATA_BYTES / 1024,
+        log_tail(a, 30)
+    );
+    let img = expected_image(&log);
+    assert_disk_is(a, &img, "alpha");
+    assert_disk_is(b, &img, "beta");
+    assert_replicas_identical(&pair, "after the crash resync");
+    teardown(&pair);
+}

@@ -845,6 +845,9 @@ impl Session {
                 self.peer_waits.clear();
                 self.close_link();
                 self.repl.handle_link_down();
+                // What is out of sync from now on is in the bitmap; write it back (DRBD
+                // writes the bitmap out on disconnect).
+                self.write_bitmap();
                 self.phase = Phase::Idle;
                 self.cs_override = None;
                 self.peer_role = Role::Unknown;
@@ -989,6 +992,8 @@ impl Session {
             },
             ReplAction::WriteAl { tr, evicted } => self.write_al(&tr, &evicted),
             ReplAction::SyncFinished { side, failed } => {
+                // The cleared bits reach the meta-disk (a crash later must not redo it).
+                self.write_bitmap();
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
                 self.cs_override = Some(ConnState::Connected);
