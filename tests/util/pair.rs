@@ -13,6 +13,9 @@ use super::Ran;
 /// No single command may take longer than this.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long [`Pair`]'s `Drop` lets `down` run before it kills the daemon.
+pub const DROP_DOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub const DATA_BYTES: u64 = 64 << 20;
 pub const META_SLOT_BYTES: u64 = 128 << 20;
 
@@ -264,9 +267,27 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
+        // URBD_TEST_KEEP=1 keeps a failed test's folder (configuration, disks, run dirs with
+        // loop.log) for a post-mortem.
+        if std::thread::panicking() && std::env::var_os("URBD_TEST_KEEP").is_some() {
+            self._dir.disable_cleanup(true);
+            eprintln!("URBD_TEST_KEEP: kept {}", self._dir.path().display());
+        }
         for n in &self.nodes {
             let pid = n.pid();
-            let _ = n.adm(&["down", "loop"]);
+            // Not `Node::adm`: a `down` that hangs must not panic here (a panic while the test
+            // is already panicking aborts, and the daemons would outlive the test).
+            let mut cmd = super::urbdadm();
+            cmd.env("URBD_RUN_DIR", &n.run_dir)
+                .arg("-c")
+                .arg(&n.conf)
+                .args(["--node", n.name, "down", "loop"]);
+            if let Err(r) = super::run_within(&mut cmd, DROP_DOWN_TIMEOUT) {
+                eprintln!(
+                    "{}: `down` took longer than {DROP_DOWN_TIMEOUT:?}; killing the daemon\n{}",
+                    n.name, r.stderr
+                );
+            }
             if let Some(pid) = pid {
                 if pid_alive(pid) {
                     if let Some(p) = rustix::process::Pid::from_raw(pid) {
