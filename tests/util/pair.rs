@@ -14,7 +14,7 @@ use super::Ran;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long [`Pair`]'s `Drop` lets `down` run before it kills the daemon.
-pub const DROP_DOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DROP_DOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const DATA_BYTES: u64 = 64 << 20;
 pub const META_SLOT_BYTES: u64 = 128 << 20;
