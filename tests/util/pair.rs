@@ -13,6 +13,9 @@ use super::Ran;
 /// No single command may take longer than this.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long [`Pair`]'s `Drop` lets `down` run before it kills the daemon.
+pub const DROP_DOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub const DATA_BYTES: u64 = 64 << 20;
 pub const META_SLOT_BYTES: u64 = 128 << 20;
 
@@ -64,6 +67,16 @@ impl Node {
         run_bounded(&mut cmd)
     }
 
+    /// Size of the data disk file.
+    pub fn data_bytes(&self) -> u64 {
+        fs::metadata(&self.data).expect("stat data disk").len()
+    }
+
+    /// The daemon's log (`<run dir>/loop.log`), or an empty string.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.run_dir.join("loop.log")).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> Option<i32> {
         fs::read_to_string(self.run_dir.join("loop.pid"))
             .ok()
@@ -108,6 +121,42 @@ impl Node {
     }
 }
 
+/// What [`Pair::build`] varies; `[alpha, beta]` where the nodes may differ.
+#[derive(Clone, Debug)]
+pub struct PairOpts {
+    /// `meta-disk internal` instead of an external meta file per node.
+    pub internal: bool,
+    /// Size of each data disk.
+    pub data_bytes: u64,
+    /// The `protocol` letter of each node's configuration.
+    pub protocol: [char; 2],
+    /// `disk { resync-rate R; }`.
+    pub resync_rate: String,
+    /// More text inside `resource loop { ... }` for each node, e.g.
+    /// `net { cram-hmac-alg sha256; shared-secret "x"; }`.
+    pub extra: [String; 2],
+}
+
+impl Default for PairOpts {
+    fn default() -> Self {
+        Self {
+            internal: false,
+            data_bytes: DATA_BYTES,
+            protocol: ['C', 'C'],
+            resync_rate: "1000M".into(),
+            extra: [String::new(), String::new()],
+        }
+    }
+}
+
+impl PairOpts {
+    /// The same extra text for both nodes.
+    pub fn both(mut self, extra: &str) -> Self {
+        self.extra = [extra.to_string(), extra.to_string()];
+        self
+    }
+}
+
 /// Two nodes, their files and their daemons.
 pub struct Pair {
     pub _dir: tempfile::TempDir,
@@ -123,34 +172,58 @@ impl Pair {
 
     /// [`Pair::new`], with `meta-disk internal` when `internal`.
     pub fn new_with(internal: bool) -> Self {
+        Self::build(&PairOpts {
+            internal,
+            ..PairOpts::default()
+        })
+    }
+
+    /// A pair as `opts` describes it; disks created, metadata not yet. When the two nodes'
+    /// settings differ, each node gets its own configuration file (`alpha.conf`,
+    /// `beta.conf`), else both share `urbd.conf`.
+    pub fn build(opts: &PairOpts) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let conf = d.join("urbd.conf");
         let meta = |name: &str| {
-            if internal {
+            if opts.internal {
                 "meta-disk internal;".to_string()
             } else {
                 format!("meta-disk \"{}/{name}.meta\" [0];", d.display())
             }
         };
         let (pa, pb) = super::free_port_pair();
-        let text = format!(
-            "resource loop {{\n  protocol C;\n  disk {{ resync-rate 1000M; }}\n\
-             on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:{pa}; }}\n\
-             on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n",
-            meta("alpha"),
-            meta("beta"),
-            d = d.display()
-        );
-        fs::write(&conf, text).expect("write conf");
+        let text = |i: usize| {
+            format!(
+                "resource loop {{\n  protocol {};\n  disk {{ resync-rate {}; }}\n{}\
+                 on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:{pa}; }}\n\
+                 on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n",
+                opts.protocol[i],
+                opts.resync_rate,
+                opts.extra[i],
+                meta("alpha"),
+                meta("beta"),
+                d = d.display()
+            )
+        };
+        let (ta, tb) = (text(0), text(1));
+        let confs = if ta == tb {
+            let conf = d.join("urbd.conf");
+            fs::write(&conf, ta).expect("write conf");
+            [conf.clone(), conf]
+        } else {
+            let (ca, cb) = (d.join("alpha.conf"), d.join("beta.conf"));
+            fs::write(&ca, ta).expect("write conf");
+            fs::write(&cb, tb).expect("write conf");
+            [ca, cb]
+        };
         let node = |name: &'static str, minor: u32| {
             let data = d.join(format!("{name}.img"));
             let meta = d.join(format!("{name}.meta"));
-            sparse(&data, DATA_BYTES);
+            sparse(&data, opts.data_bytes);
             sparse(&meta, META_SLOT_BYTES);
             Node {
                 name,
-                conf: conf.clone(),
+                conf: confs[minor as usize].clone(),
                 run_dir: d.join(format!("run-{name}")),
                 data,
                 meta,
@@ -159,6 +232,11 @@ impl Pair {
         };
         let nodes = [node("alpha", 0), node("beta", 1)];
         Pair { _dir: dir, nodes }
+    }
+
+    /// [`Pair::build`] plus create-md on both nodes.
+    pub fn with_metadata_opts(opts: &PairOpts) -> Self {
+        Self::created(Self::build(opts))
     }
 
     /// [`Pair::new`] plus create-md on both nodes.
@@ -189,9 +267,27 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
+        // URBD_TEST_KEEP=1 keeps a failed test's folder (configuration, disks, run dirs with
+        // loop.log) for a post-mortem.
+        if std::thread::panicking() && std::env::var_os("URBD_TEST_KEEP").is_some() {
+            self._dir.disable_cleanup(true);
+            eprintln!("URBD_TEST_KEEP: kept {}", self._dir.path().display());
+        }
         for n in &self.nodes {
             let pid = n.pid();
-            let _ = n.adm(&["down", "loop"]);
+            // Not `Node::adm`: a `down` that hangs must not panic here (a panic while the test
+            // is already panicking aborts, and the daemons would outlive the test).
+            let mut cmd = super::urbdadm();
+            cmd.env("URBD_RUN_DIR", &n.run_dir)
+                .arg("-c")
+                .arg(&n.conf)
+                .args(["--node", n.name, "down", "loop"]);
+            if let Err(r) = super::run_within(&mut cmd, DROP_DOWN_TIMEOUT) {
+                eprintln!(
+                    "{}: `down` took longer than {DROP_DOWN_TIMEOUT:?}; killing the daemon\n{}",
+                    n.name, r.stderr
+                );
+            }
             if let Some(pid) = pid {
                 if pid_alive(pid) {
                     if let Some(p) = rustix::process::Pid::from_raw(pid) {
