@@ -20,6 +20,16 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 const MIB: u64 = 1 << 20;
 
+/// Default options but a short `connect-int`, so that reconnects after a fault take seconds
+/// (DRBD's default, 10 s, would make the waits below depend on the machine's load).
+fn quick() -> PairOpts {
+    let net = "net { connect-int 2; }".to_string();
+    PairOpts {
+        extra: [net.clone(), net],
+        ..PairOpts::default()
+    }
+}
+
 fn nbd_socket(n: &Node) -> PathBuf {
     n.run_dir.join("loop.nbd")
 }
@@ -428,7 +438,7 @@ fn seed_initial_sync_beta_up_first() {
 
 #[test]
 fn writes_replicate_protocol_c() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let (a, b) = (pair.alpha(), pair.beta());
     // Scattered writes of different sizes (4 KiB-aligned; unaligned ones have their own
     // test), then one with FUA.
@@ -502,10 +512,6 @@ fn writes_replicate_protocol_c() {
 /// The seed's split-brain recovery order (section 7.2.2): `disconnect` on both nodes, then
 /// `connect` on both.
 #[test]
-#[ignore = "bug (flaky, 3 of 5 runs): after disconnect on both and connect on both, the \
-            link is established every connect-int on both nodes but beta's session never \
-            takes it (no \"connection established\" after \"data and meta sockets \
-            established\"): both stay WFConnection"]
 fn disconnect_both_write_connect_resyncs_only_the_bitmap() {
     disconnect_write_connect(Reconnect::Both);
 }
@@ -513,8 +519,6 @@ fn disconnect_both_write_connect_resyncs_only_the_bitmap() {
 /// `disconnect` on the Primary only: the Secondary loses its peer and waits in
 /// WFConnection; `connect` on the Primary reconnects them.
 #[test]
-#[ignore = "bug (flaky, 2 of 5 runs): same as disconnect_both_...: beta, having lost its \
-            peer, never takes the links its connector establishes"]
 fn disconnect_primary_write_connect_resyncs_only_the_bitmap() {
     disconnect_write_connect(Reconnect::PrimaryOnly);
 }
@@ -523,10 +527,6 @@ fn disconnect_primary_write_connect_resyncs_only_the_bitmap() {
 /// at `up`) and `connect` on the Primary: the same bitmap-based resync, by a path that
 /// avoids the reconnect bug of the two tests above.
 #[test]
-#[ignore = "bug (flaky, 4 of 5 runs): the SyncSource's BITMAP reaches the restarted \
-            Secondary before it has made its own uuid_compare decision: \"protocol error: \
-            BITMAP outside a bitmap exchange; dropping the connection\", after which the \
-            two never reconnect (links established every connect-int, never taken)"]
 fn disconnect_write_restart_secondary_resyncs_only_the_bitmap() {
     disconnect_write_connect(Reconnect::RestartSecondary);
 }
@@ -540,7 +540,7 @@ enum Reconnect {
 
 fn disconnect_write_connect(how: Reconnect) {
     let both = how != Reconnect::PrimaryOnly;
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let (a, b) = (pair.alpha(), pair.beta());
     let nodes: &[&Node] = if both { &[a, b] } else { &[a] };
     for n in nodes {
@@ -707,8 +707,10 @@ fn alpha_survives_and_beta_comes_back(pair: &Pair) {
     wait_synced(pair);
     check_synced_after_reconnect(pair);
     let kib = last_resync_kib(a).expect("a resync logged");
+    // At most what was written without the peer: the writers' 32 MiB span plus the 2 MiB at
+    // 50 MiB; never the whole 64 MiB device.
     assert!(
-        (2048..32 * 1024).contains(&kib),
+        (2048..=34 * 1024).contains(&kib),
         "resync of {kib} KiB after the peer came back (not a full one):\n{}",
         logs(pair)
     );
@@ -723,11 +725,8 @@ fn alpha_survives_and_beta_comes_back(pair: &Pair) {
 }
 
 #[test]
-#[ignore = "bug: after the peer is lost, NBD writes on the Primary are still sent on the dead \
-            link (\"sending to the peer failed ... Broken pipe\") and never answered; proc \
-            shows pe/ap stuck, oos:0, and `down` then hangs"]
 fn peer_killed_while_idle_then_back() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     writes_within(
         pair.alpha(),
         vec![(0, random_bytes(1, MIB as usize))],
@@ -739,11 +738,8 @@ fn peer_killed_while_idle_then_back() {
 }
 
 #[test]
-#[ignore = "bug: writes in flight when the peer dies are never completed nor marked out of \
-            sync (lo/pe/ap stay > 0, oos:0), later ones hang as in \
-            peer_killed_while_idle_then_back"]
 fn peer_killed_during_writes_then_back() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let a = pair.alpha();
     // A writer on alpha (48 MiB in 1 MiB requests); beta dies under it.
     let writes = (0..48u64)
@@ -764,7 +760,7 @@ fn peer_killed_during_writes_then_back() {
 
 #[test]
 fn refuses_a_second_primary() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let b = pair.beta();
     let gi = b.get_gi();
     let out = b.adm(&["primary", "loop"]).code(11);
@@ -920,10 +916,8 @@ fn protocol_b_replicates_with_authentication() {
 /// ds:UpToDate/DUnknown` after `disconnect` (StandAlone) and after the peer died
 /// (WFConnection).
 #[test]
-#[ignore = "bug: the peer's role and disk state are kept after the connection is gone \
-            (cs:StandAlone ro:Secondary/Primary ds:UpToDate/UpToDate)"]
 fn peer_is_unknown_once_disconnected() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let (a, b) = (pair.alpha(), pair.beta());
     b.adm(&["disconnect", "loop"]).ok();
     wait_until(&pair, "beta StandAlone", SETTLE, || {
@@ -953,12 +947,8 @@ fn peer_is_unknown_once_disconnected() {
 /// Primary does read-modify-write locally), but the peer speaks 512-byte sectors: an
 /// unaligned write must reach the peer as the whole sectors it changes.
 #[test]
-#[ignore = "bug: an NBD write not in whole 512-byte sectors is replicated as DATA with \
-            sector = offset / 512 and the raw byte length: the peer drops the connection \
-            (\"DATA at sector 6145 size 9000 is outside the device\"), or, for a 512-multiple \
-            length at an unaligned offset, writes it at the wrong place"]
 fn unaligned_writes_replicate() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     let a = pair.alpha();
     let writes = vec![
         // Sector-aligned offset, length not a sector multiple.
@@ -979,12 +969,8 @@ fn unaligned_writes_replicate() {
 /// `down` on the Primary, then on the Secondary (which has just lost its peer): each is
 /// prompt, as drbdadm's is.
 #[test]
-#[ignore = "bug (flaky, 1 to 3 runs in 4): `down` on a Secondary whose Primary went down \
-            first hangs: the main thread joins the NBD io-loop thread in DataPath::shutdown \
-            (src/nbd/mod.rs:194, from export::detach), which sits in io_uring_enter \
-            (nbd/server.rs:184) and never sees the stop signal"]
 fn down_primary_then_secondary_is_prompt() {
-    let pair = synced_pair(&PairOpts::default());
+    let pair = synced_pair(&quick());
     for n in [pair.alpha(), pair.beta()] {
         let mut cmd = util::urbdadm();
         cmd.env("URBD_RUN_DIR", &n.run_dir)

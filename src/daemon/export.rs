@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{NodeView, VolumeView};
 use crate::control::RunDir;
-use crate::io::{Backend, BackendSpec, CacheMode, open_backend};
+use crate::io::{Aligned, Backend, BackendSpec, CacheMode, UringBackend};
 use crate::nbd::{DataPath, ExportConfig, Gate};
 use crate::status::Counters;
 
@@ -143,9 +143,17 @@ impl Export for NbdExport {
             CacheMode::Cached
         };
         spec.size_limit = Some(size_bytes);
-        let backend =
-            open_backend(&spec).map_err(|e| format!("opening {} for I/O: {e}", disk.display()))?;
-        let path = DataPath::start(self.config.clone(), wrap(backend), self.gate.clone())
+        let local = UringBackend::open(&spec)
+            .map_err(|e| format!("opening {} for I/O: {e}", disk.display()))?;
+        // The layer (replication) sees whole blocks: unaligned requests are turned into
+        // aligned read-modify-writes above it, so what goes to the peer is aligned too.
+        let layered = wrap(Box::new(local));
+        let backend: Box<dyn Backend> = if layered.info().block_size > 1 {
+            Box::new(Aligned::new(layered))
+        } else {
+            layered
+        };
+        let path = DataPath::start(self.config.clone(), backend, self.gate.clone())
             .map_err(|e| format!("starting the NBD export {}: {e}", self.config.name))?;
         tracing::info!(
             export = %self.config.name,

@@ -126,6 +126,11 @@ pub(super) struct Session {
     /// Bytes written / read locally for the peer.
     disk_written: u64,
     disk_read: u64,
+    /// The resync's progress as last published, and, between the end of a resync and the
+    /// event loop recording it, that progress completed (so status never shows a resync
+    /// state without its progress lines).
+    last_progress: Option<crate::core::repl::SyncProgress>,
+    finishing: Option<crate::core::repl::SyncProgress>,
     /// Activity-log transactions and whole-bitmap writes done (`al:` and `bm:`).
     al_writes: u64,
     bm_writes: u64,
@@ -207,6 +212,8 @@ impl Session {
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
+            last_progress: None,
+            finishing: None,
             scratch: Vec::new(),
             rng: u64::from_ne_bytes(seed) | 1,
         })
@@ -994,6 +1001,11 @@ impl Session {
             ReplAction::SyncFinished { side, failed } => {
                 // The cleared bits reach the meta-disk (a crash later must not redo it).
                 self.write_bitmap();
+                self.finishing = self.last_progress.map(|p| crate::core::repl::SyncProgress {
+                    left_kib: 0,
+                    mark_left_kib: 0,
+                    ..p
+                });
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
                 self.cs_override = Some(ConnState::Connected);
@@ -1166,13 +1178,21 @@ impl Session {
                 self.cs_override = Some(ConnState::SyncTarget);
                 self.started_sync(now, SyncSide::Target, reply.local);
             }
+            PeerCall::SyncFinished { .. } => {
+                self.finishing = None;
+                self.on_local(reply.local);
+            }
             _ => self.on_local(reply.local),
         }
     }
 
     fn publish(&mut self, now: Instant) {
+        let progress = self.repl.sync_progress(now);
+        if progress.is_some() {
+            self.last_progress = progress;
+        }
         let s = PeerStatus {
-            sync: self.repl.sync_progress(now),
+            sync: progress.or(self.finishing),
             oos_kib: self.repl.oos_kib(),
             net_sent_kib: self.sent_bytes / 1024,
             net_recv_kib: self.recv_bytes / 1024,
