@@ -15,3 +15,4 @@ mod sock;
 
 pub use framed::{FrameError, FrameReader, write_frame};
 pub use link::{Link, LinkConfig, LinkError, Listener, SETTLE, establish};
+pub(crate) use sock::is_open;

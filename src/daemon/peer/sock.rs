@@ -165,7 +165,7 @@ pub(super) fn wait(fds: &[BorrowedFd<'_>], events: i16, timeout: Duration) -> io
 
 /// False when the peer has closed or reset the connection; true while it is open, whether
 /// or not bytes are waiting (they stay in the socket: this only peeks).
-pub(super) fn is_open(s: &TcpStream) -> bool {
+pub(crate) fn is_open(s: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     // SAFETY: the buffer is live and one byte long; MSG_PEEK consumes nothing.
     let n = unsafe {

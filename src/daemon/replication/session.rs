@@ -107,6 +107,10 @@ pub(super) struct Session {
     app_bufs: HashMap<u64, AlignedBuf>,
     jobs: HashMap<u64, Job>,
     peer_bufs: HashMap<u64, Vec<u8>>,
+    /// Bytes of peer data received and not written yet (the data socket's receiver stops
+    /// reading above [`MAX_PEER_BUFFERED`]: TCP then holds the peer back, as DRBD's
+    /// `max-buffers` does).
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
     read_bufs: HashMap<u64, AlignedBuf>,
     next_key: u64,
     phase: Phase,
@@ -193,6 +197,7 @@ impl Session {
             app_bufs: HashMap::new(),
             jobs: HashMap::new(),
             peer_bufs: HashMap::new(),
+            buffered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             read_bufs: HashMap::new(),
             next_key: 1,
             phase: Phase::Idle,
@@ -318,6 +323,10 @@ impl Session {
                 flags: f,
                 payload,
             } => {
+                // The receiver counted it; from here the stored copy counts (below).
+                if ty.carries_data() {
+                    self.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
+                }
                 if generation == self.generation && self.link.is_some() {
                     self.on_packet(now, ty, f, payload);
                 }
@@ -516,9 +525,11 @@ impl Session {
             match s.try_clone() {
                 Ok(r) => {
                     let tx = self.tx.clone();
+                    // Only the data socket is held back; acks and pings always flow.
+                    let limit = (name == "data").then(|| self.buffered.clone());
                     if let Ok(h) = std::thread::Builder::new()
                         .name(format!("urbd-recv-{name}"))
-                        .spawn(move || receive(r, generation, &tx))
+                        .spawn(move || receive(r, generation, &tx, limit))
                     {
                         readers.push(h);
                     }
@@ -626,9 +637,10 @@ impl Session {
                     Packet::Data(d) | Packet::RsDataReply(d) => d.payload.to_vec(),
                     _ => Vec::new(),
                 };
+                self.buffered.fetch_add(data.len(), Ordering::AcqRel);
                 self.peer_bufs.insert(key, data);
                 if let Err(e) = self.repl.handle_packet(now, &packet, Some(key)) {
-                    self.peer_bufs.remove(&key);
+                    self.drop_peer_buf(key);
                     self.protocol_error(now, e);
                 }
             }
@@ -658,6 +670,13 @@ impl Session {
                 block_id = id, "the peer did not answer a write for {limit:?} (timeout x ko-count): dropping the connection");
             self.peer_waits.clear();
             self.protocol_error(now, "ko-count reached");
+        }
+    }
+
+    /// A received payload is no longer needed.
+    fn drop_peer_buf(&mut self, key: u64) {
+        if let Some(b) = self.peer_bufs.remove(&key) {
+            self.buffered.fetch_sub(b.len(), Ordering::AcqRel);
         }
     }
 
@@ -989,9 +1008,7 @@ impl Session {
                 self.completions.push(Done { tag, res, buf });
             }
             ReplAction::Release(p) => match p {
-                Payload::Peer(k) => {
-                    self.peer_bufs.remove(&k);
-                }
+                Payload::Peer(k) => self.drop_peer_buf(k),
                 Payload::Read(id) => {
                     self.read_bufs.remove(&id);
                 }
@@ -1213,12 +1230,40 @@ impl Session {
 
 use super::PeerReply;
 
-/// A receiver thread: frames from one socket into the session's queue.
-fn receive(mut s: TcpStream, generation: u64, tx: &Sender<Input>) {
+/// Peer data buffered in memory at most before the data socket's receiver pauses.
+const MAX_PEER_BUFFERED: usize = 16 << 20;
+
+/// A receiver thread: frames from one socket into the session's queue. With `limit`, it
+/// stops reading while more than [`MAX_PEER_BUFFERED`] bytes of received data wait to be
+/// written.
+fn receive(
+    mut s: TcpStream,
+    generation: u64,
+    tx: &Sender<Input>,
+    limit: Option<Arc<std::sync::atomic::AtomicUsize>>,
+) {
     let mut reader = FrameReader::new();
     loop {
+        if let Some(l) = &limit {
+            while l.load(Ordering::Acquire) > MAX_PEER_BUFFERED {
+                // The session shuts the socket down when the link goes: stop then.
+                if !super::super::peer::is_open(&s) {
+                    let _ = tx.send(Input::RecvFailed {
+                        generation,
+                        why: "closed while paused".into(),
+                    });
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         match reader.read(&mut s) {
             Ok((h, payload)) => {
+                if let Some(l) = &limit
+                    && h.ty.carries_data()
+                {
+                    l.fetch_add(payload.len(), Ordering::AcqRel);
+                }
                 if tx
                     .send(Input::Packet {
                         generation,
