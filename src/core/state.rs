@@ -18,6 +18,13 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role with DRBD's number `v` (as STATE carries it), if there is one.
+    pub fn from_wire(v: u8) -> Option<Role> {
+        [Role::Unknown, Role::Primary, Role::Secondary]
+            .get(usize::from(v))
+            .copied()
+    }
+
     /// DRBD's name (`drbd_role_str`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,6 +59,24 @@ pub enum DiskState {
 }
 
 impl DiskState {
+    /// The disk state with DRBD's number `v` (as STATE carries it), if there is one.
+    pub fn from_wire(v: u8) -> Option<DiskState> {
+        use DiskState::*;
+        [
+            Diskless,
+            Attaching,
+            Failed,
+            Negotiating,
+            Inconsistent,
+            Outdated,
+            DUnknown,
+            Consistent,
+            UpToDate,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+
     /// DRBD's name (`drbd_disk_str`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -526,7 +526,10 @@ impl Connection {
         else {
             return;
         };
-        let (Some(role), Some(disk)) = (role_from(state.role), disk_from(state.disk)) else {
+        let (Some(role), Some(disk)) = (
+            Role::from_wire(state.role),
+            DiskState::from_wire(state.disk),
+        ) else {
             return self.protocol_error(now, ProtocolError::BadState);
         };
         self.peer_role = role;
@@ -693,27 +696,4 @@ fn min_not_zero(a: u64, b: u64) -> u64 {
         (0, x) | (x, 0) => x,
         (a, b) => a.min(b),
     }
-}
-
-fn role_from(v: u8) -> Option<Role> {
-    [Role::Unknown, Role::Primary, Role::Secondary]
-        .get(v as usize)
-        .copied()
-}
-
-fn disk_from(v: u8) -> Option<DiskState> {
-    use DiskState::*;
-    [
-        Diskless,
-        Attaching,
-        Failed,
-        Negotiating,
-        Inconsistent,
-        Outdated,
-        DUnknown,
-        Consistent,
-        UpToDate,
-    ]
-    .get(v as usize)
-    .copied()
 }

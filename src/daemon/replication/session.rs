@@ -695,12 +695,8 @@ impl Session {
     }
 
     fn on_peer_state(&mut self, s: wire::State) {
-        let role = match s.role {
-            1 => Role::Primary,
-            2 => Role::Secondary,
-            _ => Role::Unknown,
-        };
-        let disk = disk_from(s.disk).unwrap_or(DiskState::DUnknown);
+        let role = Role::from_wire(s.role).unwrap_or(Role::Unknown);
+        let disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
         if (role, disk) != (self.peer_role, self.peer_disk) {
             tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, ?role, ?disk, "peer state");
         }
@@ -1312,23 +1308,6 @@ fn fmt_uuids(u: &Uuids) -> String {
         "{:016X}:{:016X}:{:016X}:{:016X}",
         u.current, u.bitmap, u.history[0], u.history[1]
     )
-}
-
-fn disk_from(v: u8) -> Option<DiskState> {
-    use DiskState::*;
-    [
-        Diskless,
-        Attaching,
-        Failed,
-        Negotiating,
-        Inconsistent,
-        Outdated,
-        DUnknown,
-        Consistent,
-        UpToDate,
-    ]
-    .get(v as usize)
-    .copied()
 }
 
 #[allow(dead_code)]
