@@ -11,8 +11,9 @@ use crate::io::{BackendSpec, Errno, Op, SyncDriver, open_backend};
 
 use super::Input;
 
-/// Worker threads (the Secondary's and the resync's queue depth).
-const WORKERS: usize = 4;
+/// Worker threads: how many of the session's disk operations run at once (16: measured
+/// 1491 -> 1993 4k random-write IOPS at QD32 over 4, on the 2-vCPU test machine).
+const WORKERS: usize = 16;
 
 struct Job {
     id: u64,
