@@ -989,3 +989,66 @@ fn down_primary_then_secondary_is_prompt() {
         eprintln!("{}: down in {:?}", n.name, started.elapsed());
     }
 }
+
+/// Split brain (issue 5: detect, log both UUID sets, StandAlone) and the seed's manual
+/// recovery (7.2.2): both nodes write while disconnected as Primary; the reconnect is
+/// refused on both sides with DRBD's message and both UUID sets; then on both `disconnect`,
+/// on the victim (beta) `secondary` and `connect --discard-my-data`, on the survivor
+/// `connect`: beta becomes SyncTarget and ends with alpha's data.
+#[test]
+fn split_brain_is_detected_then_recovered_with_discard_my_data() {
+    let pair = synced_pair(&quick());
+    let (a, b) = (pair.alpha(), pair.beta());
+    for n in [a, b] {
+        n.adm(&["disconnect", "loop"]).ok();
+    }
+    wait_until(&pair, "StandAlone on both", SETTLE, || {
+        cstate(a) == "StandAlone" && cstate(b) == "StandAlone"
+    });
+    // Both sides change data: alpha stays Primary, beta is promoted.
+    write_all(&pair, a, vec![(0, random_bytes(21, MIB as usize))]);
+    b.adm(&["primary", "loop"]).ok();
+    write_all(&pair, b, vec![(8 * MIB, random_bytes(22, MIB as usize))]);
+    for n in [a, b] {
+        n.adm(&["connect", "loop"]).ok();
+    }
+    wait_until(&pair, "split brain refused on both", SETTLE, || {
+        let la = a.log();
+        let lb = b.log();
+        la.contains("Split-Brain detected but unresolved, dropping connection!")
+            && lb.contains("Split-Brain detected but unresolved, dropping connection!")
+            && cstate(a) == "StandAlone"
+            && cstate(b) == "StandAlone"
+    });
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Split-Brain detected"))
+        .expect("the split-brain line");
+    assert!(
+        line.contains("local UUIDs ") && line.contains("peer UUIDs "),
+        "both UUID sets are logged: {line}"
+    );
+
+    // The seed's recovery: beta is the victim.
+    for n in [a, b] {
+        n.adm(&["disconnect", "loop"]).ok();
+    }
+    b.adm(&["secondary", "loop"]).ok();
+    b.adm(&["connect", "--discard-my-data", "loop"]).ok();
+    a.adm(&["connect", "loop"]).ok();
+    wait_synced(&pair);
+    assert_disks_identical(&pair);
+    // alpha's change survived; beta's was thrown away (its MiB at 8 MiB is alpha's again).
+    let data = std::fs::read(&b.data).expect("beta's disk");
+    assert!(data[..MIB as usize] == random_bytes(21, MIB as usize)[..]);
+    assert!(data[8 * MIB as usize..9 * MIB as usize] != random_bytes(22, MIB as usize)[..]);
+    // Only what either side changed moved (the union of both bitmaps: 1 MiB each), not the
+    // whole device.
+    let kib = last_resync_kib(a).expect("a resync logged");
+    assert!(
+        (2048..=4096).contains(&kib),
+        "resync of {kib} KiB:\n{}",
+        logs(&pair)
+    );
+}
