@@ -618,3 +618,37 @@ fn a_write_waits_for_its_activity_log_transaction() {
     assert_eq!(p.a.r.al_extents(), vec![0]);
     assert!(p.a.done(2));
 }
+
+#[test]
+fn only_a_completion_from_the_open_epoch_closes_it() {
+    let cfg = ReplConfig {
+        protocol: WireProtocol::A,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.write(1, 0, block(1, 4096));
+    p.a.write(2, 8192, block(2, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now)); // write 1 (epoch 0) completes: epoch 0 closes
+    p.a.write(3, 16384, block(3, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now)); // write 2, of the closed epoch 0: no effect
+    p.a.write(4, 24576, block(4, 4096));
+    p.drain();
+    let types: Vec<PacketType> = p
+        .a_to_b
+        .iter()
+        .map(|f| Frame::decode(f).unwrap().unwrap().0.packet.packet_type())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            PacketType::DATA,
+            PacketType::DATA,
+            PacketType::BARRIER,
+            PacketType::DATA,
+            PacketType::DATA
+        ],
+        "writes 3 and 4 share epoch 1"
+    );
+}

@@ -329,7 +329,12 @@ impl Replicator {
             a.end(super::al::extents(offset, len));
         }
         if r.replicated {
-            self.writes.close_epoch = true;
+            // Close the epoch if this write belongs to the open one (drbd_req_complete:
+            // `req->epoch == current_tle_nr`); a write of an epoch already closed changes
+            // nothing, so epochs hold every write issued between two such completions.
+            if r.epoch == self.writes.epoch {
+                self.writes.close_epoch = true;
+            }
             if let ReqKind::Write { offset, len, .. } = r.kind {
                 self.writes.tl.push_back((r.epoch, offset, len));
             }
