@@ -138,6 +138,8 @@ pub enum Input {
     RecvFailed {
         /// The link generation.
         generation: u64,
+        /// Which socket's receiver.
+        data: bool,
         /// Why.
         why: String,
     },

@@ -1,0 +1,219 @@
+//! Carrying out what the connection and the data side ask for: packets, local disk jobs,
+//! completions to the data path, activity-log transactions and bitmap write-back.
+
+use super::*;
+
+impl Session {
+    pub(super) fn drain(&mut self, now: Instant) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            while let Some(t) = self.conn.poll_transmit() {
+                busy = true;
+                let socket = t.socket();
+                let frame = t.frame();
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                frame.encode(&mut buf);
+                self.send_bytes(socket, &buf);
+                self.scratch = buf;
+            }
+            while let Some(e) = self.conn.poll_event() {
+                busy = true;
+                self.on_conn_event(now, e);
+            }
+            while let Some(a) = self.repl.poll_action() {
+                busy = true;
+                self.on_repl_action(a);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn on_repl_action(&mut self, a: ReplAction) {
+        match a {
+            ReplAction::Local { id, io } => self.local_io(id, io),
+            ReplAction::Send(o) => {
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                let payload = o.payload();
+                {
+                    let data: &[u8] = match payload {
+                        Some(Payload::App(tag)) => match self.app_ops.get(&tag) {
+                            Some(Op::Write { buf, .. }) => buf.as_slice(),
+                            _ => &[],
+                        },
+                        Some(Payload::Peer(k)) => self.peer_bufs.get(&k).map_or(&[][..], |v| v),
+                        Some(Payload::Read(id)) => {
+                            self.read_bufs.get(&id).map_or(&[][..], |b| b.as_slice())
+                        }
+                        None => &[],
+                    };
+                    self.sent_bytes += data.len() as u64;
+                    let digest = if self.integrity && o.payload().is_some() {
+                        crc32c::crc32c(data).to_be_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    o.encode(0, data, &digest, &mut buf);
+                }
+                if let Some(Payload::Read(id)) = payload {
+                    self.read_bufs.remove(&id);
+                }
+                if let crate::core::repl::Outgoing::Data {
+                    block_id, dp_flags, ..
+                } = o
+                    && dp_flags
+                        & (wire::dp_flags::SEND_WRITE_ACK | wire::dp_flags::SEND_RECEIVE_ACK)
+                        != 0
+                {
+                    self.peer_waits.insert(block_id, Instant::now());
+                }
+                self.send_bytes(o.socket(), &buf);
+                self.scratch = buf;
+            }
+            ReplAction::Complete { tag, res } => {
+                tracing::trace!(tag, ?res, "application request complete");
+                let buf = self
+                    .app_bufs
+                    .remove(&tag)
+                    .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
+                self.completions.push(Done { tag, res, buf });
+            }
+            ReplAction::Release(p) => match p {
+                Payload::Peer(k) => self.drop_peer_buf(k),
+                Payload::Read(id) => {
+                    self.read_bufs.remove(&id);
+                }
+                Payload::App(_) => {}
+            },
+            ReplAction::WriteAl { tr, evicted } => self.write_al(&tr, &evicted),
+            ReplAction::SyncFinished { side, failed } => {
+                // The cleared bits reach the meta-disk (a crash later must not redo it).
+                self.write_bitmap();
+                self.finishing = self.last_progress.map(|p| crate::core::repl::SyncProgress {
+                    left_kib: 0,
+                    mark_left_kib: 0,
+                    ..p
+                });
+                let target = side == SyncSide::Target;
+                tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
+                self.cs_override = Some(ConnState::Connected);
+                self.call(PeerCall::SyncFinished {
+                    target,
+                    failed,
+                    peer: self.peer_uuids,
+                });
+                self.report();
+            }
+        }
+    }
+
+    /// An activity-log transaction, synchronously: the bitmap blocks of the extents that
+    /// leave the log, then the transaction, each synced (DRBD's `drbd_al_begin_io`).
+    pub(super) fn write_al(&mut self, tr: &crate::meta::AlTransaction, evicted: &[u32]) {
+        let Some((dev, md)) = self.cfg.meta.as_mut() else {
+            self.repl.handle_al_written();
+            return;
+        };
+        if !evicted.is_empty() {
+            md.bitmap = self.repl.bitmap().clone();
+            for &e in evicted {
+                let first = u64::from(e) * 1024;
+                if first >= md.bitmap.capacity() {
+                    continue;
+                }
+                let count = 1024.min(md.bitmap.capacity() - first);
+                if let Err(err) = crate::meta::write_bitmap_range(dev, md, first, count) {
+                    tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap of an evicted extent failed");
+                }
+            }
+        }
+        if let Err(err) = crate::meta::write_al_transaction(dev, md, tr) {
+            // DRBD detaches on a meta-data I/O error; urbd logs it and goes on (the next
+            // crash recovery may then miss these extents).
+            tracing::error!(resource = %self.cfg.resource, error = %err, "writing an activity-log transaction failed");
+        }
+        self.al_writes += 1;
+        self.repl.handle_al_written();
+    }
+
+    /// The whole bitmap to the meta-disk (before a resync starts, so that a crash during it
+    /// resumes from what is left rather than from a stale bitmap).
+    pub(super) fn write_bitmap(&mut self) {
+        let Some((dev, md)) = self.cfg.meta.as_mut() else {
+            return;
+        };
+        md.bitmap = self.repl.bitmap().clone();
+        let capacity = md.bitmap.capacity();
+        if let Err(err) = crate::meta::write_bitmap_range(dev, md, 0, capacity) {
+            tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");
+        }
+        self.bm_writes += 1;
+    }
+
+    pub(super) fn local_io(&mut self, id: u64, io: LocalIo) {
+        let (job, op) = match io {
+            LocalIo::App { tag } => match self.app_ops.remove(&tag) {
+                Some(op) => (Job::App(tag), op),
+                None => {
+                    tracing::error!(tag, "application request vanished");
+                    return;
+                }
+            },
+            LocalIo::Write {
+                key,
+                offset,
+                len,
+                fua,
+            } => {
+                let data = match key {
+                    Payload::Peer(k) => self.peer_bufs.get(&k).map(|v| v.as_slice()),
+                    _ => None,
+                };
+                let buf = match data {
+                    Some(d) if d.len() == len as usize => AlignedBuf::from_slice(d),
+                    _ => {
+                        tracing::error!(?key, "write payload missing");
+                        return;
+                    }
+                };
+                self.disk_written += u64::from(len);
+                (Job::Other, Op::Write { offset, buf, fua })
+            }
+            LocalIo::Discard { offset, len, zero } => (
+                Job::Other,
+                if zero {
+                    Op::Zero {
+                        offset,
+                        len: u64::from(len),
+                        may_trim: false,
+                    }
+                } else {
+                    Op::Trim {
+                        offset,
+                        len: u64::from(len),
+                    }
+                },
+            ),
+            LocalIo::Read { offset, len } => {
+                self.disk_read += u64::from(len);
+                (
+                    Job::Read,
+                    Op::Read {
+                        offset,
+                        buf: AlignedBuf::zeroed(len as usize),
+                    },
+                )
+            }
+            LocalIo::Flush => (Job::Other, Op::Flush),
+        };
+        self.jobs.insert(id, job);
+        if let Some(d) = &self.disk {
+            d.submit(id, op);
+        }
+    }
+
+    // ----- the event loop and status --------------------------------------------------
+}

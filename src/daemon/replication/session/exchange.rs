@@ -1,0 +1,322 @@
+//! What comes from the peer: packet routing between the connection and the data side, the
+//! peer's state, the bitmap exchange and the start of a resync, and the connection's events.
+
+use super::*;
+
+impl Session {
+    pub(super) fn on_packet(&mut self, now: Instant, ty: PacketType, f: u8, payload: Vec<u8>) {
+        let packet = match Packet::decode(ty, &payload) {
+            Ok(Packet::Unknown { .. }) if f & flags::MAY_IGNORE != 0 => return,
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "bad {ty} packet: {e}");
+                return self.conn.handle_transport_lost(now);
+            }
+        };
+        match packet {
+            Packet::Uuids(u) if self.conn.state() >= ConnState::Connected => {
+                self.peer_uuids = Some(Uuids {
+                    current: u.current,
+                    bitmap: u.bitmap,
+                    history: u.history,
+                });
+            }
+            Packet::Hello(_)
+            | Packet::AuthChallenge(_)
+            | Packet::AuthResponse(_)
+            | Packet::ReportParams(_)
+            | Packet::Sizes(_)
+            | Packet::Uuids(_)
+            | Packet::Ping
+            | Packet::PingAck
+            | Packet::Disconnect
+            | Packet::Unknown { .. } => self.conn.handle_packet(now, packet),
+            Packet::State(s) if self.conn.state() == ConnState::WFReportParams => {
+                self.conn.handle_packet(now, Packet::State(s))
+            }
+            Packet::State(s) => self.on_peer_state(s),
+            Packet::Bitmap(b) => self.on_bitmap(now, b),
+            Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
+            Packet::Data(_) | Packet::RsDataReply(_) => {
+                if let Err(sector) = self.check_integrity(&packet) {
+                    tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                        "Digest integrity check FAILED: sector {sector} ({ty}); dropping the connection");
+                    return self.protocol_error(now, "data integrity check failed");
+                }
+                self.recv_bytes += payload.len() as u64;
+                let key = self.next_key;
+                self.next_key += 1;
+                let data = match &packet {
+                    Packet::Data(d) | Packet::RsDataReply(d) => d.payload.to_vec(),
+                    _ => Vec::new(),
+                };
+                self.buffered.fetch_add(data.len(), Ordering::AcqRel);
+                self.peer_bufs.insert(key, data);
+                if let Err(e) = self.repl.handle_packet(now, &packet, Some(key)) {
+                    self.drop_peer_buf(key);
+                    self.protocol_error(now, e);
+                }
+            }
+            other => {
+                if let Packet::WriteAck(a) | Packet::RecvAck(a) | Packet::NegAck(a) = &other {
+                    self.peer_waits.remove(&a.block_id);
+                }
+                if let Err(e) = self.repl.handle_packet(now, &other, None) {
+                    self.protocol_error(now, e);
+                }
+            }
+        }
+    }
+
+    /// A received payload is no longer needed.
+    pub(super) fn drop_peer_buf(&mut self, key: u64) {
+        if let Some(b) = self.peer_bufs.remove(&key) {
+            self.buffered.fetch_sub(b.len(), Ordering::AcqRel);
+        }
+    }
+
+    pub(super) fn on_peer_state(&mut self, s: wire::State) {
+        let role = Role::from_wire(s.role).unwrap_or(Role::Unknown);
+        let disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
+        if (role, disk) != (self.peer_role, self.peer_disk) {
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, ?role, ?disk, "peer state");
+        }
+        let was = self.peer_disk;
+        self.peer_role = role;
+        self.peer_disk = disk;
+        self.report();
+        // DRBD's receive_state: connected, our disk Inconsistent, and the peer's has just
+        // become UpToDate (a forced promotion there): resync from it, every block.
+        if self.phase == Phase::Idle
+            && self.cstate() == ConnState::Connected
+            && self.conn.local().disk == DiskState::Inconsistent
+            && disk == DiskState::UpToDate
+            && was != DiskState::UpToDate
+        {
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                "the peer's disk became UpToDate while ours is Inconsistent: full resync from it");
+            self.begin_resync(SyncSide::Target, true);
+        }
+    }
+
+    /// Starts the bitmap exchange of a resync on this side.
+    pub(super) fn begin_resync(&mut self, side: SyncSide, full: bool) {
+        if full {
+            self.repl.set_all_out_of_sync();
+        }
+        let words_total = self.repl.bitmap().bits().div_ceil(64);
+        self.phase = Phase::Bitmap {
+            side,
+            words_total,
+            words_got: 0,
+            sync_uuid: None,
+        };
+        self.send_bitmap(words_total);
+    }
+
+    pub(super) fn on_bitmap(&mut self, now: Instant, b: wire::Bitmap<'_>) {
+        if self.phase == Phase::Idle
+            && self.cstate() == ConnState::Connected
+            && self.conn.local().disk == DiskState::UpToDate
+            && b.start_word == 0
+        {
+            // The peer started a resync towards itself (its receive_state above).
+            self.begin_resync(SyncSide::Source, false);
+        }
+        let Phase::Bitmap {
+            side,
+            words_total,
+            words_got,
+            sync_uuid,
+        } = self.phase
+        else {
+            return self.protocol_error(now, "BITMAP outside a bitmap exchange");
+        };
+        let words: Vec<u64> = b
+            .words
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        if b.start_word != words_got {
+            return self.protocol_error(now, "BITMAP chunks out of order");
+        }
+        self.repl.merge_peer_words(b.start_word, &words);
+        let got = words_got + words.len() as u64;
+        self.phase = Phase::Bitmap {
+            side,
+            words_total,
+            words_got: got,
+            sync_uuid,
+        };
+        if got >= words_total {
+            self.bitmap_exchanged(now, side, sync_uuid);
+        }
+    }
+
+    pub(super) fn bitmap_exchanged(
+        &mut self,
+        now: Instant,
+        side: SyncSide,
+        early_uuid: Option<u64>,
+    ) {
+        tracing::info!(resource = %self.cfg.resource, ?side, oos_kib = self.repl.oos_kib(), "bitmaps exchanged");
+        self.write_bitmap();
+        match side {
+            SyncSide::Source => {
+                // The answer (Input::Reply) sends SYNC_UUID and starts the resync.
+                self.phase = Phase::AwaitSource;
+                self.call(PeerCall::SyncSourceStart);
+            }
+            SyncSide::Target => {
+                self.phase = Phase::WaitSyncUuid;
+                if let Some(u) = early_uuid {
+                    self.on_sync_uuid(now, u);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
+        match self.phase {
+            Phase::WaitSyncUuid => {
+                // Nothing is written before the metadata says Inconsistent (the answer
+                // starts the resync).
+                self.phase = Phase::AwaitTarget;
+                self.call(PeerCall::SyncTargetStart(uuid));
+            }
+            Phase::Bitmap {
+                side: SyncSide::Target,
+                words_total,
+                words_got,
+                ..
+            } => {
+                self.phase = Phase::Bitmap {
+                    side: SyncSide::Target,
+                    words_total,
+                    words_got,
+                    sync_uuid: Some(uuid),
+                }
+            }
+            _ => self.protocol_error(now, "SYNC_UUID outside a resync start"),
+        }
+    }
+
+    pub(super) fn started_sync(&mut self, now: Instant, side: SyncSide, local: LocalDisk) {
+        self.conn.handle_local(local);
+        let kib = self.repl.oos_kib();
+        tracing::info!(resource = %self.cfg.resource, "Began resync as {} (will sync {kib} KB [{} bits set]).",
+            if side == SyncSide::Source { "SyncSource" } else { "SyncTarget" }, kib / 4);
+        self.send_state(local);
+        self.repl.start_sync(now, side);
+        self.report();
+    }
+
+    // ----- outputs --------------------------------------------------------------------
+
+    pub(super) fn on_conn_event(&mut self, now: Instant, e: ConnEvent) {
+        let res = self.cfg.resource.clone();
+        let peer = self.cfg.link.peer_name.clone();
+        match e {
+            ConnEvent::StateChanged { from, to } => {
+                tracing::info!(resource = %res, %peer, "conn( {from:?} -> {to:?} )");
+                self.report();
+            }
+            ConnEvent::Connect => self.start_connector(),
+            ConnEvent::CloseTransport => {
+                self.peer_waits.clear();
+                self.close_link();
+                self.repl.handle_link_down();
+                // What is out of sync from now on is in the bitmap; write it back (DRBD
+                // writes the bitmap out on disconnect).
+                self.write_bitmap();
+                self.phase = Phase::Idle;
+                self.cs_override = None;
+                self.peer_role = Role::Unknown;
+                self.peer_disk = DiskState::DUnknown;
+                self.last_state_sent = None;
+                self.report();
+            }
+            ConnEvent::Agreed(a) => {
+                tracing::info!(resource = %res, %peer, "Handshake successful: Agreed network protocol version {}", a.version)
+            }
+            ConnEvent::Authenticated => {
+                tracing::info!(resource = %res, %peer, "Peer authenticated using {} bytes HMAC", 32)
+            }
+            ConnEvent::TransportLost(why) => {
+                tracing::warn!(resource = %res, %peer, "connection lost: {why}")
+            }
+            ConnEvent::Refused(why) => {
+                if let crate::core::ConnRefusal::SplitBrain {
+                    local,
+                    peer: theirs,
+                } = &why
+                {
+                    tracing::error!(resource = %res, %peer,
+                        "{why} local UUIDs {}, peer UUIDs {} (connect --discard-my-data on the node whose changes are to be thrown away)",
+                        fmt_uuids(local), fmt_uuids(theirs));
+                } else {
+                    tracing::error!(resource = %res, %peer, "{why}");
+                }
+            }
+            ConnEvent::DiscardMyDataCleared => {
+                tracing::info!(resource = %res, "--discard-my-data used by the handshake")
+            }
+            ConnEvent::Decided {
+                decision,
+                local,
+                peer: peer_uuids,
+                size_sect,
+            } => {
+                tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
+                    "{}", decision.comparison);
+                if size_sect > 0 && size_sect * 512 < self.cfg.size_bytes {
+                    // The smaller disk wins (the connection refused it if our data in use
+                    // would not fit).
+                    tracing::warn!(resource = %res, %peer, size_sect,
+                        "the peer's disk is smaller: the device shrinks to {size_sect} sectors");
+                    self.call(PeerCall::Resize { size_sect });
+                    self.cfg.size_bytes = size_sect * 512;
+                    self.repl.handle_resize(size_sect * 512);
+                }
+                self.peer_uuids = Some(peer_uuids);
+                self.peer_role = self.conn.peer_role();
+                self.peer_disk = self.conn.peer_disk();
+                self.repl.handle_link_up();
+                // After a Primary's crash (rule 40/41) the crashed node's bitmap holds the
+                // extents of its activity log (applied at attach): a bitmap resync.
+                match decision.outcome {
+                    Handshake::SyncSource { full } => self.begin_resync(SyncSide::Source, full),
+                    Handshake::SyncTarget { full } => self.begin_resync(SyncSide::Target, full),
+                    _ => self.phase = Phase::Idle,
+                }
+                self.report();
+                let local = *self.conn.local();
+                self.send_state(local);
+                let _ = now;
+            }
+        }
+    }
+
+    pub(super) fn send_bitmap(&mut self, words_total: u64) {
+        let per_chunk = (wire::MAX_BITMAP_WORDS_BYTES / 8) as usize;
+        let words: Vec<u64> = self.repl.bitmap().words()[..words_total as usize].to_vec();
+        for (i, chunk) in words.chunks(per_chunk).enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|w| w.to_le_bytes()).collect();
+            self.send_packet(
+                Socket::Data,
+                Packet::Bitmap(wire::Bitmap {
+                    start_word: (i * per_chunk) as u64,
+                    words: &bytes,
+                }),
+            );
+        }
+    }
+}
+
+/// UUIDs as drbdsetup prints them: `CURRENT:BITMAP:HISTORY1:HISTORY2`.
+fn fmt_uuids(u: &Uuids) -> String {
+    format!(
+        "{:016X}:{:016X}:{:016X}:{:016X}",
+        u.current, u.bitmap, u.history[0], u.history[1]
+    )
+}

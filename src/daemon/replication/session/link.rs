@@ -1,0 +1,236 @@
+//! The session's link to the peer: the connector thread, the two sockets and their
+//! receiver threads, sending, and the checks that drop a misbehaving link (ko-count,
+//! data integrity, protocol errors).
+
+use super::*;
+
+impl Session {
+    pub(super) fn start_connector(&mut self) {
+        if self.connector.is_some() || self.stopping {
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (listener, cfg, tx, flag) = (
+            self.listener.clone(),
+            self.cfg.link.clone(),
+            self.tx.clone(),
+            stop.clone(),
+        );
+        let mut x = self.next_random();
+        let spawned = std::thread::Builder::new()
+            .name("urbd-connect".into())
+            .spawn(move || {
+                let mut rng = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                match establish(&listener, &cfg, &flag, &mut rng) {
+                    Ok(Some(link)) => {
+                        let _ = tx.send(Input::Linked(link));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(Input::LinkGaveUp(e.to_string()));
+                    }
+                }
+            });
+        match spawned {
+            Ok(h) => self.connector = Some((stop, h)),
+            Err(e) => tracing::error!(error = %e, "cannot start the connector thread"),
+        }
+    }
+
+    pub(super) fn stop_connector(&mut self) {
+        if let Some((stop, h)) = self.connector.take() {
+            stop.store(true, Ordering::Release);
+            let _ = h.join();
+        }
+    }
+
+    pub(super) fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    pub(super) fn on_linked(&mut self, now: Instant, link: Link) {
+        if let Some((_, h)) = self.connector.take() {
+            let _ = h.join();
+        }
+        if self.link.is_some() || self.conn.state() != ConnState::WFConnection || self.stopping {
+            let _ = link.data.shutdown(Shutdown::Both);
+            let _ = link.meta.shutdown(Shutdown::Both);
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let timeout = self.cfg.conn.timers.timeout.max(Duration::from_secs(1));
+        let _ = link.data.set_write_timeout(Some(timeout));
+        let _ = link.meta.set_write_timeout(Some(timeout));
+        let mut readers = Vec::new();
+        for (name, s) in [("data", &link.data), ("meta", &link.meta)] {
+            match s.try_clone() {
+                Ok(r) => {
+                    let tx = self.tx.clone();
+                    // Only the data socket is held back; acks and pings always flow.
+                    let limit = (name == "data").then(|| self.buffered.clone());
+                    if let Ok(h) = std::thread::Builder::new()
+                        .name(format!("urbd-recv-{name}"))
+                        .spawn(move || receive(r, generation, &tx, limit))
+                    {
+                        readers.push(h);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot clone the {name} socket"),
+            }
+        }
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted, "connection established");
+        self.link = Some(LinkIo {
+            data: link.data,
+            meta: link.meta,
+            readers,
+        });
+        let mut random = [0u8; crate::core::conn::CHALLENGE_LEN];
+        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        self.conn.handle_transport_up(
+            now,
+            TransportUp {
+                accepted: link.accepted,
+                random,
+            },
+        );
+    }
+
+    pub(super) fn close_link(&mut self) {
+        if let Some(l) = self.link.take() {
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+            for r in l.readers {
+                let _ = r.join();
+            }
+        }
+        self.generation += 1;
+    }
+
+    pub(super) fn send_bytes(&mut self, socket: Socket, bytes: &[u8]) {
+        let Some(l) = self.link.as_mut() else {
+            return;
+        };
+        let s = match socket {
+            Socket::Data => &mut l.data,
+            _ => &mut l.meta,
+        };
+        if let Err(e) = s.write_all(bytes) {
+            tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, error = %e, "sending to the peer failed");
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+            self.conn.handle_transport_lost(Instant::now());
+        }
+    }
+
+    pub(super) fn send_packet(&mut self, socket: Socket, packet: Packet<'_>) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        Frame::new(0, packet).encode(&mut buf);
+        self.send_bytes(socket, &buf);
+        self.scratch = buf;
+    }
+
+    // ----- packets --------------------------------------------------------------------
+
+    /// DRBD's `ko-count`: a peer that has not answered a write for `timeout` x `ko-count`
+    /// is dropped (its disk or the link is stuck; the Primary goes on alone).
+    pub(super) fn check_ko_count(&mut self, now: Instant) {
+        let ko = self.cfg.ko_count;
+        if ko == 0 {
+            return;
+        }
+        let limit = self.cfg.conn.timers.timeout * ko;
+        if let Some((&id, &sent)) = self.peer_waits.first_key_value()
+            && now.saturating_duration_since(sent) > limit
+        {
+            tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                block_id = id, "the peer did not answer a write for {limit:?} (timeout x ko-count): dropping the connection");
+            self.peer_waits.clear();
+            self.protocol_error(now, "ko-count reached");
+        }
+    }
+
+    /// `data-integrity-alg crc32c`: the digest of every data packet must match.
+    pub(super) fn check_integrity(&self, packet: &Packet<'_>) -> Result<(), u64> {
+        integrity_ok(self.integrity, packet)
+    }
+
+    pub(super) fn protocol_error(&mut self, now: Instant, e: impl std::fmt::Display) {
+        tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "protocol error: {e}; dropping the connection");
+        if let Some(l) = &self.link {
+            let _ = l.data.shutdown(Shutdown::Both);
+            let _ = l.meta.shutdown(Shutdown::Both);
+        }
+        self.conn.handle_transport_lost(now);
+    }
+}
+
+/// Peer data buffered in memory at most before the data socket's receiver pauses.
+const MAX_PEER_BUFFERED: usize = 16 << 20;
+
+/// A receiver thread: frames from one socket into the session's queue. With `limit`, it
+/// stops reading while more than [`MAX_PEER_BUFFERED`] bytes of received data wait to be
+/// written.
+fn receive(
+    mut s: TcpStream,
+    generation: u64,
+    tx: &Sender<Input>,
+    limit: Option<Arc<std::sync::atomic::AtomicUsize>>,
+) {
+    let mut reader = FrameReader::new();
+    loop {
+        if let Some(l) = &limit {
+            while l.load(Ordering::Acquire) > MAX_PEER_BUFFERED {
+                // The session shuts the socket down when the link goes: stop then.
+                if !crate::daemon::peer::is_open(&s) {
+                    let _ = tx.send(Input::RecvFailed {
+                        generation,
+                        data: limit.is_some(),
+                        why: "closed while paused".into(),
+                    });
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        match reader.read(&mut s) {
+            Ok((h, payload)) => {
+                if let Some(l) = &limit
+                    && h.ty.carries_data()
+                {
+                    l.fetch_add(payload.len(), Ordering::AcqRel);
+                }
+                if tx
+                    .send(Input::Packet {
+                        generation,
+                        ty: h.ty,
+                        flags: h.flags,
+                        payload: payload.to_vec(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Input::RecvFailed {
+                    generation,
+                    data: limit.is_some(),
+                    why: e.to_string(),
+                });
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The session thread: one input queue, the connection and data-side state machines, and
+//! the host work they ask for (sockets, disk jobs, calls to the event loop).
+
+mod actions;
+mod exchange;
+mod link;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::core::conn::{ConnConfig, ConnEvent, Connection, LocalDisk, TransportUp};
+use crate::core::repl::{
+    LocalIo, Payload, ReplAction, ReplConfig, Replicator, SyncSide, WriteKind,
+};
+use crate::core::{ConnState, DiskState, Handshake, Role};
+use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
+use crate::meta::{Bitmap, Uuids};
+use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
+
+use super::super::peer::{FrameReader, Link, LinkConfig, Listener, establish};
+use super::bridge::Completions;
+use super::disk::DiskWorkers;
+use super::{Admin, Host, Input, PeerCall, PeerStatus};
+
+/// Everything a session needs to know.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The resource, for messages.
+    pub resource: String,
+    /// Where this node listens and the peer is.
+    pub link: LinkConfig,
+    /// The connection's settings.
+    pub conn: ConnConfig,
+    /// The data side's settings.
+    pub repl: ReplConfig,
+    /// The data disk, for the session's own I/O.
+    pub disk: BackendSpec,
+    /// The device size, bytes.
+    pub size_bytes: u64,
+    /// The local disk as the event loop sees it now.
+    pub local: LocalDisk,
+    /// `ko-count` (0: off).
+    pub ko_count: u32,
+    /// The meta-disk, for activity-log transactions and bitmap write-back (`None`: keep
+    /// no activity log).
+    pub meta: Option<(crate::meta::MetaDevice, crate::meta::Metadata)>,
+}
+
+/// How long the loop sleeps at most (status refresh).
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No resync in preparation.
+    Idle,
+    /// Exchanging bitmaps before a resync.
+    Bitmap {
+        side: SyncSide,
+        words_total: u64,
+        words_got: u64,
+        /// A SYNC_UUID that arrived early (target).
+        sync_uuid: Option<u64>,
+    },
+    /// Target: bitmap merged, waiting for SYNC_UUID.
+    WaitSyncUuid,
+    /// Source: asked the event loop for the sync UUID.
+    AwaitSource,
+    /// Target: asked the event loop to record the sync UUID (Inconsistent) first.
+    AwaitTarget,
+}
+
+/// What a disk job carries back.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// The application's request `tag`: keep its buffer until the completion.
+    App(u64),
+    /// A resync read: keep the buffer as the payload.
+    Read,
+    /// Anything else.
+    Other,
+}
+
+struct LinkIo {
+    data: TcpStream,
+    meta: TcpStream,
+    readers: Vec<JoinHandle<()>>,
+}
+
+pub(super) struct Session {
+    cfg: SessionConfig,
+    conn: Connection,
+    repl: Replicator,
+    tx: Sender<Input>,
+    rx: Receiver<Input>,
+    host: Box<dyn Host>,
+    status: Arc<Mutex<PeerStatus>>,
+    completions: Arc<Completions>,
+    stop: Arc<AtomicBool>,
+    disk: Option<DiskWorkers>,
+    listener: Arc<Listener>,
+    connector: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    link: Option<LinkIo>,
+    generation: u64,
+    app_ops: HashMap<u64, Op>,
+    app_bufs: HashMap<u64, AlignedBuf>,
+    jobs: HashMap<u64, Job>,
+    peer_bufs: HashMap<u64, Vec<u8>>,
+    /// Bytes of peer data received and not written yet (the data socket's receiver stops
+    /// reading above [`MAX_PEER_BUFFERED`]: TCP then holds the peer back, as DRBD's
+    /// `max-buffers` does).
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
+    read_bufs: HashMap<u64, AlignedBuf>,
+    next_key: u64,
+    phase: Phase,
+    peer_uuids: Option<Uuids>,
+    cs_override: Option<ConnState>,
+    peer_role: Role,
+    peer_disk: DiskState,
+    last_state_sent: Option<(Role, DiskState)>,
+    reported: Option<PeerCall>,
+    stopping: bool,
+    sent_bytes: u64,
+    recv_bytes: u64,
+    scratch: Vec<u8>,
+    rng: u64,
+    /// `data-integrity-alg crc32c` is on.
+    integrity: bool,
+    /// Bytes written / read locally for the peer.
+    disk_written: u64,
+    disk_read: u64,
+    /// The resync's progress as last published, and, between the end of a resync and the
+    /// event loop recording it, that progress completed (so status never shows a resync
+    /// state without its progress lines).
+    last_progress: Option<crate::core::repl::SyncProgress>,
+    finishing: Option<crate::core::repl::SyncProgress>,
+    /// Activity-log transactions and whole-bitmap writes done (`al:` and `bm:`).
+    al_writes: u64,
+    bm_writes: u64,
+    /// Link generation of each call the event loop has not answered yet, in order.
+    calls: std::collections::VecDeque<u64>,
+    /// Replicated writes waiting for the peer's ack, by block id, with when they were sent
+    /// (`timeout` x `ko-count`).
+    peer_waits: std::collections::BTreeMap<u64, Instant>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: SessionConfig,
+        bitmap: Bitmap,
+        host: Box<dyn Host>,
+        tx: Sender<Input>,
+        rx: Receiver<Input>,
+        status: Arc<Mutex<PeerStatus>>,
+        completions: Arc<Completions>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Session> {
+        let listener = Listener::bind(cfg.link.local).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} for the peer: {e}", cfg.link.local),
+            )
+        })?;
+        let disk = DiskWorkers::start(&cfg.disk, tx.clone())?;
+        let conn = Connection::new(cfg.conn.clone(), cfg.local);
+        let mut repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
+        if let Some((_, md)) = &cfg.meta {
+            let al_extents =
+                u16::try_from(md.superblock.al_nr_extents.clamp(7, 65534)).unwrap_or(u16::MAX - 1);
+            let writer = match md.replay_al() {
+                Ok(replay) => crate::meta::AlWriter::resume(al_extents, &replay),
+                Err(_) => crate::meta::AlWriter::new(al_extents, 0),
+            };
+            repl = repl.with_activity_log(writer);
+        }
+        let integrity = !cfg.conn.integrity_alg.is_empty();
+        let mut seed = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
+        Ok(Session {
+            cfg,
+            conn,
+            repl,
+            tx,
+            rx,
+            host,
+            status,
+            completions,
+            stop,
+            disk: Some(disk),
+            listener: Arc::new(listener),
+            connector: None,
+            link: None,
+            generation: 0,
+            app_ops: HashMap::new(),
+            app_bufs: HashMap::new(),
+            jobs: HashMap::new(),
+            peer_bufs: HashMap::new(),
+            buffered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            read_bufs: HashMap::new(),
+            next_key: 1,
+            phase: Phase::Idle,
+            peer_uuids: None,
+            cs_override: None,
+            peer_role: Role::Unknown,
+            peer_disk: DiskState::DUnknown,
+            last_state_sent: None,
+            reported: None,
+            stopping: false,
+            sent_bytes: 0,
+            recv_bytes: 0,
+            integrity,
+            disk_written: 0,
+            disk_read: 0,
+            peer_waits: std::collections::BTreeMap::new(),
+            calls: std::collections::VecDeque::new(),
+            al_writes: 0,
+            bm_writes: 0,
+            last_progress: None,
+            finishing: None,
+            scratch: Vec::new(),
+            rng: u64::from_ne_bytes(seed) | 1,
+        })
+    }
+
+    /// The loop. Returns the bitmap when stopped.
+    pub(super) fn run(mut self) -> Bitmap {
+        loop {
+            let now = Instant::now();
+            let next = [self.conn.poll_timeout(), self.repl.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
+            match self.rx.recv_timeout(next) {
+                Ok(input) => {
+                    // Each input's consequences (the connection's decision included) are
+                    // carried out before the next input is looked at.
+                    self.handle(input);
+                    self.drain(Instant::now());
+                    while let Ok(more) = self.rx.try_recv() {
+                        self.handle(more);
+                        self.drain(Instant::now());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+                self.conn.handle_timeout(now);
+            }
+            if self.repl.poll_timeout().is_some_and(|t| t <= now) {
+                self.repl.handle_timeout(now);
+            }
+            self.check_ko_count(now);
+            self.drain(now);
+            self.publish(now);
+            if self.stopping && self.quiet() {
+                break;
+            }
+        }
+        self.shutdown()
+    }
+
+    fn quiet(&self) -> bool {
+        self.app_ops.is_empty() && self.jobs.is_empty() && self.repl.app_in_flight() == 0
+    }
+
+    fn shutdown(mut self) -> Bitmap {
+        self.stop_connector();
+        self.close_link();
+        if let Some(d) = self.disk.take() {
+            d.stop();
+        }
+        // Anything still forwarded by the data path gets an answer.
+        for (tag, op) in self.app_ops.drain() {
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EIO),
+                buf: op.into_buf(),
+            });
+        }
+        self.repl.bitmap().clone()
+    }
+
+    // ----- inputs ---------------------------------------------------------------------
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::App { tag, op } => self.on_app(tag, op),
+            Input::DiskDone { id, res, buf } => {
+                match self.jobs.remove(&id) {
+                    Some(Job::App(tag)) => {
+                        if let Some(b) = buf {
+                            self.app_bufs.insert(tag, b);
+                        }
+                    }
+                    Some(Job::Read) => {
+                        if let Some(b) = buf {
+                            self.read_bufs.insert(id, b);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Err(e) = res {
+                    tracing::error!(resource = %self.cfg.resource, error = %e, "local disk I/O failed");
+                }
+                self.repl.handle_local_done(now, id, res);
+            }
+            Input::Linked(link) => self.on_linked(now, link),
+            Input::LinkGaveUp(why) => {
+                tracing::error!(resource = %self.cfg.resource, "cannot connect: {why}");
+                self.connector = None;
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+            }
+            Input::Packet {
+                generation,
+                ty,
+                flags: f,
+                payload,
+            } => {
+                // The receiver counted it; from here the stored copy counts (below).
+                if ty.carries_data() {
+                    self.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
+                }
+                if generation == self.generation && self.link.is_some() {
+                    self.on_packet(now, ty, f, payload);
+                }
+            }
+            Input::RecvFailed {
+                generation,
+                data,
+                why,
+            } => {
+                // The data socket's receiver delivers everything the peer sent before it
+                // closed (its last STATE, say, before a refusal), so the loss is declared
+                // when that receiver stops; the meta socket's end alone only waits for it
+                // (a dead peer ends both; a broken meta socket fails the next PING send).
+                if generation == self.generation && self.link.is_some() && data {
+                    tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "connection lost: {why}");
+                    self.conn.handle_transport_lost(now);
+                } else if generation == self.generation && self.link.is_some() {
+                    tracing::debug!(resource = %self.cfg.resource, "meta socket closed: {why}");
+                }
+            }
+            Input::Admin(a) => self.on_admin(now, a),
+            Input::Reply { call, reply } => self.on_reply(now, call, reply),
+            Input::Stop => {
+                self.stopping = true;
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+            }
+        }
+    }
+
+    fn on_admin(&mut self, now: Instant, a: Admin) {
+        match a {
+            Admin::Connect { discard_my_data } => {
+                if !self.stopping {
+                    self.conn
+                        .handle_admin(now, crate::core::ConnAdmin::Connect { discard_my_data });
+                }
+            }
+            Admin::Disconnect => {
+                self.conn
+                    .handle_admin(now, crate::core::ConnAdmin::Disconnect);
+                self.stop_connector();
+            }
+            Admin::Local(local) => self.on_local(local),
+        }
+    }
+
+    /// The local disk changed: remember it for the next handshake; tell the peer.
+    fn on_local(&mut self, local: LocalDisk) {
+        let old = *self.conn.local();
+        self.conn.handle_local(local);
+        if !self.linked_and_decided() {
+            return;
+        }
+        if old.uuids != local.uuids {
+            // drbd_send_uuids after a forced promotion or a new generation.
+            self.send_packet(
+                Socket::Data,
+                Packet::Uuids(wire::Uuids {
+                    current: local.uuids.current,
+                    bitmap: local.uuids.bitmap,
+                    history: local.uuids.history,
+                    bitmap_bits: self.repl.bitmap().count(),
+                    flags: 0,
+                }),
+            );
+        }
+        if self.last_state_sent != Some((local.role, local.disk)) {
+            self.send_state(local);
+        }
+    }
+
+    fn linked_and_decided(&self) -> bool {
+        self.link.is_some() && self.conn.state() >= ConnState::Connected
+    }
+
+    fn send_state(&mut self, local: LocalDisk) {
+        let st = wire::State {
+            role: local.role as u8,
+            peer: self.peer_role as u8,
+            conn: self.cstate() as u8,
+            disk: local.disk as u8,
+            pdsk: self.peer_disk as u8,
+            flags: 0,
+        };
+        self.last_state_sent = Some((local.role, local.disk));
+        self.send_packet(Socket::Data, Packet::State(st));
+    }
+
+    fn on_app(&mut self, tag: u64, op: Op) {
+        tracing::trace!(tag, op = op.name(), "application request");
+        let kind = match &op {
+            Op::Flush => {
+                self.repl.handle_app_flush(tag);
+                return;
+            }
+            Op::Read { .. } => None,
+            Op::Write { fua, buf, offset } => {
+                Some((*offset, buf.len() as u64, WriteKind::Write { fua: *fua }))
+            }
+            Op::Trim { offset, len } => Some((*offset, *len, WriteKind::Trim)),
+            Op::Zero {
+                offset,
+                len,
+                may_trim,
+            } => Some((
+                *offset,
+                *len,
+                WriteKind::Zero {
+                    may_trim: *may_trim,
+                },
+            )),
+        };
+        let Some((offset, len, kind)) = kind else {
+            // The bridge keeps reads local; answer anyway.
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EINVAL),
+                buf: op.into_buf(),
+            });
+            return;
+        };
+        let Ok(len) = u32::try_from(len) else {
+            self.completions.push(Done {
+                tag,
+                res: Err(Errno::EINVAL),
+                buf: op.into_buf(),
+            });
+            return;
+        };
+        self.app_ops.insert(tag, op);
+        self.repl.handle_app_write(tag, offset, len, kind);
+    }
+
+    // ----- the link -------------------------------------------------------------------
+
+    fn cstate(&self) -> ConnState {
+        match (self.cs_override, self.conn.state()) {
+            (Some(o), s) if s >= ConnState::Connected => o,
+            (_, s) => s,
+        }
+    }
+
+    /// Tells the event loop the connection's state if it changed.
+    fn report(&mut self) {
+        let call = PeerCall::State {
+            conn: self.cstate(),
+            peer: self.peer_role,
+            pdsk: self.peer_disk,
+            oos_bits: self.repl.bitmap().count(),
+        };
+        if self.reported == Some(call) {
+            return;
+        }
+        self.reported = Some(call);
+        self.call(call);
+    }
+
+    /// Queues a call to the event loop; its answer comes back as `Input::Reply`.
+    fn call(&mut self, call: PeerCall) {
+        if self.host.notify(call) {
+            self.calls.push_back(self.generation);
+        } else {
+            self.stopping = true;
+        }
+    }
+
+    /// The event loop's answer to a call.
+    fn on_reply(&mut self, now: Instant, call: PeerCall, reply: PeerReply) {
+        let generation = self.calls.pop_front();
+        let current = generation == Some(self.generation) && self.link.is_some();
+        match call {
+            PeerCall::SyncSourceStart if current && self.phase == Phase::AwaitSource => {
+                self.phase = Phase::Idle;
+                self.send_packet(
+                    Socket::Data,
+                    Packet::SyncUuid(SyncUuid {
+                        uuid: reply.sync_uuid,
+                    }),
+                );
+                self.cs_override = Some(ConnState::SyncSource);
+                self.started_sync(now, SyncSide::Source, reply.local);
+            }
+            PeerCall::SyncTargetStart(_) if current && self.phase == Phase::AwaitTarget => {
+                self.phase = Phase::Idle;
+                self.cs_override = Some(ConnState::SyncTarget);
+                self.started_sync(now, SyncSide::Target, reply.local);
+            }
+            PeerCall::SyncFinished { .. } => {
+                self.finishing = None;
+                self.on_local(reply.local);
+            }
+            _ => self.on_local(reply.local),
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let progress = self.repl.sync_progress(now);
+        if progress.is_some() {
+            self.last_progress = progress;
+        }
+        let s = PeerStatus {
+            sync: progress.or(self.finishing),
+            oos_kib: self.repl.oos_kib(),
+            net_sent_kib: self.sent_bytes / 1024,
+            net_recv_kib: self.recv_bytes / 1024,
+            pending: self.repl.app_in_flight() as u64,
+            disk_written_kib: self.disk_written / 1024,
+            disk_read_kib: self.disk_read / 1024,
+            al_writes: self.al_writes,
+            bm_writes: self.bm_writes,
+        };
+        if let Ok(mut st) = self.status.lock() {
+            *st = s;
+        }
+        // Keep the event loop's view of the bitmap weight current.
+        self.report();
+        let _ = self.stop.load(Ordering::Relaxed);
+    }
+}
+
+use super::PeerReply;
+
+/// With `data-integrity-alg crc32c` (`on`), a DATA or RS_DATA_REPLY that carries data must
+/// carry the CRC32C of it; `Err(sector)` otherwise.
+fn integrity_ok(on: bool, packet: &Packet<'_>) -> Result<(), u64> {
+    if !on {
+        return Ok(());
+    }
+    let (Packet::Data(d) | Packet::RsDataReply(d)) = packet else {
+        return Ok(());
+    };
+    if d.dp_flags & (wire::dp_flags::DISCARD | wire::dp_flags::ZEROES) != 0 {
+        return Ok(());
+    }
+    if d.digest == crc32c::crc32c(d.payload).to_be_bytes() {
+        Ok(())
+    } else {
+        Err(d.sector)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data<'a>(payload: &'a [u8], digest: &'a [u8], dp_flags: u32) -> Packet<'a> {
+        Packet::Data(wire::Data {
+            sector: 42,
+            block_id: 1,
+            seq: 1,
+            dp_flags,
+            digest,
+            payload,
+        })
+    }
+
+    #[test]
+    fn integrity_digest_is_checked_on_data() {
+        let payload = vec![7u8; 4096];
+        let good = crc32c::crc32c(&payload).to_be_bytes();
+        let mut bad = good;
+        bad[0] ^= 1;
+        assert_eq!(integrity_ok(true, &data(&payload, &good, 0)), Ok(()));
+        assert_eq!(integrity_ok(true, &data(&payload, &bad, 0)), Err(42));
+        assert_eq!(
+            integrity_ok(true, &data(&payload, &[], 0)),
+            Err(42),
+            "missing digest"
+        );
+        let mut flipped = payload.clone();
+        flipped[100] ^= 0x80;
+        assert_eq!(
+            integrity_ok(true, &data(&flipped, &good, 0)),
+            Err(42),
+            "corrupt data"
+        );
+        // Off: nothing is checked; trims carry a length, not data.
+        assert_eq!(integrity_ok(false, &data(&payload, &bad, 0)), Ok(()));
+        let len = 4096u32.to_be_bytes();
+        assert_eq!(
+            integrity_ok(true, &data(&len, &[], wire::dp_flags::DISCARD)),
+            Ok(())
+        );
+        assert_eq!(integrity_ok(true, &Packet::Ping), Ok(()));
+    }
+}
