@@ -179,19 +179,8 @@ pub fn persist(
 
 /// The bitmap for a device of `size_sect` sectors, with the bits the metadata holds.
 pub fn bitmap_for(disk: &AttachedDisk, size_sect: u64) -> meta::Bitmap {
-    let on_disk = &disk.metadata.bitmap;
     let mut b = meta::Bitmap::new(size_sect);
-    for (i, w) in on_disk.words().iter().enumerate() {
-        if *w == 0 {
-            continue;
-        }
-        for bit in 0..64 {
-            let n = i as u64 * 64 + bit;
-            if w & (1 << bit) != 0 && n < b.bits() {
-                let _ = b.set_range(n, 1);
-            }
-        }
-    }
+    b.or_words(0, disk.metadata.bitmap.words());
     b
 }
 

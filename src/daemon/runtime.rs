@@ -12,10 +12,8 @@ use super::export::{Export, make_export};
 use super::files;
 use super::replication::{self, Admin, Host, PeerCall, PeerHandle, PeerReply};
 
-/// Makes the session's way back into the event loop (given the session's stop flag).
-pub type HostFactory = std::sync::Arc<
-    dyn Fn(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Box<dyn Host> + Send + Sync,
->;
+/// Makes a session's way back into the event loop.
+pub type HostFactory = std::sync::Arc<dyn Fn() -> Box<dyn Host> + Send + Sync>;
 
 mod kernel;
 
@@ -176,14 +174,16 @@ impl Runtime {
         }
         let slot = &mut self.slots[i];
         let size_bytes = slot.core.size_sect() * 512;
-        let peer = slot.peer.as_ref();
-        let wrap = |b: Box<dyn crate::io::Backend>| match peer {
-            Some(p) => p.backend(b),
-            None => b,
+        let attached = match slot.export.as_mut() {
+            Some(export) => export.attach(
+                &disk_path,
+                size_bytes,
+                direct,
+                &data_path_layer(slot.peer.as_ref()),
+            ),
+            None => Ok(()),
         };
-        if let Some(export) = slot.export.as_mut()
-            && let Err(e) = export.attach(&disk_path, size_bytes, direct, &wrap)
-        {
+        if let Err(e) = attached {
             tracing::error!(error = %e, "cannot export the device; detaching");
             let _ = slot.core.handle_admin(AdminCmd::Detach, 0);
             let _ = self.perform(i);
@@ -226,7 +226,7 @@ impl Runtime {
         let Some(cfg) = cfg else {
             return Ok(());
         };
-        let handle = PeerHandle::start(cfg, bitmap, |stop| host(stop), true)
+        let handle = PeerHandle::start(cfg, bitmap, host(), true)
             .map_err(|e| DaemonError::io("starting replication", e))?;
         self.slots[i].peer = Some(handle);
         Ok(())
@@ -295,10 +295,7 @@ impl Runtime {
         };
         let (path, direct) = (slot.view.disk.clone(), d.direct);
         let peer = slot.peer.as_ref();
-        let wrap = |b: Box<dyn crate::io::Backend>| match peer {
-            Some(p) => p.backend(b),
-            None => b,
-        };
+        let wrap = data_path_layer(peer);
         if let Some(p) = peer {
             p.set_local_only(true);
         }
@@ -661,6 +658,17 @@ fn protocol_letter(view: &NodeView) -> char {
         crate::config::Protocol::A => 'A',
         crate::config::Protocol::B => 'B',
         crate::config::Protocol::C => 'C',
+    }
+}
+
+/// What the NBD data path's local backend is wrapped in: the replication session when
+/// there is one.
+fn data_path_layer(
+    peer: Option<&PeerHandle>,
+) -> impl Fn(Box<dyn crate::io::Backend>) -> Box<dyn crate::io::Backend> + '_ {
+    move |b| match peer {
+        Some(p) => p.backend(b),
+        None => b,
     }
 }
 

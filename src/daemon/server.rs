@@ -12,7 +12,6 @@ use crate::control::protocol::read_request;
 use crate::control::{ControlError, FailKind, Response, write_message};
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use super::replication::{Host, PeerCall};
 use super::runtime::{HostFactory, Next, Runtime};
@@ -51,9 +50,7 @@ impl Queue {
     /// How sessions reach the loop.
     pub fn host_factory(&self) -> HostFactory {
         let tx = self.tx.clone();
-        Arc::new(move |_stop: Arc<AtomicBool>| {
-            Box::new(LoopHost { tx: tx.clone() }) as Box<dyn Host>
-        })
+        Arc::new(move || Box::new(LoopHost { tx: tx.clone() }) as Box<dyn Host>)
     }
 }
 

@@ -132,6 +132,33 @@ impl Bitmap {
         }
     }
 
+    /// ORs `words` in, from word `start_word`: the bits they set that cover storage are set
+    /// (bits past [`Bitmap::bits`] and words past the end are ignored). Returns how many were
+    /// clear before.
+    pub fn or_words(&mut self, start_word: u64, words: &[u64]) -> u64 {
+        let mut changed = 0;
+        for (i, &w) in words.iter().enumerate() {
+            let index = start_word.saturating_add(i as u64);
+            let base = index.saturating_mul(64);
+            if w == 0 || base >= self.bits {
+                continue;
+            }
+            let valid = self.bits - base;
+            let mask = if valid >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << valid) - 1
+            };
+            let Some(slot) = self.words.get_mut(index as usize) else {
+                continue;
+            };
+            let add = w & mask & !*slot;
+            changed += u64::from(add.count_ones());
+            *slot |= add;
+        }
+        changed
+    }
+
     /// Is bit `bit` set? Bits past the end read as clear.
     pub fn is_set(&self, bit: u64) -> bool {
         self.words
@@ -229,6 +256,18 @@ impl Bitmap {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn or_words_sets_only_bits_that_cover_storage() {
+        // 100 bits of storage (800 sectors).
+        let mut b = super::Bitmap::new(800);
+        assert_eq!(b.or_words(0, &[0b101, u64::MAX, u64::MAX]), 2 + 36);
+        assert!(b.is_set(0) && !b.is_set(1) && b.is_set(2));
+        assert!(b.is_set(99) && !b.is_set(100));
+        assert_eq!(b.count(), 38);
+        assert_eq!(b.or_words(0, &[0b111]), 1, "only the clear one counts");
+        assert_eq!(b.or_words(u64::MAX, &[1]), 0, "far past the end");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -438,11 +438,7 @@ impl Replicator {
     /// bitmap keeps the bits that still cover the device.
     pub fn handle_resize(&mut self, size_bytes: u64) {
         let mut b = Bitmap::new(size_bytes / 512);
-        for bit in 0..b.bits().min(self.bitmap.bits()) {
-            if self.bitmap.is_set(bit) {
-                let _ = b.set_range(bit, 1);
-            }
-        }
+        b.or_words(0, self.bitmap.words());
         self.bitmap = b;
         self.size_bytes = size_bytes;
     }
@@ -455,18 +451,7 @@ impl Replicator {
 
     /// OR in the peer's bitmap words from `start_word` (the bitmap exchange).
     pub fn merge_peer_words(&mut self, start_word: u64, words: &[u64]) {
-        let bits = self.bitmap.bits();
-        for (i, w) in words.iter().enumerate() {
-            let base = (start_word + i as u64) * 64;
-            if *w == 0 || base >= bits {
-                continue;
-            }
-            for b in 0..64 {
-                if w & (1 << b) != 0 && base + b < bits {
-                    let _ = self.bitmap.set_range(base + b, 1);
-                }
-            }
-        }
+        self.bitmap.or_words(start_word, words);
     }
 
     /// Start the resync on this side (after the bitmap exchange and SYNC_UUID).

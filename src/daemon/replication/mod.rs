@@ -185,7 +185,6 @@ pub struct PeerHandle {
     tx: Sender<Input>,
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
-    stop: Arc<AtomicBool>,
     local_only: Arc<AtomicBool>,
     thread: Option<JoinHandle<Bitmap>>,
 }
@@ -196,14 +195,12 @@ impl PeerHandle {
     pub fn start(
         cfg: SessionConfig,
         bitmap: Bitmap,
-        host: impl FnOnce(Arc<AtomicBool>) -> Box<dyn Host>,
+        host: Box<dyn Host>,
         connect: bool,
     ) -> std::io::Result<PeerHandle> {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         let completions = Completions::new()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let host = host(stop.clone());
         let session = session::Session::new(
             cfg,
             bitmap,
@@ -212,7 +209,6 @@ impl PeerHandle {
             rx,
             status.clone(),
             completions.clone(),
-            stop.clone(),
         )?;
         let thread = std::thread::Builder::new()
             .name("urbd-peer".into())
@@ -226,7 +222,6 @@ impl PeerHandle {
             tx,
             status,
             completions,
-            stop,
             local_only: Arc::new(AtomicBool::new(false)),
             thread: Some(thread),
         })
@@ -266,7 +261,6 @@ impl PeerHandle {
 
     /// Disconnects, waits for what is in flight and stops. Returns the bitmap to persist.
     pub fn stop(mut self) -> Option<Bitmap> {
-        self.stop.store(true, Ordering::Release);
         let _ = self.tx.send(Input::Stop);
         self.thread.take().and_then(|t| t.join().ok())
     }
@@ -275,7 +269,6 @@ impl PeerHandle {
 impl Drop for PeerHandle {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            self.stop.store(true, Ordering::Release);
             let _ = self.tx.send(Input::Stop);
             let _ = t.join();
         }

@@ -101,7 +101,6 @@ pub(super) struct Session {
     host: Box<dyn Host>,
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
-    stop: Arc<AtomicBool>,
     disk: Option<DiskWorkers>,
     listener: Arc<Listener>,
     connector: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
@@ -159,7 +158,6 @@ impl Session {
         rx: Receiver<Input>,
         status: Arc<Mutex<PeerStatus>>,
         completions: Arc<Completions>,
-        stop: Arc<AtomicBool>,
     ) -> std::io::Result<Session> {
         let listener = Listener::bind(cfg.link.local).map_err(|e| {
             std::io::Error::new(
@@ -191,7 +189,6 @@ impl Session {
             host,
             status,
             completions,
-            stop,
             disk: Some(disk),
             listener: Arc::new(listener),
             connector: None,
@@ -548,7 +545,6 @@ impl Session {
         }
         // Keep the event loop's view of the bitmap weight current.
         self.report();
-        let _ = self.stop.load(Ordering::Relaxed);
     }
 }
 
