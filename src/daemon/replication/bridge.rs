@@ -4,7 +4,6 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use io_uring::{opcode, types};
@@ -12,6 +11,7 @@ use io_uring::{opcode, types};
 use crate::io::{Backend, BackendInfo, Done, IoCtx, Op};
 
 use super::Input;
+use super::inbox::InputTx;
 
 /// The key of the eventfd read (the local backend's keys are slot indexes, far below).
 const WAKE_KEY: u64 = 1 << 62;
@@ -40,10 +40,14 @@ impl Completions {
         }))
     }
 
-    /// Called by the session: one request is finished.
-    pub fn push(&self, d: Done) {
+    /// Called by the session: these requests are finished (`batch` is emptied). One
+    /// doorbell ring per batch, not per request.
+    pub fn push_all(&self, batch: &mut Vec<Done>) {
+        if batch.is_empty() {
+            return;
+        }
         if let Ok(mut q) = self.done.lock() {
-            q.push(d);
+            q.append(batch);
         }
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
@@ -71,7 +75,7 @@ pub struct ReplBackend {
     /// submits (its final flush) goes to the local disk, so that stopping it never waits
     /// for the session (which may be waiting for the daemon).
     local_only: Arc<AtomicBool>,
-    session: Sender<Input>,
+    session: InputTx,
     completions: Arc<Completions>,
     forwarded: usize,
     armed: bool,
@@ -82,7 +86,7 @@ impl ReplBackend {
     /// Wraps the local backend.
     pub fn new(
         local: Box<dyn Backend>,
-        session: Sender<Input>,
+        session: InputTx,
         completions: Arc<Completions>,
         local_only: Arc<AtomicBool>,
     ) -> ReplBackend {

@@ -1,113 +1,125 @@
-//! The session's local disk: a few worker threads, each with its own io_uring backend on
-//! the data disk, doing one operation at a time. The core keeps the order that matters
-//! (overlapping writes wait, barriers wait for their epoch), so workers may run in
-//! parallel.
+//! The session's ring: the local disk's I/O and the input doorbell on one io_uring, so the
+//! session thread submits as many disk operations as the core allows (the core keeps the
+//! order that matters: overlapping writes wait, barriers wait for their epoch) and sleeps in
+//! one place until a disk operation completes, an input arrives or a timer is due.
 
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
 
-use crate::io::{BackendSpec, Errno, Op, SyncDriver, open_backend};
+use io_uring::{IoUring, opcode, types};
 
-use super::Input;
+use crate::io::{BACKEND_KEY_BIT, Backend, BackendSpec, Done, IoCtx, Op, open_backend};
 
-/// Worker threads: how many of the session's disk operations run at once (16: measured
-/// 1491 -> 1993 4k random-write IOPS at QD32 over 4, on the 2-vCPU test machine).
-const WORKERS: usize = 16;
+/// Submission queue entries (the completion queue has four times as many).
+const RING_ENTRIES: u32 = 256;
+/// `user_data` of the doorbell read (backend keys carry [`BACKEND_KEY_BIT`]).
+const BELL_KEY: u64 = 1;
 
-struct Job {
-    id: u64,
-    op: Op,
+/// The ring and the disk it drives.
+pub struct SessionRing {
+    ring: IoUring,
+    backend: Box<dyn Backend>,
+    done: Vec<Done>,
+    cqes: Vec<(u64, i32)>,
+    bell_fd: RawFd,
+    bell_buf: Box<[u8; 8]>,
+    bell_armed: bool,
 }
 
-/// The workers; dropping it stops them after the queued jobs.
-pub struct DiskWorkers {
-    tx: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl DiskWorkers {
-    /// Opens the disk once per worker (so a bad path fails here) and starts them. Results
-    /// come back to `done` as [`Input::DiskDone`].
-    pub fn start(spec: &BackendSpec, done: Sender<Input>) -> std::io::Result<DiskWorkers> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut threads = Vec::new();
-        for n in 0..WORKERS {
-            let backend = open_backend(spec)?;
-            let rx = rx.clone();
-            let done = done.clone();
-            // The ring is made by the thread that submits to it (SINGLE_ISSUER).
-            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("urbd-disk{n}"))
-                    .spawn(move || match SyncDriver::new() {
-                        Ok(driver) => {
-                            let _ = ready_tx.send(Ok(()));
-                            work(backend, driver, &rx, &done);
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    })?,
-            );
-            ready_rx
-                .recv()
-                .map_err(|_| std::io::Error::other("disk worker died at start"))??;
-        }
-        Ok(DiskWorkers {
-            tx: Some(tx),
-            threads,
+impl SessionRing {
+    /// Opens the disk and makes the ring (a plain ring: completions land in the queue
+    /// without the session entering the kernel, and the ring may be made on the thread
+    /// that starts the session and used by the session's own).
+    pub fn new(spec: &BackendSpec, bell_fd: RawFd) -> io::Result<SessionRing> {
+        let backend = open_backend(spec)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(RING_ENTRIES * 4)
+            .build(RING_ENTRIES)?;
+        Ok(SessionRing {
+            ring,
+            backend,
+            done: Vec::new(),
+            cqes: Vec::new(),
+            bell_fd,
+            bell_buf: Box::new([0; 8]),
+            bell_armed: false,
         })
     }
 
-    /// Queues an operation; its result comes back as `Input::DiskDone { id, .. }`.
-    pub fn submit(&self, id: u64, op: Op) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Job { id, op });
-        }
+    /// Starts `op`; its result comes out of [`reap`](Self::reap) tagged `id`.
+    pub fn submit(&mut self, id: u64, op: Op) {
+        let mut ctx = IoCtx::new(&mut self.ring, &mut self.done);
+        self.backend.submit(&mut ctx, id, op);
     }
 
-    /// Stops the workers after the queued jobs.
-    pub fn stop(mut self) {
-        self.tx = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    /// Operations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.backend.in_flight()
     }
-}
 
-fn work(
-    mut backend: Box<dyn crate::io::Backend>,
-    mut driver: SyncDriver,
-    rx: &Mutex<Receiver<Job>>,
-    done: &Sender<Input>,
-) {
-    loop {
-        let job = {
-            let Ok(rx) = rx.lock() else { return };
-            match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            }
-        };
-        let (res, buf) = match driver.run(&mut *backend, job.op) {
-            Ok(d) => (d.res, d.buf),
-            Err(e) => {
-                tracing::error!(error = %e, "disk worker: io_uring failed");
-                (Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))), None)
-            }
-        };
-        if done
-            .send(Input::DiskDone {
-                id: job.id,
-                res,
-                buf,
-            })
-            .is_err()
-        {
+    /// Hands the queued submissions to the kernel without waiting.
+    pub fn flush(&mut self) {
+        if self.ring.submission().is_empty() {
             return;
+        }
+        if let Err(e) = self.ring.submit() {
+            tracing::error!(error = %e, "session ring: submit failed");
+        }
+    }
+
+    /// Finished operations (appended to `out`); true if the doorbell rang.
+    pub fn reap(&mut self, out: &mut Vec<Done>) -> bool {
+        let mut rang = false;
+        self.cqes.clear();
+        self.cqes
+            .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for i in 0..self.cqes.len() {
+            let (ud, res) = self.cqes[i];
+            if ud & BACKEND_KEY_BIT != 0 {
+                let mut ctx = IoCtx::new(&mut self.ring, &mut self.done);
+                self.backend.complete(&mut ctx, ud & !BACKEND_KEY_BIT, res);
+            } else if ud == BELL_KEY {
+                self.bell_armed = false;
+                rang = true;
+            }
+        }
+        out.append(&mut self.done);
+        rang
+    }
+
+    /// Sleeps until something completes (a disk operation or the doorbell, whose read is
+    /// armed here) or `timeout` passes. The caller has announced its sleep to the inbox.
+    pub fn wait(&mut self, timeout: Duration) {
+        if !self.bell_armed {
+            let entry = opcode::Read::new(types::Fd(self.bell_fd), self.bell_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(BELL_KEY);
+            // SAFETY: the buffer is boxed and owned by self, which outlives the ring's use
+            // (the ring is dropped with self; a pending read on an eventfd is then
+            // cancelled by the kernel).
+            match unsafe { crate::io::driver_push(&mut self.ring, &entry) } {
+                Ok(()) => self.bell_armed = true,
+                Err(e) => tracing::error!(error = %e, "session ring: cannot arm the doorbell"),
+            }
+        }
+        if !self.ring.completion().is_empty() {
+            self.flush();
+            return;
+        }
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "session ring: wait failed");
+                std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            }
         }
     }
 }

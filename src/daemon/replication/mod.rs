@@ -1,21 +1,22 @@
 //! Replication with the peer: one session thread per replicated volume that owns the
 //! connection state machine ([`crate::core::conn`]), the data side
-//! ([`crate::core::repl`]), the peer sockets ([`super::peer`]) and disk workers for the
+//! ([`crate::core::repl`]), the peer sockets ([`super::peer`]) and an io_uring for the
 //! local I/O the core asks for. The NBD data path hands writes and flushes to it through
 //! [`ReplBackend`]; the daemon's event loop owns the volume's roles, disk states and UUIDs,
 //! and the session asks it to change them with [`PeerCall`]s.
 //!
-//! Threads: the session (all decisions), one connector while dialling/accepting, two
-//! receivers while linked (data and meta socket, blocking frame reads), disk workers. All
-//! of them feed the session's one input queue ([`Input`]).
+//! Threads: the session (all decisions and the local disk's I/O, on its own ring), one
+//! connector while dialling/accepting, two receivers while linked (data and meta socket,
+//! blocking frame reads). All of them, the NBD thread and the daemon's event loop feed the
+//! session's one input queue ([`Input`], with a doorbell: `inbox`).
 
 mod bridge;
 mod config;
 mod disk;
+mod inbox;
 mod session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -23,7 +24,7 @@ use crate::core::ConnState;
 use crate::core::conn::LocalDisk;
 use crate::core::repl::SyncProgress;
 use crate::core::{DiskState, Role};
-use crate::io::{AlignedBuf, Backend, Errno, Op};
+use crate::io::{Backend, Op};
 use crate::meta::{Bitmap, Uuids};
 use crate::wire::PacketType;
 
@@ -110,15 +111,6 @@ pub enum Input {
         /// What to do.
         op: Op,
     },
-    /// A local I/O finished.
-    DiskDone {
-        /// The core's id for it.
-        id: u64,
-        /// Result.
-        res: Result<(), Errno>,
-        /// Its buffer, if it had one.
-        buf: Option<AlignedBuf>,
-    },
     /// The connector established the two sockets.
     Linked(Link),
     /// The connector cannot work (configuration error).
@@ -182,7 +174,7 @@ pub struct PeerStatus {
 
 /// The running session of one volume.
 pub struct PeerHandle {
-    tx: Sender<Input>,
+    tx: inbox::InputTx,
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
     local_only: Arc<AtomicBool>,
@@ -190,7 +182,7 @@ pub struct PeerHandle {
 }
 
 impl PeerHandle {
-    /// Starts the session (and its disk workers). `connect`: start connecting at once
+    /// Starts the session (opening its own handle on the data disk). `connect`: start connecting at once
     /// (`up`), else StandAlone until [`Admin::Connect`].
     pub fn start(
         cfg: SessionConfig,
@@ -198,7 +190,7 @@ impl PeerHandle {
         host: Box<dyn Host>,
         connect: bool,
     ) -> std::io::Result<PeerHandle> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = inbox::Inbox::new()?;
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         let completions = Completions::new()?;
         let session = session::Session::new(

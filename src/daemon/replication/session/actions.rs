@@ -79,7 +79,7 @@ impl Session {
                     .app_bufs
                     .remove(&tag)
                     .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
-                self.completions.push(Done { tag, res, buf });
+                self.app_done.push(Done { tag, res, buf });
             }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => self.drop_peer_buf(k),
@@ -210,9 +210,7 @@ impl Session {
             LocalIo::Flush => (Job::Other, Op::Flush),
         };
         self.jobs.insert(id, job);
-        if let Some(d) = &self.disk {
-            d.submit(id, op);
-        }
+        self.disk.submit(id, op);
     }
 
     // ----- the event loop and status --------------------------------------------------

@@ -107,6 +107,8 @@ impl Session {
     }
 
     pub(super) fn close_link(&mut self) {
+        // What was queued before the close (a last STATE, a refusal) still goes out.
+        self.flush_link();
         if let Some(l) = self.link.take() {
             let _ = l.data.shutdown(Shutdown::Both);
             let _ = l.meta.shutdown(Shutdown::Both);
@@ -117,15 +119,48 @@ impl Session {
         self.generation += 1;
     }
 
+    /// Queues a frame for the peer; it is written at the end of the loop turn (or now, if
+    /// much is queued already).
     pub(super) fn send_bytes(&mut self, socket: Socket, bytes: &[u8]) {
+        if self.link.is_none() {
+            return;
+        }
+        let out = match socket {
+            Socket::Data => &mut self.out_data,
+            _ => &mut self.out_meta,
+        };
+        out.extend_from_slice(bytes);
+        if out.len() >= MAX_QUEUED_OUT {
+            self.flush_link();
+        }
+    }
+
+    /// Writes the queued frames: the meta socket's first (acks and pings never wait behind
+    /// data).
+    pub(super) fn flush_link(&mut self) {
         let Some(l) = self.link.as_mut() else {
+            self.out_data.clear();
+            self.out_meta.clear();
             return;
         };
-        let s = match socket {
-            Socket::Data => &mut l.data,
-            _ => &mut l.meta,
-        };
-        if let Err(e) = s.write_all(bytes) {
+        let mut failed = None;
+        for (s, out) in [
+            (&mut l.meta, &mut self.out_meta),
+            (&mut l.data, &mut self.out_data),
+        ] {
+            if out.is_empty() || failed.is_some() {
+                out.clear();
+                continue;
+            }
+            if let Err(e) = s.write_all(out) {
+                failed = Some(e);
+            }
+            out.clear();
+            if out.capacity() > 4 * MAX_QUEUED_OUT {
+                out.shrink_to(MAX_QUEUED_OUT);
+            }
+        }
+        if let Some(e) = failed {
             tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, error = %e, "sending to the peer failed");
             let _ = l.data.shutdown(Shutdown::Both);
             let _ = l.meta.shutdown(Shutdown::Both);
@@ -176,6 +211,10 @@ impl Session {
     }
 }
 
+/// Bytes queued for one socket at most before they are written without waiting for the
+/// end of the loop turn.
+const MAX_QUEUED_OUT: usize = 1 << 20;
+
 /// Peer data buffered in memory at most before the data socket's receiver pauses.
 const MAX_PEER_BUFFERED: usize = 16 << 20;
 
@@ -185,7 +224,7 @@ const MAX_PEER_BUFFERED: usize = 16 << 20;
 fn receive(
     mut s: TcpStream,
     generation: u64,
-    tx: &Sender<Input>,
+    tx: &InputTx,
     limit: Option<Arc<std::sync::atomic::AtomicUsize>>,
 ) {
     let mut reader = FrameReader::new();

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,7 +24,8 @@ use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
 
 use super::super::peer::{FrameReader, Link, LinkConfig, Listener, establish};
 use super::bridge::Completions;
-use super::disk::DiskWorkers;
+use super::disk::SessionRing;
+use super::inbox::{Inbox, InputTx};
 use super::{Admin, Host, Input, PeerCall, PeerStatus};
 
 /// Everything a session needs to know.
@@ -54,6 +54,8 @@ pub struct SessionConfig {
 
 /// How long the loop sleeps at most (status refresh).
 const TICK: Duration = Duration::from_millis(250);
+/// How often status is refreshed at most while the session is busy.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -96,12 +98,21 @@ pub(super) struct Session {
     cfg: SessionConfig,
     conn: Connection,
     repl: Replicator,
-    tx: Sender<Input>,
-    rx: Receiver<Input>,
+    tx: InputTx,
+    rx: Inbox,
     host: Box<dyn Host>,
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
-    disk: Option<DiskWorkers>,
+    /// Finished application requests not yet handed to the data path (one doorbell ring
+    /// per loop turn).
+    app_done: Vec<Done>,
+    /// Finished disk operations being handled.
+    disk_done: Vec<Done>,
+    disk: SessionRing,
+    /// Frames for the peer not yet written, per socket: written once per loop turn, so a
+    /// burst of acks or data costs one system call and one wakeup of the peer's receiver.
+    out_data: Vec<u8>,
+    out_meta: Vec<u8>,
     listener: Arc<Listener>,
     connector: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     link: Option<LinkIo>,
@@ -154,8 +165,8 @@ impl Session {
         cfg: SessionConfig,
         bitmap: Bitmap,
         host: Box<dyn Host>,
-        tx: Sender<Input>,
-        rx: Receiver<Input>,
+        tx: InputTx,
+        rx: Inbox,
         status: Arc<Mutex<PeerStatus>>,
         completions: Arc<Completions>,
     ) -> std::io::Result<Session> {
@@ -165,7 +176,7 @@ impl Session {
                 format!("cannot listen on {} for the peer: {e}", cfg.link.local),
             )
         })?;
-        let disk = DiskWorkers::start(&cfg.disk, tx.clone())?;
+        let disk = SessionRing::new(&cfg.disk, rx.doorbell_fd())?;
         let conn = Connection::new(cfg.conn.clone(), cfg.local);
         let mut repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
         if let Some((_, md)) = &cfg.meta {
@@ -189,7 +200,11 @@ impl Session {
             host,
             status,
             completions,
-            disk: Some(disk),
+            disk,
+            app_done: Vec::new(),
+            disk_done: Vec::new(),
+            out_data: Vec::new(),
+            out_meta: Vec::new(),
             listener: Arc::new(listener),
             connector: None,
             link: None,
@@ -227,26 +242,22 @@ impl Session {
 
     /// The loop. Returns the bitmap when stopped.
     pub(super) fn run(mut self) -> Bitmap {
+        let mut last_publish = Instant::now();
         loop {
-            let now = Instant::now();
-            let next = [self.conn.poll_timeout(), self.repl.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
-            match self.rx.recv_timeout(next) {
-                Ok(input) => {
-                    // Each input's consequences (the connection's decision included) are
-                    // carried out before the next input is looked at.
-                    self.handle(input);
-                    self.drain(Instant::now());
-                    while let Ok(more) = self.rx.try_recv() {
-                        self.handle(more);
-                        self.drain(Instant::now());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let mut busy = false;
+            // Inputs, a bounded batch per turn so disk completions and timers are not
+            // starved. Each input's consequences (the connection's decision included) are
+            // carried out before the next input is looked at.
+            for _ in 0..256 {
+                let Some(input) = self.rx.try_recv() else {
+                    break;
+                };
+                busy = true;
+                self.handle(input);
+                self.drain(Instant::now());
+            }
+            if self.reap_disk() {
+                busy = true;
             }
             let now = Instant::now();
             if self.conn.poll_timeout().is_some_and(|t| t <= now) {
@@ -257,32 +268,99 @@ impl Session {
             }
             self.check_ko_count(now);
             self.drain(now);
-            self.publish(now);
+            self.flush_out();
+            if !busy || now.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
+                self.publish(now);
+                last_publish = now;
+            }
             if self.stopping && self.quiet() {
                 break;
             }
+            if busy {
+                continue;
+            }
+            // Nothing to do: sleep on the ring until a disk operation completes, an input
+            // rings the doorbell or the next timer is due.
+            if let Some(input) = self.rx.prepare_sleep() {
+                self.handle(input);
+                self.drain(Instant::now());
+                continue;
+            }
+            let now = Instant::now();
+            let next = [self.conn.poll_timeout(), self.repl.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
+            self.disk.wait(next);
+            self.rx.woke();
         }
         self.shutdown()
     }
 
+    /// Hands queued disk operations to the kernel, answers the data path and writes the
+    /// frames queued for the peer.
+    fn flush_out(&mut self) {
+        self.disk.flush();
+        self.completions.push_all(&mut self.app_done);
+        self.flush_link();
+    }
+
+    /// Handles finished disk operations; true if there were any (or the doorbell rang).
+    fn reap_disk(&mut self) -> bool {
+        let mut done = std::mem::take(&mut self.disk_done);
+        let rang = self.disk.reap(&mut done);
+        let any = !done.is_empty();
+        let now = Instant::now();
+        for d in done.drain(..) {
+            self.on_disk_done(now, d);
+            self.drain(now);
+        }
+        self.disk_done = done;
+        any || rang
+    }
+
+    fn on_disk_done(&mut self, now: Instant, d: Done) {
+        let Done { tag: id, res, buf } = d;
+        match self.jobs.remove(&id) {
+            Some(Job::App(tag)) => {
+                if let Some(b) = buf {
+                    self.app_bufs.insert(tag, b);
+                }
+            }
+            Some(Job::Read) => {
+                if let Some(b) = buf {
+                    self.read_bufs.insert(id, b);
+                }
+            }
+            _ => {}
+        }
+        if let Err(e) = res {
+            tracing::error!(resource = %self.cfg.resource, error = %e, "local disk I/O failed");
+        }
+        self.repl.handle_local_done(now, id, res);
+    }
+
     fn quiet(&self) -> bool {
-        self.app_ops.is_empty() && self.jobs.is_empty() && self.repl.app_in_flight() == 0
+        self.app_ops.is_empty()
+            && self.jobs.is_empty()
+            && self.repl.app_in_flight() == 0
+            && self.disk.in_flight() == 0
     }
 
     fn shutdown(mut self) -> Bitmap {
         self.stop_connector();
+        self.flush_link();
         self.close_link();
-        if let Some(d) = self.disk.take() {
-            d.stop();
-        }
         // Anything still forwarded by the data path gets an answer.
         for (tag, op) in self.app_ops.drain() {
-            self.completions.push(Done {
+            self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EIO),
                 buf: op.into_buf(),
             });
         }
+        self.completions.push_all(&mut self.app_done);
         self.repl.bitmap().clone()
     }
 
@@ -292,25 +370,6 @@ impl Session {
         let now = Instant::now();
         match input {
             Input::App { tag, op } => self.on_app(tag, op),
-            Input::DiskDone { id, res, buf } => {
-                match self.jobs.remove(&id) {
-                    Some(Job::App(tag)) => {
-                        if let Some(b) = buf {
-                            self.app_bufs.insert(tag, b);
-                        }
-                    }
-                    Some(Job::Read) => {
-                        if let Some(b) = buf {
-                            self.read_bufs.insert(id, b);
-                        }
-                    }
-                    _ => {}
-                }
-                if let Err(e) = res {
-                    tracing::error!(resource = %self.cfg.resource, error = %e, "local disk I/O failed");
-                }
-                self.repl.handle_local_done(now, id, res);
-            }
             Input::Linked(link) => self.on_linked(now, link),
             Input::LinkGaveUp(why) => {
                 tracing::error!(resource = %self.cfg.resource, "cannot connect: {why}");
@@ -443,7 +502,7 @@ impl Session {
         };
         let Some((offset, len, kind)) = kind else {
             // The bridge keeps reads local; answer anyway.
-            self.completions.push(Done {
+            self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EINVAL),
                 buf: op.into_buf(),
@@ -451,7 +510,7 @@ impl Session {
             return;
         };
         let Ok(len) = u32::try_from(len) else {
-            self.completions.push(Done {
+            self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EINVAL),
                 buf: op.into_buf(),
