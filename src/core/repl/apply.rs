@@ -59,6 +59,10 @@ pub(super) struct Apply {
     inflight: BTreeMap<u64, InFlight>,
     epoch_writes: u32,
     barrier: Option<(u32, u32, BarrierPhase)>,
+    /// Something was written since the last barrier flush started: a barrier with
+    /// nothing to make durable (an application flush right after an epoch's barrier) is
+    /// answered without flushing the disk again.
+    unflushed: bool,
 }
 
 impl Apply {
@@ -75,6 +79,7 @@ impl Apply {
     pub(super) fn link_up(&mut self) {
         self.epoch_writes = 0;
         self.barrier = None;
+        self.unflushed = true;
     }
 
     /// Drop what was received but not started; returns the payloads to release. Writes
@@ -197,6 +202,7 @@ impl Replicator {
                 len,
             } => {
                 self.apply.epoch_writes += 1;
+                self.apply.unflushed = true;
                 if flags & dp_flags::SEND_RECEIVE_ACK != 0 {
                     self.send(Outgoing::Ack {
                         ty: PacketType::RECV_ACK,
@@ -241,6 +247,7 @@ impl Replicator {
                 block_id,
                 len,
             } => {
+                self.apply.unflushed = true;
                 let id = self.local_io(
                     Waiter::Peer,
                     LocalIo::Write {
@@ -320,7 +327,8 @@ impl Replicator {
         if !self.apply.inflight.is_empty() {
             return;
         }
-        if self.config.flush_at_barrier {
+        if self.config.flush_at_barrier && self.apply.unflushed {
+            self.apply.unflushed = false;
             self.apply.barrier = Some((epoch, set_size, BarrierPhase::Flushing));
             self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
         } else {

@@ -304,18 +304,34 @@ fn peer_lost_mid_write_completes_locally_and_marks_out_of_sync() {
 fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.write(1, 0, block(1, 4096));
-    p.settle();
-    assert!(p.a.done(1));
-    assert_eq!(p.b.flushes, 0, "no barrier yet");
-    p.a.write(2, 4096, block(2, 4096));
     p.drain();
-    let barrier = p.a_to_b.pop_front().expect("BARRIER first");
+    // The local write, then the peer's: the epoch closes with the completion and its
+    // barrier goes out at once (not with the next write).
+    assert!(p.a.complete_one(p.now), "local write");
+    p.drain();
+    let data = p.a_to_b.pop_front().expect("DATA");
+    p.b.receive(p.now, &data);
+    p.drain();
+    assert!(p.b.complete_one(p.now), "peer write");
+    p.drain();
+    let ack = p.b_to_a.pop_front().expect("WRITE_ACK");
+    p.a.receive(p.now, &ack);
+    p.drain();
+    assert!(p.a.done(1));
+    let barrier = p.a_to_b.pop_front().expect("BARRIER right after the completion");
     let (f, _) = Frame::decode(&barrier).unwrap().unwrap();
     assert_eq!(f.packet, Packet::Barrier(crate::wire::Barrier { epoch: 0 }));
     p.b.receive(p.now, &barrier);
     p.settle();
-    assert_eq!(p.b.flushes, 1);
+    assert_eq!(p.b.flushes, 1, "the peer flushed epoch 0");
+    // The next write opens epoch 1: no barrier in front of it.
+    p.a.write(2, 4096, block(2, 4096));
+    p.drain();
+    let (f, _) = Frame::decode(p.a_to_b.front().expect("DATA")).unwrap().unwrap();
+    assert!(matches!(f.packet, Packet::Data(_)), "{:?}", f.packet);
+    p.settle();
     assert!(p.a.done(2));
+    assert_eq!(p.b.flushes, 2);
 }
 
 #[test]
@@ -323,15 +339,22 @@ fn flush_waits_for_the_peers_barrier_ack() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.write(1, 0, block(1, 4096));
     p.settle();
+    assert_eq!(p.b.flushes, 1, "epoch 0's barrier");
+    p.a.write(2, 4096, block(2, 4096));
+    p.settle();
+    assert_eq!(p.b.flushes, 2, "epoch 1's barrier");
     p.a.r.handle_app_flush(7);
     p.drain();
     assert!(p.a.complete_one(p.now), "local flush");
     p.drain();
-    assert!(!p.a.done(7), "the peer has not flushed yet");
+    assert!(!p.a.done(7), "the peer has not answered the flush's barrier yet");
     p.settle();
     assert!(p.a.done(7));
     assert_eq!(p.a.flushes, 1);
-    assert_eq!(p.b.flushes, 1);
+    // Nothing was written on the peer since epoch 1's flush: its disk is already durable
+    // up to the application's flush, so the flush's barrier is answered without a second
+    // flush.
+    assert_eq!(p.b.flushes, 2);
 }
 
 #[test]
@@ -578,10 +601,13 @@ fn writes_the_peer_has_not_confirmed_are_marked_when_the_link_drops() {
     // Once the barrier is acked, a later link loss does not mark it.
     let mut p = Pair::new(cfg);
     p.a.write(1, 0, block(1, 4096));
-    p.settle();
-    p.a.write(2, 8192, block(2, 4096)); // sends BARRIER 0 first
-    p.settle();
+    p.settle(); // BARRIER 0 went out with the completion and was acked
     assert!(p.b.flushes >= 1);
+    p.a.write(2, 8192, block(2, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now));
+    p.drain();
+    assert!(p.a.done(2), "protocol A: complete on send");
     p.a.r.handle_link_down();
     assert!(!p.a.r.bitmap().is_set(0), "confirmed by BARRIER_ACK");
     assert!(

@@ -334,6 +334,17 @@ impl Replicator {
             // nothing, so epochs hold every write issued between two such completions.
             if r.epoch == self.writes.epoch {
                 self.writes.close_epoch = true;
+                // The barrier goes out now rather than with the next write (DRBD 8.4's
+                // sender does the same when it finds nothing else to send), so the peer
+                // flushes the epoch while the application is still reacting to this
+                // completion: at queue depth 1 the flush overlaps the round trip.
+                if self.is_linked() && self.writes.epoch_writes > 0 {
+                    let epoch = self.writes.epoch;
+                    self.writes.epoch = epoch.wrapping_add(1);
+                    self.writes.epoch_writes = 0;
+                    self.writes.close_epoch = false;
+                    self.send(Outgoing::Barrier { epoch });
+                }
             }
             if let ReqKind::Write { offset, len, .. } = r.kind {
                 self.writes.tl.push_back((r.epoch, offset, len));
