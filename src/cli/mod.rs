@@ -138,19 +138,43 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             })
         }
         Command::WaitConnect(res) => cmd_daemon::wait_connect(&Context::load(cli)?, &res.names),
+        Command::Verify(res) => sync_cmd(cli, res, crate::core::SyncCmd::Verify, "verify"),
+        Command::Invalidate(res) => {
+            sync_cmd(cli, res, crate::core::SyncCmd::Invalidate, "invalidate")
+        }
+        Command::InvalidateRemote(res) => sync_cmd(
+            cli,
+            res,
+            crate::core::SyncCmd::InvalidateRemote,
+            "invalidate-remote",
+        ),
+        Command::PauseSync(res) => {
+            sync_cmd(cli, res, crate::core::SyncCmd::PauseSync, "pause-sync")
+        }
+        Command::ResumeSync(res) => {
+            sync_cmd(cli, res, crate::core::SyncCmd::ResumeSync, "resume-sync")
+        }
         other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
     }
+}
+
+/// `verify`, `invalidate`, `invalidate-remote`, `pause-sync`, `resume-sync` on every
+/// volume of the named resources.
+fn sync_cmd(
+    cli: &Cli,
+    res: &args::Resources,
+    cmd: crate::core::SyncCmd,
+    what: &str,
+) -> Result<(), CliError> {
+    cmd_daemon::show_lines(&Context::load(cli)?, &res.names, what, |volume| {
+        crate::control::Request::Sync { which: cmd, volume }
+    })
 }
 
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::ApplyAl(_)
-        | Command::Invalidate(_)
-        | Command::InvalidateRemote(_)
-        | Command::Verify(_)
-        | Command::PauseSync(_)
-        | Command::ResumeSync(_) => "the activity log and resync engine",
+        Command::ApplyAl(_) => "the activity log and resync engine",
         Command::Outdate(_) => "outdate and fencing",
         Command::Events(_) => "the state-change event stream",
         Command::Adjust(_) => "online reconfiguration (adjust)",

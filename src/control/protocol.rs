@@ -54,6 +54,13 @@ pub enum Request {
     },
     /// `disconnect`: StandAlone.
     Disconnect,
+    /// `verify`, `invalidate`, `invalidate-remote`, `pause-sync`, `resume-sync`.
+    Sync {
+        /// Which.
+        which: crate::core::SyncCmd,
+        /// Volume number.
+        volume: Option<u32>,
+    },
     /// `role`: `Primary/Unknown` per volume.
     Role {
         /// Volume number.

@@ -21,6 +21,7 @@ pub mod conn;
 mod refusal;
 pub mod repl;
 mod state;
+mod sync_cmd;
 mod uuid_compare;
 mod validity;
 mod volume;
@@ -35,6 +36,7 @@ pub use conn::{
 };
 pub use refusal::{Refusal, VolumeRefusal};
 pub use state::{ConnState, DiskState, Role};
+pub use sync_cmd::{SyncCmd, check_sync_cmd};
 pub use uuid_compare::{
     AfterSb, Comparison, Decision, FF_WSAME, Handshake, HandshakeDecision, HandshakeInput,
     HandshakeRefusal, Link, PRO_VERSION_MAX, PRO_VERSION_NEW_BM_OFFSET, PRO_VERSION_UUID_REPAIR,

@@ -35,6 +35,34 @@ pub enum Refusal {
     /// `ERR_DISK_CONFIGURED` (124): attach while a disk is attached.
     #[error("Failure: (124) Device is attached to a disk (use detach first)")]
     DiskConfigured,
+    /// `SS_RESYNC_RUNNING` (-8): verify or invalidate while a resync or verify runs.
+    #[error("State change failed: (-8) Can not start OV/resync since it is already active")]
+    ResyncRunning,
+    /// `SS_NO_VERIFY_ALG` (-14): verify without `verify-alg` in the net section.
+    #[error("State change failed: (-14) Need a verify algorithm to start online verify")]
+    NoVerifyAlg,
+    /// `SS_NEED_CONNECTION` (-15): verify or invalidate while not Connected.
+    #[error("State change failed: (-15) Need a connection to start verify or resync")]
+    NeedConnection,
+    /// `ERR_PAUSE_IS_SET` (134): pause-sync twice.
+    #[error("Failure: (134) Sync-pause flag is already set")]
+    PauseIsSet,
+    /// `ERR_PAUSE_IS_CLEAR` (135): resume-sync without pause-sync.
+    #[error("Failure: (135) Sync-pause flag is already cleared")]
+    PauseIsClear,
+    /// urbd's own: `invalidate` on the Primary, or `invalidate-remote` towards it, would
+    /// throw away the data being served (DRBD 8.4 would read it over the network; urbd
+    /// serves only local data). Demote first.
+    #[error(
+        "State change failed: (-2) Need access to UpToDate data: this node is Primary and serves this data; demote it first"
+    )]
+    InvalidatePrimary,
+    /// As [`Refusal::InvalidatePrimary`], for `invalidate-remote` while the peer is
+    /// Primary.
+    #[error(
+        "State change failed: (-2) Need access to UpToDate data: the peer is Primary and serves this data; demote it first"
+    )]
+    InvalidateRemotePrimary,
 }
 
 impl Refusal {
@@ -48,6 +76,12 @@ impl Refusal {
             Refusal::DeviceInUse => -12,
             Refusal::InTransientState => -18,
             Refusal::DiskConfigured => 124,
+            Refusal::ResyncRunning => -8,
+            Refusal::NoVerifyAlg => -14,
+            Refusal::NeedConnection => -15,
+            Refusal::PauseIsSet => 134,
+            Refusal::PauseIsClear => 135,
+            Refusal::InvalidatePrimary | Refusal::InvalidateRemotePrimary => -2,
         }
     }
 
@@ -56,7 +90,7 @@ impl Refusal {
     pub fn exit_code(self) -> u8 {
         match self {
             Refusal::NoUpToDateDisk => 17,
-            Refusal::DiskConfigured => 10,
+            Refusal::DiskConfigured | Refusal::PauseIsSet | Refusal::PauseIsClear => 10,
             _ => 11,
         }
     }

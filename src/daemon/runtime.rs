@@ -471,6 +471,52 @@ impl Runtime {
         self.ok(Vec::new())
     }
 
+    /// `verify`, `invalidate`, `invalidate-remote`, `pause-sync`, `resume-sync`: checked
+    /// against the volume's state first (a refusal changes nothing), then handed to the
+    /// session.
+    fn sync_cmd(&mut self, volume: Option<u32>, cmd: crate::core::SyncCmd) -> Response {
+        use crate::core::SyncCmd;
+        let idx = match self.select(volume) {
+            Ok(i) => i,
+            Err(r) => return *r,
+        };
+        let verify_alg = self.view.net.get("verify-alg").is_some();
+        for &i in &idx {
+            let slot = &self.slots[i];
+            let Some(p) = &slot.peer else {
+                return Response::Failed {
+                    kind: FailKind::Config,
+                    message: format!(
+                        "resource {} has no peer or no disk attached",
+                        self.view.resource
+                    ),
+                };
+            };
+            let state = slot.core.state();
+            if let Err(refusal) =
+                crate::core::check_sync_cmd(cmd, &state, verify_alg, p.is_user_paused())
+            {
+                tracing::info!(minor = slot.view.minor, ?cmd, %refusal, "refused");
+                return Response::Refused {
+                    minor: slot.view.minor,
+                    refusal,
+                };
+            }
+        }
+        for &i in &idx {
+            if let Some(p) = &self.slots[i].peer {
+                p.admin(match cmd {
+                    SyncCmd::Verify => Admin::Verify,
+                    SyncCmd::Invalidate => Admin::Invalidate,
+                    SyncCmd::InvalidateRemote => Admin::InvalidateRemote,
+                    SyncCmd::PauseSync => Admin::PauseSync(true),
+                    SyncCmd::ResumeSync => Admin::PauseSync(false),
+                });
+            }
+        }
+        self.ok(Vec::new())
+    }
+
     fn ok(&self, lines: Vec<String>) -> Response {
         Response::Ok {
             status: self.status(),
@@ -494,6 +540,7 @@ impl Runtime {
                 self.send_to_peers(Admin::Connect { discard_my_data })
             }
             Request::Disconnect => self.send_to_peers(Admin::Disconnect),
+            Request::Sync { which, volume } => self.sync_cmd(volume, which),
         };
         (response, Next::Continue)
     }

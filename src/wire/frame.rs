@@ -16,8 +16,9 @@ pub const HEADER_LEN: usize = 16;
 
 /// Largest block of data one packet carries (DRBD's `DRBD_MAX_BIO_SIZE`, 1 MiB).
 pub const MAX_DATA: u32 = 1 << 20;
-/// Largest digest (integrity, checksum-based resync, online verify): 64 bytes, SHA-512's.
-pub const MAX_DIGEST: u32 = 64;
+/// Largest digest (integrity, checksum-based resync, online verify): 128 bytes, the
+/// per-block CRC32Cs of a 32-block (128 KiB) checksum or verify request.
+pub const MAX_DIGEST: u32 = 128;
 /// Largest payload of a packet that carries data ([`PacketType::carries_data`]): the data
 /// plus its fixed fields (24 bytes), the digest length byte and the largest digest.
 pub const MAX_DATA_PAYLOAD: u32 = MAX_DATA + 24 + 1 + MAX_DIGEST;

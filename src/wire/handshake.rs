@@ -264,6 +264,10 @@ pub struct ReportParams<'a> {
     pub two_primaries: bool,
     /// `data-integrity-alg` (empty: none): printable ASCII, at most [`MAX_ALG_NAME`] bytes.
     pub integrity_alg: &'a str,
+    /// `csums-alg` (empty: none), as [`ReportParams::integrity_alg`].
+    pub csums_alg: &'a str,
+    /// `verify-alg` (empty: none), as [`ReportParams::integrity_alg`].
+    pub verify_alg: &'a str,
 }
 
 impl ReportParams<'_> {
@@ -304,6 +308,8 @@ impl<'a> Codec<'a> for ReportParams<'a> {
         put_u32(out, self.flags);
         put_u32(out, u32::from(self.two_primaries));
         put_alg_name(out, self.integrity_alg);
+        put_alg_name(out, self.csums_alg);
+        put_alg_name(out, self.verify_alg);
     }
 
     fn read(r: &mut Reader<'a>) -> Result<Self, WireError> {
@@ -318,6 +324,8 @@ impl<'a> Codec<'a> for ReportParams<'a> {
             _ => return Err(WireError::InvalidValue("two_primaries")),
         };
         let integrity_alg = read_alg_name(r, "integrity_alg")?;
+        let csums_alg = read_alg_name(r, "csums_alg")?;
+        let verify_alg = read_alg_name(r, "verify_alg")?;
         Ok(ReportParams {
             protocol,
             after_sb_0p,
@@ -326,6 +334,8 @@ impl<'a> Codec<'a> for ReportParams<'a> {
             flags,
             two_primaries,
             integrity_alg,
+            csums_alg,
+            verify_alg,
         })
     }
 }
@@ -415,6 +425,8 @@ mod tests {
             flags: conn_flags::DISCARD_MY_DATA,
             two_primaries: false,
             integrity_alg: "crc32c",
+            csums_alg: "crc32c",
+            verify_alg: "",
         };
         assert!(p.discard_my_data());
         let bytes = p.to_vec();

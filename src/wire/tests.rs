@@ -105,6 +105,8 @@ fn build<'a>(kind: u8, p: &'a Parts, code: &'a [u8]) -> Packet<'a> {
             flags: n0 as u32,
             two_primaries: p.b,
             integrity_alg: &p.name,
+            csums_alg: "",
+            verify_alg: &p.name,
         }),
         6 => Packet::Sizes(Sizes {
             backing: n0,

@@ -6,6 +6,7 @@ pub mod drbdadm;
 pub mod nbd;
 pub mod pair;
 pub mod proxy;
+pub mod repl;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

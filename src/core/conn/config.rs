@@ -59,6 +59,10 @@ pub struct ConnConfig {
     pub two_primaries: bool,
     /// `data-integrity-alg` (empty: none).
     pub integrity_alg: String,
+    /// `csums-alg` (empty: none; urbd: crc32c).
+    pub csums_alg: String,
+    /// `verify-alg` (empty: none; urbd: crc32c).
+    pub verify_alg: String,
 }
 
 impl ConnConfig {
@@ -72,6 +76,8 @@ impl ConnConfig {
             policies: Policies::default(),
             two_primaries: false,
             integrity_alg: String::new(),
+            csums_alg: String::new(),
+            verify_alg: String::new(),
         }
     }
 }

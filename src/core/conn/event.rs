@@ -97,6 +97,10 @@ pub enum Setting {
     TwoPrimaries,
     /// `data-integrity-alg`.
     IntegrityAlg,
+    /// `csums-alg`.
+    CsumsAlg,
+    /// `verify-alg`.
+    VerifyAlg,
     /// Both sides were told `--discard-my-data`.
     DiscardMyData,
 }
@@ -110,6 +114,8 @@ impl Setting {
             Setting::AfterSb2p => "after-sb-2pri",
             Setting::TwoPrimaries => "allow-two-primaries",
             Setting::IntegrityAlg => "data-integrity-alg",
+            Setting::CsumsAlg => "csums-alg",
+            Setting::VerifyAlg => "verify-alg",
             Setting::DiscardMyData => "discard-my-data",
         }
     }

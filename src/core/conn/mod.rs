@@ -442,6 +442,8 @@ impl Connection {
             flags,
             two_primaries: c.two_primaries,
             integrity_alg: c.integrity_alg.clone(),
+            csums_alg: c.csums_alg.clone(),
+            verify_alg: c.verify_alg.clone(),
         };
         self.phase = Phase::Params;
         self.transmit(Transmit::ReportParams(p));
@@ -467,6 +469,10 @@ impl Connection {
             Some(Setting::TwoPrimaries)
         } else if p.integrity_alg != c.integrity_alg {
             Some(Setting::IntegrityAlg)
+        } else if p.csums_alg != c.csums_alg {
+            Some(Setting::CsumsAlg)
+        } else if p.verify_alg != c.verify_alg {
+            Some(Setting::VerifyAlg)
         } else if p.discard_my_data() && self.discard_my_data {
             Some(Setting::DiscardMyData)
         } else {

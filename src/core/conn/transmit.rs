@@ -22,6 +22,10 @@ pub struct OwnedReportParams {
     pub two_primaries: bool,
     /// See [`ReportParams::integrity_alg`].
     pub integrity_alg: String,
+    /// See [`ReportParams::csums_alg`].
+    pub csums_alg: String,
+    /// See [`ReportParams::verify_alg`].
+    pub verify_alg: String,
 }
 
 /// A packet to send, owned so that the connection keeps no borrow.
@@ -64,6 +68,8 @@ impl Transmit {
                 flags: p.flags,
                 two_primaries: p.two_primaries,
                 integrity_alg: &p.integrity_alg,
+                csums_alg: &p.csums_alg,
+                verify_alg: &p.verify_alg,
             }),
             Transmit::Sizes(s) => Packet::Sizes(*s),
             Transmit::Uuids(u) => Packet::Uuids(*u),

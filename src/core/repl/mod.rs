@@ -30,6 +30,7 @@
 mod al;
 mod apply;
 mod resync;
+mod verify;
 mod writes;
 
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub struct ReplConfig {
     pub max_rs_requests: usize,
     /// Bitmap bits (4 KiB blocks) one resync request covers at most.
     pub rs_max_bits: u64,
+    /// `csums-alg crc32c` (both sides): the SyncTarget sends the checksums of its blocks
+    /// and the SyncSource sends data only where they differ.
+    pub csums: bool,
 }
 
 impl Default for ReplConfig {
@@ -79,6 +83,7 @@ impl Default for ReplConfig {
             resync_rate_kib: 250,
             max_rs_requests: 32,
             rs_max_bits: 32,
+            csums: false,
         }
     }
 }
@@ -139,12 +144,16 @@ pub enum LocalIo {
         /// Write zeroes (else trim).
         zero: bool,
     },
-    /// Read for the peer (resync); the host keeps the buffer as [`Payload::Read`]`(id)`.
+    /// Read for the peer (resync, checksums, verify); the host keeps the buffer as
+    /// [`Payload::Read`]`(id)`.
     Read {
         /// Byte offset.
         offset: u64,
         /// Bytes.
         len: u32,
+        /// Before reporting the read done, the host hands its [`block_digests`] to
+        /// [`Replicator::handle_read_digest`] (the core compares them with the peer's).
+        digest: bool,
     },
     /// Flush the disk's volatile cache.
     Flush,
@@ -190,6 +199,30 @@ pub enum Outgoing {
     },
     /// RS_DATA_REQUEST.
     RsRequest(BlockRequest),
+    /// CSUM_RS_REQUEST: the [`block_digests`] of `payload` (a local read), not the data.
+    CsumRequest {
+        /// The local read whose digests go out.
+        payload: Payload,
+        /// First sector.
+        sector: u64,
+        /// The request's id.
+        block_id: u64,
+        /// Bytes.
+        len: u32,
+    },
+    /// OV_REQUEST (online verify).
+    OvRequest(BlockRequest),
+    /// OV_REPLY: the [`block_digests`] of `payload` (a local read).
+    OvReply {
+        /// The local read whose digests go out.
+        payload: Payload,
+        /// First sector.
+        sector: u64,
+        /// The requester's id.
+        block_id: u64,
+        /// Bytes.
+        len: u32,
+    },
     /// RS_DATA_REPLY with the data of local read `read`.
     RsReply {
         /// The buffer.
@@ -250,6 +283,17 @@ pub enum ReplAction {
         side: SyncSide,
         /// Blocks that failed.
         failed: u64,
+        /// Blocks found equal by their checksums (`csums-alg`), not transferred.
+        same_csum: u64,
+    },
+    /// The online verify ended on this side (both replicas compared, or the link went).
+    VerifyFinished {
+        /// `Source`: this node started it (VerifyS); `Target`: VerifyT.
+        side: SyncSide,
+        /// 4 KiB blocks found different (now marked out of sync).
+        found: u64,
+        /// Every block was compared (false: cut short by a disconnect).
+        complete: bool,
     },
 }
 
@@ -294,6 +338,9 @@ pub struct Replicator {
     writes: Writes,
     apply: Apply,
     resync: Resync,
+    verify: verify::Verify,
+    /// Digests of local reads made with `digest` (see [`Replicator::handle_read_digest`]).
+    digests: BTreeMap<u64, Vec<u8>>,
     /// The activity log's active set (application writes wait for their extents).
     al: Option<al::ActiveSet>,
     actions: VecDeque<ReplAction>,
@@ -314,6 +361,12 @@ enum Waiter {
     BarrierFlush,
     /// A resync read on the SyncSource.
     RsRead,
+    /// The SyncTarget's read for the checksums of a resync request (`csums-alg`).
+    CsumRead,
+    /// VerifyT: a read whose digests answer OV_REQUEST.
+    OvRead,
+    /// VerifyS: a read to compare with the peer's OV_REPLY.
+    OvCompare,
 }
 
 impl Replicator {
@@ -329,6 +382,8 @@ impl Replicator {
             writes: Writes::default(),
             apply: Apply::default(),
             resync: Resync::default(),
+            verify: verify::Verify::default(),
+            digests: BTreeMap::new(),
             al: None,
             actions: VecDeque::new(),
             local: BTreeMap::new(),
@@ -396,7 +451,10 @@ impl Replicator {
 
     /// When to call [`Replicator::handle_timeout`] (the resync's pacing), if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.resync.next_wakeup()
+        [self.resync.next_wakeup(), self.verify_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next action. Drain after every input.
@@ -427,6 +485,7 @@ impl Replicator {
         }
         self.complete_ready();
         self.resync.stop();
+        self.stop_verify();
         let released = self.apply.link_down();
         for key in released {
             self.push(ReplAction::Release(key));
@@ -463,6 +522,7 @@ impl Replicator {
     /// Resync pacing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.pump_resync(now);
+        self.pump_verify(now);
     }
 
     // ----- helpers shared by the parts ------------------------------------------------
@@ -538,7 +598,12 @@ impl Replicator {
             Waiter::Peer => self.on_peer_write_done(id, res),
             Waiter::BarrierFlush => self.on_barrier_flush_done(),
             Waiter::RsRead => self.on_rs_read_done(now, id, res),
+            Waiter::CsumRead => self.on_csum_read_done(id, res),
+            Waiter::OvRead => self.on_ov_read_done(id, res),
+            Waiter::OvCompare => self.on_ov_compare_done(id, res),
         }
+        self.digests.remove(&id);
+        self.pump_verify(now);
         self.pump_writes();
         self.pump_apply();
         self.pump_resync(now);
@@ -566,13 +631,39 @@ impl Replicator {
             Packet::RsDataRequest(r) => self.on_rs_request(r)?,
             Packet::RsWriteAck(a) => self.on_rs_write_ack(a)?,
             Packet::NegRsDReply(a) => self.on_neg_rs_reply(a)?,
-            Packet::RsIsInSync(a) => self.on_rs_write_ack(a)?,
+            Packet::RsIsInSync(a) => self.on_rs_is_in_sync(a)?,
+            Packet::CsumRsRequest(r) => self.on_csum_rs_request(r)?,
+            Packet::OvRequest(r) => self.on_ov_request(now, r)?,
+            Packet::OvReply(r) => self.on_ov_reply(r)?,
+            Packet::OvResult(a) => self.on_ov_result(a)?,
             other => return Err(ReplError::Unexpected(other.packet_type())),
         }
         self.pump_writes();
         self.pump_apply();
         self.pump_resync(now);
+        self.pump_verify(now);
         Ok(())
+    }
+
+    /// The [`block_digests`] of the local read `id` (one asked for with `digest`), handed
+    /// in before [`Replicator::handle_local_done`] for it.
+    pub fn handle_read_digest(&mut self, id: u64, digest: &[u8]) {
+        if self.local.contains_key(&id) {
+            self.digests.insert(id, digest.to_vec());
+        }
+    }
+}
+
+/// Bytes of digest per 4 KiB block in CSUM_RS_REQUEST and OV_REPLY.
+pub const DIGEST_PER_BLOCK: usize = 4;
+
+/// The digests the peer compares for `csums-alg` and online verify: the CRC32C
+/// (big-endian) of every 4 KiB block of `data`, concatenated, so a difference is found
+/// to the block, not to the request.
+pub fn block_digests(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for chunk in data.chunks(BM_BLOCK as usize) {
+        out.extend_from_slice(&crc32c::crc32c(chunk).to_be_bytes());
     }
 }
 
@@ -604,6 +695,9 @@ impl Outgoing {
             Outgoing::Ack { ty, .. } => *ty,
             Outgoing::RsRequest(_) => PacketType::RS_DATA_REQUEST,
             Outgoing::RsReply { .. } => PacketType::RS_DATA_REPLY,
+            Outgoing::CsumRequest { .. } => PacketType::CSUM_RS_REQUEST,
+            Outgoing::OvRequest(_) => PacketType::OV_REQUEST,
+            Outgoing::OvReply { .. } => PacketType::OV_REPLY,
         }
     }
 
@@ -611,7 +705,9 @@ impl Outgoing {
     pub fn payload(&self) -> Option<Payload> {
         match self {
             Outgoing::Data { payload, .. } => *payload,
-            Outgoing::RsReply { payload, .. } => Some(*payload),
+            Outgoing::RsReply { payload, .. }
+            | Outgoing::CsumRequest { payload, .. }
+            | Outgoing::OvReply { payload, .. } => Some(*payload),
             _ => None,
         }
     }
@@ -619,9 +715,11 @@ impl Outgoing {
     /// Appends the frame (volume `volume`) to `out`; `data` is the payload's bytes
     /// ([`Outgoing::payload`]), empty when there is none; `digest` is its
     /// `data-integrity-alg` digest (empty when none is configured; only DATA and
-    /// RS_DATA_REPLY carry it).
+    /// RS_DATA_REPLY carry it). For CSUM_RS_REQUEST and OV_REPLY, `data` is the local
+    /// read whose [`block_digests`] are sent.
     pub fn encode(&self, volume: u16, data: &[u8], digest: &[u8], out: &mut Vec<u8>) {
         let len_bytes;
+        let mut digests = Vec::new();
         let packet = match *self {
             Outgoing::Data {
                 payload,
@@ -656,9 +754,36 @@ impl Outgoing {
                 PacketType::NEG_ACK => Packet::NegAck(ack),
                 PacketType::RS_WRITE_ACK => Packet::RsWriteAck(ack),
                 PacketType::NEG_RS_DREPLY => Packet::NegRsDReply(ack),
+                PacketType::OV_RESULT => Packet::OvResult(ack),
                 _ => Packet::RsIsInSync(ack),
             },
             Outgoing::RsRequest(r) => Packet::RsDataRequest(r),
+            Outgoing::OvRequest(r) => Packet::OvRequest(r),
+            Outgoing::CsumRequest {
+                sector,
+                block_id,
+                len,
+                ..
+            }
+            | Outgoing::OvReply {
+                sector,
+                block_id,
+                len,
+                ..
+            } => {
+                block_digests(data, &mut digests);
+                let r = crate::wire::DigestRequest {
+                    sector,
+                    block_id,
+                    size: len,
+                    digest: &digests,
+                };
+                if matches!(self, Outgoing::CsumRequest { .. }) {
+                    Packet::CsumRsRequest(r)
+                } else {
+                    Packet::OvReply(r)
+                }
+            }
             Outgoing::RsReply {
                 sector, block_id, ..
             } => Packet::RsDataReply(Data {

@@ -56,16 +56,27 @@ pub(super) struct Resync {
     pending: VecDeque<BlockRequest>,
     /// Source: reads in flight, local id -> request.
     reads: BTreeMap<u64, BlockRequest>,
+    /// Source: the target's checksums of pending requests (`csums-alg`), by block_id.
+    expected: BTreeMap<u64, Vec<u8>>,
+    /// Target: checksum reads in flight, local id -> block_id.
+    csum_reads: BTreeMap<u64, u64>,
+    /// Blocks found equal by their checksums.
+    same_csum: u64,
+    /// Paused by `pause-sync` on either node (PausedSyncS/PausedSyncT): the target sends
+    /// no new requests.
+    paused: bool,
 }
 
 impl Resync {
     pub(super) fn start(&mut self, now: Instant, side: SyncSide, bits: u64) {
+        let paused = self.paused;
         *self = Resync {
             side: Some(side),
             started: Some(now),
             total_bits: bits,
             left_bits: bits,
             next_send: Some(now),
+            paused,
             ..Resync::default()
         };
         self.marks.push_back((now, bits));
@@ -73,8 +84,10 @@ impl Resync {
 
     pub(super) fn stop(&mut self) {
         let reads = std::mem::take(&mut self.reads);
+        let csum_reads = std::mem::take(&mut self.csum_reads);
         *self = Resync {
             reads,
+            csum_reads,
             ..Resync::default()
         };
     }
@@ -102,9 +115,14 @@ impl Resync {
 
     pub(super) fn next_wakeup(&self) -> Option<Instant> {
         match self.side {
-            Some(SyncSide::Target) => self.next_send,
+            Some(SyncSide::Target) if !self.paused => self.next_send,
             _ => None,
         }
+    }
+
+    /// Is a resync running on this side?
+    pub(super) fn is_running(&self) -> bool {
+        self.side.is_some()
     }
 
     /// Source: does a resync read (in flight) overlap this range?
@@ -158,7 +176,7 @@ impl Replicator {
     fn pump_target(&mut self, now: Instant) {
         let bits = self.bitmap.bits();
         let rate = self.config.resync_rate_kib;
-        while self.resync.requests.len() < self.config.max_rs_requests {
+        while !self.resync.paused && self.resync.requests.len() < self.config.max_rs_requests {
             let next = self.resync.next_send.unwrap_or(now);
             if next > now {
                 break;
@@ -185,15 +203,31 @@ impl Replicator {
             let block_id = self.id();
             self.resync.requests.insert(block_id, (first, n));
             let size = (n * BM_BLOCK) as u32;
-            self.send(Outgoing::RsRequest(BlockRequest {
-                sector: first * SECT_PER_BIT,
-                block_id,
-                size,
-            }));
+            if self.config.csums {
+                // Read the blocks first: their checksums go instead of a plain request.
+                let id = self.local_io(
+                    Waiter::CsumRead,
+                    LocalIo::Read {
+                        offset: first * BM_BLOCK,
+                        len: size,
+                        digest: false,
+                    },
+                );
+                self.resync.csum_reads.insert(id, block_id);
+            } else {
+                self.send(Outgoing::RsRequest(BlockRequest {
+                    sector: first * SECT_PER_BIT,
+                    block_id,
+                    size,
+                }));
+            }
             let floor = now.checked_sub(MAX_BURST).unwrap_or(now);
             self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
         }
-        if self.resync.cursor >= bits && self.resync.requests.is_empty() && !self.apply.rs_pending()
+        if self.resync.cursor >= bits
+            && self.resync.requests.is_empty()
+            && self.resync.csum_reads.is_empty()
+            && !self.apply.rs_pending()
         {
             self.finish(SyncSide::Target);
         }
@@ -208,11 +242,13 @@ impl Replicator {
                 break;
             }
             self.resync.pending.pop_front();
+            let digest = self.resync.expected.contains_key(&r.block_id);
             let id = self.local_io(
                 Waiter::RsRead,
                 LocalIo::Read {
                     offset: r.sector * 512,
                     len: r.size,
+                    digest,
                 },
             );
             self.resync.reads.insert(id, r);
@@ -227,8 +263,106 @@ impl Replicator {
 
     fn finish(&mut self, side: SyncSide) {
         let failed = self.resync.failed_bits;
+        let same_csum = self.resync.same_csum;
         self.resync.stop();
-        self.push(ReplAction::SyncFinished { side, failed });
+        self.push(ReplAction::SyncFinished {
+            side,
+            failed,
+            same_csum,
+        });
+    }
+
+    /// `pause-sync` / `resume-sync` on either node (DRBD's user_isp / peer_isp): while
+    /// paused, the SyncTarget sends no new requests; what is in flight finishes.
+    pub fn set_sync_paused(&mut self, now: Instant, paused: bool) {
+        if self.resync.paused == paused {
+            return;
+        }
+        self.resync.paused = paused;
+        if !paused {
+            self.resync.next_send = Some(now);
+            self.pump_resync(now);
+        }
+    }
+
+    /// Is the resync paused?
+    pub fn is_sync_paused(&self) -> bool {
+        self.resync.paused
+    }
+
+    /// Is a resync running on this side?
+    pub fn is_syncing(&self) -> bool {
+        self.resync.is_running()
+    }
+
+    /// Target (`csums-alg`): the blocks of a request were read; their checksums go to the
+    /// source (or, if the read failed, a plain request).
+    pub(super) fn on_csum_read_done(&mut self, id: u64, res: Result<(), Errno>) {
+        let Some(block_id) = self.resync.csum_reads.remove(&id) else {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        };
+        let Some(&(first, n)) = self.resync.requests.get(&block_id) else {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        };
+        if !self.is_linked() {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        }
+        let sector = first * SECT_PER_BIT;
+        let size = (n * BM_BLOCK) as u32;
+        if res.is_ok() {
+            // The host encodes the read's digests and drops the buffer.
+            self.send(Outgoing::CsumRequest {
+                payload: Payload::Read(id),
+                sector,
+                block_id,
+                len: size,
+            });
+        } else {
+            self.push(ReplAction::Release(Payload::Read(id)));
+            self.send(Outgoing::RsRequest(BlockRequest {
+                sector,
+                block_id,
+                size,
+            }));
+        }
+    }
+
+    /// Source: CSUM_RS_REQUEST, a resync request with the target's checksums.
+    pub(super) fn on_csum_rs_request(
+        &mut self,
+        r: &crate::wire::DigestRequest<'_>,
+    ) -> Result<(), ReplError> {
+        self.check_range("CSUM_RS_REQUEST", r.sector, r.size)?;
+        let blocks = u64::from(r.size).div_ceil(BM_BLOCK) as usize;
+        if self.resync.side != Some(SyncSide::Source)
+            || r.size == 0
+            || r.digest.len() != blocks * super::DIGEST_PER_BLOCK
+        {
+            return Err(ReplError::Unexpected(PacketType::CSUM_RS_REQUEST));
+        }
+        self.resync.expected.insert(r.block_id, r.digest.to_vec());
+        self.resync.pending.push_back(BlockRequest {
+            sector: r.sector,
+            block_id: r.block_id,
+            size: r.size,
+        });
+        Ok(())
+    }
+
+    /// Target: RS_IS_IN_SYNC, the source found the request's blocks equal (`csums-alg`);
+    /// on the source it is not expected.
+    pub(super) fn on_rs_is_in_sync(&mut self, a: &BlockAck) -> Result<(), ReplError> {
+        self.check_range("RS_IS_IN_SYNC", a.sector, a.size)?;
+        if self.resync.side != Some(SyncSide::Target) || !self.resync.take_request(a.block_id) {
+            return Err(ReplError::UnknownAck(PacketType::RS_IS_IN_SYNC));
+        }
+        let n = self.clear_oos(a.sector * 512, u64::from(a.size));
+        self.resync.target_done(n, 0);
+        self.resync.same_csum += n;
+        Ok(())
     }
 
     pub(super) fn on_rs_request(&mut self, r: &BlockRequest) -> Result<(), ReplError> {
@@ -247,6 +381,26 @@ impl Replicator {
         };
         if !self.is_linked() {
             self.push(ReplAction::Release(Payload::Read(id)));
+            return;
+        }
+        if let Some(expected) = self.resync.expected.remove(&r.block_id)
+            && res.is_ok()
+            && self.digests.get(&id) == Some(&expected)
+        {
+            // Equal checksums: no data goes; both sides clear the blocks.
+            self.push(ReplAction::Release(Payload::Read(id)));
+            self.send(Outgoing::Ack {
+                ty: PacketType::RS_IS_IN_SYNC,
+                ack: BlockAck {
+                    sector: r.sector,
+                    block_id: r.block_id,
+                    size: r.size,
+                    seq: 0,
+                },
+            });
+            let n = self.clear_oos(r.sector * 512, u64::from(r.size));
+            self.resync.left_bits = self.resync.left_bits.saturating_sub(n);
+            self.resync.same_csum += n;
             return;
         }
         match res {
@@ -288,6 +442,9 @@ impl Replicator {
     /// the target could not write it. The block stays out of sync either way.
     pub(super) fn on_neg_rs_reply(&mut self, a: &BlockAck) -> Result<(), ReplError> {
         self.check_range("NEG_RS_DREPLY", a.sector, a.size)?;
+        if self.on_ov_neg_reply(a) {
+            return Ok(());
+        }
         let bits = u64::from(a.size).div_ceil(BM_BLOCK);
         match self.resync.side {
             Some(SyncSide::Target) => {

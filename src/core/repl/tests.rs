@@ -22,6 +22,12 @@ struct Node {
     /// Local I/O submitted, not done yet (the test decides when it completes).
     pending_io: VecDeque<(u64, LocalIo)>,
     finished: Vec<(SyncSide, u64)>,
+    /// Blocks found equal by checksums, per finished resync.
+    same_csum: Vec<u64>,
+    /// Finished online verifies: (side, blocks found, complete).
+    verified: Vec<(SyncSide, u64, bool)>,
+    /// Bytes of data payload sent (DATA and RS_DATA_REPLY).
+    data_sent: u64,
     next_key: u64,
     /// Activity-log transactions asked for: (extents added, extents evicted).
     al_written: Vec<(Vec<u32>, Vec<u32>)>,
@@ -40,6 +46,9 @@ impl Node {
             completed: Vec::new(),
             pending_io: VecDeque::new(),
             finished: Vec::new(),
+            same_csum: Vec::new(),
+            verified: Vec::new(),
+            data_sent: 0,
             next_key: 1,
             al_written: Vec::new(),
             hold_al: false,
@@ -62,6 +71,9 @@ impl Node {
                     if let Some(p @ Payload::Read(_)) = o.payload() {
                         self.bufs.remove(&p);
                     }
+                    if matches!(o, Outgoing::Data { .. } | Outgoing::RsReply { .. }) {
+                        self.data_sent += data.len() as u64;
+                    }
                     let mut f = Vec::new();
                     o.encode(0, &data, &[], &mut f);
                     out.push_back(f);
@@ -70,7 +82,19 @@ impl Node {
                 ReplAction::Release(p) => {
                     self.bufs.remove(&p);
                 }
-                ReplAction::SyncFinished { side, failed } => self.finished.push((side, failed)),
+                ReplAction::SyncFinished {
+                    side,
+                    failed,
+                    same_csum,
+                } => {
+                    self.finished.push((side, failed));
+                    self.same_csum.push(same_csum);
+                }
+                ReplAction::VerifyFinished {
+                    side,
+                    found,
+                    complete,
+                } => self.verified.push((side, found, complete)),
                 ReplAction::WriteAl { tr, evicted } => {
                     self.al_written
                         .push((tr.updates().map(|u| u.extent).collect(), evicted));
@@ -110,8 +134,17 @@ impl Node {
             LocalIo::Discard { offset, len, .. } => {
                 self.disk[offset as usize..(offset + u64::from(len)) as usize].fill(0)
             }
-            LocalIo::Read { offset, len } => {
+            LocalIo::Read {
+                offset,
+                len,
+                digest,
+            } => {
                 let data = self.disk[offset as usize..(offset + u64::from(len)) as usize].to_vec();
+                if digest {
+                    let mut d = Vec::new();
+                    block_digests(&data, &mut d);
+                    self.r.handle_read_digest(id, &d);
+                }
                 self.bufs.insert(Payload::Read(id), data);
             }
             LocalIo::Flush => self.flushes += 1,
@@ -318,7 +351,10 @@ fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     p.a.receive(p.now, &ack);
     p.drain();
     assert!(p.a.done(1));
-    let barrier = p.a_to_b.pop_front().expect("BARRIER right after the completion");
+    let barrier = p
+        .a_to_b
+        .pop_front()
+        .expect("BARRIER right after the completion");
     let (f, _) = Frame::decode(&barrier).unwrap().unwrap();
     assert_eq!(f.packet, Packet::Barrier(crate::wire::Barrier { epoch: 0 }));
     p.b.receive(p.now, &barrier);
@@ -327,7 +363,9 @@ fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     // The next write opens epoch 1: no barrier in front of it.
     p.a.write(2, 4096, block(2, 4096));
     p.drain();
-    let (f, _) = Frame::decode(p.a_to_b.front().expect("DATA")).unwrap().unwrap();
+    let (f, _) = Frame::decode(p.a_to_b.front().expect("DATA"))
+        .unwrap()
+        .unwrap();
     assert!(matches!(f.packet, Packet::Data(_)), "{:?}", f.packet);
     p.settle();
     assert!(p.a.done(2));
@@ -347,7 +385,10 @@ fn flush_waits_for_the_peers_barrier_ack() {
     p.drain();
     assert!(p.a.complete_one(p.now), "local flush");
     p.drain();
-    assert!(!p.a.done(7), "the peer has not answered the flush's barrier yet");
+    assert!(
+        !p.a.done(7),
+        "the peer has not answered the flush's barrier yet"
+    );
     p.settle();
     assert!(p.a.done(7));
     assert_eq!(p.a.flushes, 1);
@@ -677,4 +718,124 @@ fn only_a_completion_from_the_open_epoch_closes_it() {
         ],
         "writes 3 and 4 share epoch 1"
     );
+}
+
+// ----- checksum-based resync, online verify, pause (issue 6) ------------------------------
+
+fn csums() -> ReplConfig {
+    ReplConfig {
+        resync_rate_kib: 1_000_000,
+        csums: true,
+        ..ReplConfig::default()
+    }
+}
+
+#[test]
+fn csums_resync_of_identical_disks_sends_no_data() {
+    let mut p = Pair::new(csums());
+    p.b.disk = p.a.disk.clone();
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    assert_eq!(p.a.data_sent, 0, "every block had equal checksums");
+    let blocks = SIZE / BM_BLOCK;
+    assert_eq!(p.a.same_csum, vec![blocks]);
+    assert_eq!(p.b.same_csum, vec![blocks]);
+    assert_eq!(p.a.r.bitmap().count() + p.b.r.bitmap().count(), 0);
+}
+
+#[test]
+fn csums_resync_sends_only_the_requests_that_differ() {
+    let mut p = Pair::new(csums());
+    p.b.disk = p.a.disk.clone();
+    // Two blocks differ, in two different 128 KiB requests.
+    p.b.disk[5 * 4096] ^= 1;
+    p.b.disk[700 * 4096 + 17] ^= 0x80;
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert!(p.a.disk == p.b.disk, "replicas differ after the resync");
+    assert_eq!(p.a.data_sent, 2 * 32 * 4096, "two 128 KiB replies");
+    assert_eq!(p.b.same_csum, vec![SIZE / BM_BLOCK - 64]);
+}
+
+#[test]
+fn verify_marks_exactly_the_blocks_that_differ_on_both_sides() {
+    let mut p = Pair::new(ReplConfig {
+        resync_rate_kib: 1_000_000,
+        ..ReplConfig::default()
+    });
+    p.b.disk = p.a.disk.clone();
+    for block in [3u64, 4, 300, 1023] {
+        p.b.disk[(block * 4096) as usize + 100] ^= 0xFF;
+    }
+    p.a.r.start_verify(p.now);
+    assert_eq!(p.a.r.verify_side(), Some(SyncSide::Source));
+    p.settle();
+    assert_eq!(p.a.verified, vec![(SyncSide::Source, 4, true)]);
+    assert_eq!(p.b.verified, vec![(SyncSide::Target, 4, true)]);
+    for block in [3u64, 4, 300, 1023] {
+        assert!(p.a.r.bitmap().is_set(block), "source marks block {block}");
+        assert!(p.b.r.bitmap().is_set(block), "target marks block {block}");
+    }
+    assert_eq!(p.a.r.bitmap().count(), 4, "only the differing blocks");
+    assert_eq!(p.b.r.bitmap().count(), 4);
+    assert_eq!(p.a.r.verify_side(), None);
+    assert_eq!(p.a.data_sent, 0, "verify moves digests, not data");
+    // Nothing was repaired: the next resync (here: started by hand) moves the 4 blocks.
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert!(p.a.disk == p.b.disk);
+    assert_eq!(p.a.data_sent, 4 * 4096);
+}
+
+#[test]
+fn verify_of_identical_disks_finds_nothing_and_a_lost_link_ends_it() {
+    let cfg = ReplConfig {
+        resync_rate_kib: 1_000_000,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.b.disk = p.a.disk.clone();
+    p.a.r.start_verify(p.now);
+    p.settle();
+    assert_eq!(p.a.verified, vec![(SyncSide::Source, 0, true)]);
+    assert_eq!(p.b.verified, vec![(SyncSide::Target, 0, true)]);
+    assert_eq!(p.a.r.bitmap().count() + p.b.r.bitmap().count(), 0);
+
+    let mut p = Pair::new(cfg);
+    p.a.r.start_verify(p.now);
+    p.drain();
+    p.a.r.handle_link_down();
+    p.drain();
+    assert_eq!(p.a.verified, vec![(SyncSide::Source, 0, false)]);
+    assert_eq!(p.a.r.verify_side(), None);
+}
+
+#[test]
+fn a_paused_resync_sends_no_requests_until_resumed() {
+    let mut p = Pair::new(ReplConfig {
+        resync_rate_kib: 1_000_000,
+        ..ReplConfig::default()
+    });
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.b.r.set_sync_paused(p.now, true);
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert!(p.b.r.is_sync_paused());
+    assert_eq!(p.b.r.bitmap().count(), SIZE / BM_BLOCK, "nothing moved");
+    assert!(p.b.finished.is_empty());
+    p.b.r.set_sync_paused(p.now, false);
+    p.settle();
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    assert!(p.a.disk == p.b.disk);
 }

@@ -46,6 +46,15 @@ fn policy(view: &NodeView, name: &str) -> AfterSb {
     }
 }
 
+/// A digest option of the net section: unset, or crc32c (the one algorithm urbd has).
+fn crc32c_only(view: &NodeView, name: &str) -> Result<String, String> {
+    match view.net.get(name) {
+        None => Ok(String::new()),
+        Some(a) if a.eq_ignore_ascii_case("crc32c") => Ok("crc32c".to_owned()),
+        Some(a) => Err(format!("{name} {a} is not supported by urbd; use crc32c")),
+    }
+}
+
 /// The session's configuration for `volume`, or `None` when the resource has no peer.
 pub fn session_config(
     view: &NodeView,
@@ -93,15 +102,9 @@ pub fn session_config(
         rr_conflict: policy(view, "rr-conflict"),
     };
     conn.two_primaries = view.net.get_bool("allow-two-primaries").unwrap_or(false);
-    conn.integrity_alg = match view.net.get("data-integrity-alg") {
-        None => String::new(),
-        Some(a) if a.eq_ignore_ascii_case("crc32c") => "crc32c".to_owned(),
-        Some(a) => {
-            return Err(format!(
-                "data-integrity-alg {a} is not supported by urbd; use crc32c"
-            ));
-        }
-    };
+    conn.integrity_alg = crc32c_only(view, "data-integrity-alg")?;
+    conn.csums_alg = crc32c_only(view, "csums-alg")?;
+    conn.verify_alg = crc32c_only(view, "verify-alg")?;
     let rate = match volume.disk_opts.get_scaled("resync-rate") {
         None => 250,
         Some(Ok(v)) => v.max(1),
@@ -111,6 +114,7 @@ pub fn session_config(
         protocol,
         flush_at_barrier: volume.disk_opts.get("disk-flushes") != Some("no"),
         resync_rate_kib: rate,
+        csums: !conn.csums_alg.is_empty(),
         ..ReplConfig::default()
     };
     let mut disk = BackendSpec::new(&volume.disk);

@@ -99,6 +99,15 @@ pub enum Admin {
     Disconnect,
     /// The local disk changed (role, disk state, UUIDs).
     Local(LocalDisk),
+    /// `verify`: start an online verify from this node (the event loop checked that the
+    /// resource is Connected with nothing running).
+    Verify,
+    /// `invalidate`: become SyncTarget of a full sync.
+    Invalidate,
+    /// `invalidate-remote`: become SyncSource of a full sync.
+    InvalidateRemote,
+    /// `pause-sync` (true) / `resume-sync` (false).
+    PauseSync(bool),
 }
 
 /// Everything the session reacts to.
@@ -170,6 +179,14 @@ pub struct PeerStatus {
     pub al_writes: u64,
     /// Bitmap write-backs (`bm:`).
     pub bm_writes: u64,
+    /// KiB a checksum-based resync (`csums-alg`) found equal and did not transfer.
+    pub same_csum_kib: u64,
+    /// 4 KiB blocks the last online verify found different.
+    pub verify_found_blocks: u64,
+    /// `pause-sync` here (proc's `u` flag).
+    pub user_paused: bool,
+    /// `pause-sync` on the peer (proc's `p` flag).
+    pub peer_paused: bool,
 }
 
 /// The running session of one volume.
@@ -178,6 +195,7 @@ pub struct PeerHandle {
     status: Arc<Mutex<PeerStatus>>,
     completions: Arc<Completions>,
     local_only: Arc<AtomicBool>,
+    user_paused: AtomicBool,
     thread: Option<JoinHandle<Bitmap>>,
 }
 
@@ -215,13 +233,22 @@ impl PeerHandle {
             status,
             completions,
             local_only: Arc::new(AtomicBool::new(false)),
+            user_paused: AtomicBool::new(false),
             thread: Some(thread),
         })
     }
 
     /// Sends an operator's request (answered through the state the event loop sees).
     pub fn admin(&self, a: Admin) {
+        if let Admin::PauseSync(on) = a {
+            self.user_paused.store(on, Ordering::Release);
+        }
         let _ = self.tx.send(Input::Admin(a));
+    }
+
+    /// `pause-sync` is in force on this node.
+    pub fn is_user_paused(&self) -> bool {
+        self.user_paused.load(Ordering::Acquire)
     }
 
     /// Hands the session the answer to one of its calls.

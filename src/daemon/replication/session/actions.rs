@@ -89,7 +89,46 @@ impl Session {
                 Payload::App(_) => {}
             },
             ReplAction::WriteAl { tr, evicted } => self.write_al(&tr, &evicted),
-            ReplAction::SyncFinished { side, failed } => {
+            ReplAction::VerifyFinished {
+                side,
+                found,
+                complete,
+            } => {
+                // What verify marked reaches the meta-disk (the next resync moves it).
+                self.write_bitmap();
+                let secs = self
+                    .verify_started
+                    .take()
+                    .map_or(0, |t| t.elapsed().as_secs());
+                if complete {
+                    tracing::info!(resource = %self.cfg.resource, side = ?side,
+                        "Online verify done (total {secs} sec; paused 0 sec)");
+                } else {
+                    tracing::warn!(resource = %self.cfg.resource, side = ?side,
+                        "Online verify stopped early (connection lost)");
+                }
+                if found > 0 {
+                    tracing::warn!(resource = %self.cfg.resource, side = ?side,
+                        "Online verify found {found} 4k block out of sync! (disconnect and connect to resync them)");
+                } else if complete {
+                    tracing::info!(resource = %self.cfg.resource, "Online verify found 0 4k block out of sync");
+                }
+                self.verify_found = found;
+                self.report();
+            }
+            ReplAction::SyncFinished {
+                side,
+                failed,
+                same_csum,
+            } => {
+                if self.cfg.repl.csums {
+                    let total = self.last_progress.map_or(0, |p| p.total_kib / 4);
+                    let ratio = (same_csum * 100).checked_div(total).unwrap_or(0);
+                    tracing::info!(resource = %self.cfg.resource,
+                        "{ratio} % had equal checksums, eliminated: {}K; transferred {}K total {}K",
+                        same_csum * 4, total.saturating_sub(same_csum) * 4, total * 4);
+                }
+                self.same_csum_blocks += same_csum;
                 // The cleared bits reach the meta-disk (a crash later must not redo it).
                 self.write_bitmap();
                 self.finishing = self.last_progress.map(|p| crate::core::repl::SyncProgress {
@@ -197,10 +236,14 @@ impl Session {
                     }
                 },
             ),
-            LocalIo::Read { offset, len } => {
+            LocalIo::Read {
+                offset,
+                len,
+                digest,
+            } => {
                 self.disk_read += u64::from(len);
                 (
-                    Job::Read,
+                    Job::Read { digest },
                     Op::Read {
                         offset,
                         buf: AlignedBuf::zeroed(len as usize),

@@ -84,7 +84,26 @@ impl Session {
         let was = self.peer_disk;
         self.peer_role = role;
         self.peer_disk = disk;
+        // The peer's pause-sync (its user_isp is our peer_isp).
+        let peer_paused = s.flags & wire::state_flags::USER_ISP != 0;
+        if peer_paused != self.peer_paused {
+            self.peer_paused = peer_paused;
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                "the peer {} the resync", if peer_paused { "paused" } else { "resumed" });
+            self.repl
+                .set_sync_paused(Instant::now(), self.user_paused || self.peer_paused);
+        }
         self.report();
+        // The peer's invalidate-remote: it is about to be SyncSource of a full sync.
+        if self.phase == Phase::Idle
+            && self.cstate() == ConnState::Connected
+            && s.conn == ConnState::StartingSyncS as u8
+        {
+            tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                "the peer invalidated our disk (invalidate-remote): full resync from it");
+            self.begin_resync(SyncSide::Target, true);
+            return;
+        }
         // DRBD's receive_state: connected, our disk Inconsistent, and the peer's has just
         // become UpToDate (a forced promotion there): resync from it, every block.
         if self.phase == Phase::Idle

@@ -82,8 +82,9 @@ enum Phase {
 enum Job {
     /// The application's request `tag`: keep its buffer until the completion.
     App(u64),
-    /// A resync read: keep the buffer as the payload.
-    Read,
+    /// A read for the peer: keep the buffer as the payload (`digest`: hand the core its
+    /// block digests first).
+    Read { digest: bool },
     /// Anything else.
     Other,
 }
@@ -157,6 +158,15 @@ pub(super) struct Session {
     /// Replicated writes waiting for the peer's ack, by block id, with when they were sent
     /// (`timeout` x `ko-count`).
     peer_waits: std::collections::BTreeMap<u64, Instant>,
+    /// `pause-sync` here (user_isp) and on the peer (peer_isp).
+    user_paused: bool,
+    peer_paused: bool,
+    /// When the online verify started here (VerifyS), for its summary line.
+    verify_started: Option<Instant>,
+    /// Counters of checksum-based resync (`csums-alg`): blocks found equal.
+    same_csum_blocks: u64,
+    /// Blocks the last online verify found different.
+    verify_found: u64,
 }
 
 impl Session {
@@ -230,6 +240,11 @@ impl Session {
             disk_written: 0,
             disk_read: 0,
             peer_waits: std::collections::BTreeMap::new(),
+            user_paused: false,
+            peer_paused: false,
+            verify_started: None,
+            same_csum_blocks: 0,
+            verify_found: 0,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -328,8 +343,14 @@ impl Session {
                     self.app_bufs.insert(tag, b);
                 }
             }
-            Some(Job::Read) => {
+            Some(Job::Read { digest }) => {
                 if let Some(b) = buf {
+                    if digest && res.is_ok() {
+                        let mut d = std::mem::take(&mut self.scratch);
+                        crate::core::repl::block_digests(b.as_slice(), &mut d);
+                        self.repl.handle_read_digest(id, &d);
+                        self.scratch = d;
+                    }
                     self.read_bufs.insert(id, b);
                 }
             }
@@ -431,6 +452,10 @@ impl Session {
                 self.stop_connector();
             }
             Admin::Local(local) => self.on_local(local),
+            Admin::Verify => self.start_verify(now),
+            Admin::Invalidate => self.start_full_sync(SyncSide::Target),
+            Admin::InvalidateRemote => self.start_full_sync(SyncSide::Source),
+            Admin::PauseSync(on) => self.set_user_paused(now, on),
         }
     }
 
@@ -464,13 +489,22 @@ impl Session {
     }
 
     fn send_state(&mut self, local: LocalDisk) {
+        let cs = self.cstate();
+        self.send_state_as(local, cs);
+    }
+
+    fn send_state_as(&mut self, local: LocalDisk, conn: ConnState) {
         let st = wire::State {
             role: local.role as u8,
             peer: self.peer_role as u8,
-            conn: self.cstate() as u8,
+            conn: conn as u8,
             disk: local.disk as u8,
             pdsk: self.peer_disk as u8,
-            flags: 0,
+            flags: if self.user_paused {
+                wire::state_flags::USER_ISP
+            } else {
+                0
+            },
         };
         self.last_state_sent = Some((local.role, local.disk));
         self.send_packet(Socket::Data, Packet::State(st));
@@ -524,10 +558,67 @@ impl Session {
     // ----- the link -------------------------------------------------------------------
 
     fn cstate(&self) -> ConnState {
-        match (self.cs_override, self.conn.state()) {
-            (Some(o), s) if s >= ConnState::Connected => o,
-            (_, s) => s,
+        let s = self.conn.state();
+        if s < ConnState::Connected {
+            return s;
         }
+        match (self.repl.verify_side(), self.cs_override) {
+            (Some(SyncSide::Source), _) => ConnState::VerifyS,
+            (Some(SyncSide::Target), _) => ConnState::VerifyT,
+            (None, Some(ConnState::SyncSource)) if self.repl.is_sync_paused() => {
+                ConnState::PausedSyncS
+            }
+            (None, Some(ConnState::SyncTarget)) if self.repl.is_sync_paused() => {
+                ConnState::PausedSyncT
+            }
+            (None, Some(o)) => o,
+            (None, None) => s,
+        }
+    }
+
+    /// `verify`: VerifyS from here.
+    fn start_verify(&mut self, now: Instant) {
+        if self.cstate() != ConnState::Connected || self.phase != Phase::Idle {
+            tracing::warn!(resource = %self.cfg.resource, cstate = ?self.cstate(), "verify not started: not Connected and idle");
+            return;
+        }
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "Starting Online Verify from sector 0");
+        self.verify_started = Some(now);
+        self.repl.start_verify(now);
+        self.report();
+    }
+
+    /// `invalidate` (this node becomes SyncTarget) or `invalidate-remote` (SyncSource) of
+    /// a full sync. The peer learns it from our STATE (StartingSyncS/T) and its bitmap
+    /// exchange follows.
+    fn start_full_sync(&mut self, side: SyncSide) {
+        if self.cstate() != ConnState::Connected || self.phase != Phase::Idle {
+            tracing::warn!(resource = %self.cfg.resource, cstate = ?self.cstate(), "full sync not started: not Connected and idle");
+            return;
+        }
+        let (local, starting) = match side {
+            SyncSide::Target => (*self.conn.local(), ConnState::StartingSyncT),
+            SyncSide::Source => (*self.conn.local(), ConnState::StartingSyncS),
+        };
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "{}: full sync as {}",
+            if side == SyncSide::Target { "invalidate" } else { "invalidate-remote" },
+            if side == SyncSide::Target { "SyncTarget" } else { "SyncSource" });
+        self.send_state_as(local, starting);
+        self.begin_resync(side, true);
+        self.report();
+    }
+
+    /// `pause-sync` / `resume-sync` here (DRBD's user_isp); the peer learns it from the
+    /// STATE flags (its peer_isp).
+    fn set_user_paused(&mut self, now: Instant, on: bool) {
+        self.user_paused = on;
+        self.repl
+            .set_sync_paused(now, self.user_paused || self.peer_paused);
+        if self.linked_and_decided() {
+            let local = *self.conn.local();
+            self.send_state(local);
+        }
+        self.report();
     }
 
     /// Tells the event loop the connection's state if it changed.
@@ -584,7 +675,10 @@ impl Session {
     }
 
     fn publish(&mut self, now: Instant) {
-        let progress = self.repl.sync_progress(now);
+        let progress = self
+            .repl
+            .sync_progress(now)
+            .or_else(|| self.repl.verify_progress(now));
         if progress.is_some() {
             self.last_progress = progress;
         }
@@ -598,6 +692,10 @@ impl Session {
             disk_read_kib: self.disk_read / 1024,
             al_writes: self.al_writes,
             bm_writes: self.bm_writes,
+            same_csum_kib: self.same_csum_blocks * 4,
+            verify_found_blocks: self.verify_found,
+            user_paused: self.user_paused,
+            peer_paused: self.peer_paused,
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
