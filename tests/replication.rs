@@ -8,10 +8,8 @@
 mod util;
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use urbd::nbd::Client;
 use util::have_tool;
 use util::pair::*;
 use util::repl::*;
