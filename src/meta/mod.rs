@@ -231,10 +231,11 @@ impl Metadata {
     ///   "initialized" blocks is left as it is);
     /// - set `MDF_AL_CLEAN` and the clean magic.
     ///
-    /// One deliberate difference: drbdmeta skips an extent whose bitmap bytes end exactly
-    /// at the end of the bitmap (`on_disk_word32_pos_e >= bm_bytes`, an off-by-one), so on a
-    /// device whose size is a multiple of 128 MiB it never marks the last 4 MiB. We mark
-    /// it: an extent in the log may differ from the peer, wherever it is.
+    /// Extents are marked as drbd-utils 9.22's `apply_al` marks them: 128 bitmap bytes
+    /// each, clipped to the bitmap (of the last agreed size, rounded up to 4 KiB), extents
+    /// past it skipped. (drbd-utils 9.33 rewrote that loop and also skips an extent whose
+    /// bytes end exactly at the end of the bitmap, an off-by-one that leaves the last
+    /// 4 MiB of a device sized in multiples of 128 MiB in sync; we mark it.)
     pub fn apply_al_report(&mut self) -> Result<AppliedAl, MetaError> {
         let was_primary = self.superblock.flags.is_primary();
         let replay = self.replay_al();
