@@ -660,3 +660,84 @@ fn an_unreadable_bitmap_is_refused() {
     assert_eq!(differences(&a.data, &data_before), vec![]);
     assert!(a.pid().is_none_or(|p| !pid_alive(p)));
 }
+
+// ---------------------------------------------------------------------------------------
+// a real crash
+
+/// A Primary writes through its NBD export into three extents and is killed (-9): its
+/// metadata is unclean with exactly those extents in the log (as the session wrote it,
+/// read back by drbdmeta too), and the next `up` marks exactly them out of sync.
+#[test]
+fn a_killed_primary_resyncs_the_extents_it_wrote() {
+    let pair = Pair::with_metadata();
+    let a = pair.alpha();
+    let dev = meta_dev(a, false);
+    a.adm(&["up", "loop"]).ok();
+    a.adm(&["primary", "--force", "loop"]).ok();
+    // Extents 0, 5 and 10; a 64 KiB write each.
+    let sock = a.run_dir.join("loop.nbd");
+    let mut c = urbd::nbd::Client::connect_unix(&sock, "loop", true).expect("nbd connect");
+    for extent in [0u64, 5, 10] {
+        c.write(extent * 4 * MIB + 8192, &[0xa5; 65536], false)
+            .expect("nbd write");
+    }
+    c.flush().expect("nbd flush");
+    let pid = a.pid().expect("pid");
+    let p = rustix::process::Pid::from_raw(pid).expect("pid");
+    rustix::process::kill_process(p, rustix::process::Signal::KILL).expect("kill -9");
+    wait_gone(pid);
+    drop(c);
+
+    let md = meta::read_md(&dev).expect("md");
+    assert!(!md.is_clean());
+    assert!(md.superblock.flags.is_primary());
+    assert_eq!(
+        md.replay_al().expect("replay").active_extents,
+        vec![0, 5, 10]
+    );
+    if have_tool("drbdmeta") {
+        let out = drbdmeta(&dev, 10, &["dump-md"]);
+        assert_eq!(
+            drbdmeta_active_set(&String::from_utf8_lossy(&out.stdout)),
+            vec![0, 5, 10]
+        );
+        // drbdmeta's apply-al on a copy leaves what urbd's attach would (bitmap and ring;
+        // urbd's attach then writes its own superblock flags).
+        let copy = copy_of(&dev.path, "drbdmeta-copy.img");
+        let theirs = MetaDevice::new(&copy, dev.layout);
+        assert!(drbdmeta(&theirs, 0, &["apply-al"]).status.success());
+        let mut ours = md.clone();
+        ours.apply_al().expect("apply-al");
+        let after = meta::read_md(&theirs).expect("md");
+        assert_eq!(after.bitmap, ours.bitmap);
+        assert_eq!(after.al, ours.al);
+        assert_eq!(after.superblock, ours.superblock);
+    }
+    let out = a.adm(&["up", "loop"]).ok();
+    assert!(
+        out.stderr
+            .contains("loop/0: crash of a Primary: activity log applied, 3 extents"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(proc_oos(a), 3 * 4096);
+}
+
+/// `attach` (the daemon running, the disk detached) recovers the same way and says so.
+#[test]
+fn attach_after_a_crash_says_what_it_did() {
+    let pair = Pair::with_metadata();
+    let a = pair.alpha();
+    let dev = meta_dev(a, false);
+    a.adm(&["up", "loop"]).ok();
+    a.adm(&["detach", "loop"]).ok();
+    crash_as_primary(&dev, DATA_BYTES / 512, &[2, 12], &[]);
+    let out = a.adm(&["attach", "loop"]).ok();
+    assert!(
+        out.stderr
+            .contains("loop/0: crash of a Primary: activity log applied, 2 extents (8192 KiB)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(proc_oos(a), 2 * 4096);
+}
