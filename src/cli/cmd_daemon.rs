@@ -94,6 +94,11 @@ pub fn up(ctx: &Context, names: &[String]) -> Result<(), CliError> {
             ))?;
             continue;
         }
+        let notes: Vec<String> = targets
+            .iter()
+            .filter(|t| t.view.resource == res)
+            .flat_map(predicted_notes)
+            .collect();
         let out = cmd.output().map_err(|e| {
             CliError::exec(anyhow::Error::new(e).context(format!("running {}", urbd.display())))
         })?;
@@ -107,6 +112,9 @@ pub fn up(ctx: &Context, names: &[String]) -> Result<(), CliError> {
                 .filter(|&c| c != 0)
                 .unwrap_or(exit::EXEC_ERROR);
             return Err(CliError::with_code(code, format!("up {res}: {msg}")));
+        }
+        for note in notes {
+            eprintln!("{note}");
         }
     }
     Ok(())
@@ -154,9 +162,27 @@ pub fn per_volume(
             ))?;
             continue;
         }
-        request(&run_dir, &t.view.resource, make(Some(t.volume.volume)))?;
+        let (_, lines) = request(&run_dir, &t.view.resource, make(Some(t.volume.volume)))?;
+        // What the daemon reports about the command (attach: log applied, full sync).
+        for line in lines {
+            eprintln!("{line}");
+        }
     }
     Ok(())
+}
+
+/// What attaching `t` will do with its metadata, predicted from the metadata as it is now
+/// (the daemon runs the same decision on the same bytes): printed by `up` once the daemon
+/// is up. Unreadable metadata predicts nothing: the daemon's refusal says why.
+fn predicted_notes(t: &Target) -> Vec<String> {
+    let dev = crate::daemon::disk::meta_device(&t.volume);
+    let Ok(mut md) = crate::meta::read_md(&dev) else {
+        return Vec::new();
+    };
+    match md.recover() {
+        Ok(r) => crate::daemon::disk::recovery_notes(&t.label(), &dev, &r, md.bitmap.bits()),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// A resource-wide command: `connect`, `disconnect`.

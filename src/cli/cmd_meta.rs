@@ -1,4 +1,4 @@
-//! Metadata commands: create-md, dump-md, show-gi, get-gi.
+//! Metadata commands: create-md, dump-md, show-gi, get-gi, apply-al.
 
 use std::io::{BufRead, Write};
 
@@ -157,4 +157,152 @@ fn for_each_md(
         print(&render(&md))?;
     }
     Ok(())
+}
+
+/// `urbdadm apply-al RES`: drbdmeta's `apply-al` on each volume's meta-disk, while the
+/// resource is down (its lock is held meanwhile, so `up` cannot start in the middle).
+///
+/// Refused with drbdmeta's "Device '<minor>' is configured!" and exit 20 while the
+/// resource's daemon runs: it owns the metadata then. A log that cannot be replayed on a
+/// node that was Primary fails as drbdmeta fails (exit 1, nothing written); `up` then
+/// marks the whole device out of sync instead.
+pub fn apply_al(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    let targets = ctx.targets(names)?;
+    if ctx.dry_run {
+        for t in &targets {
+            let dev = meta_device(t);
+            // What drbdadm-84 -d prints.
+            print(&format!(
+                "drbdmeta {} v08 {} {} apply-al\n",
+                t.volume.minor,
+                dev.path.display(),
+                dev.layout.drbdmeta_index()
+            ))?;
+        }
+        return Ok(());
+    }
+    let run_dir = crate::control::RunDir::from_env();
+    let mut lock: Option<(String, crate::daemon::files::ResourceLock)> = None;
+    for t in &targets {
+        if lock.as_ref().is_none_or(|(res, _)| *res != t.view.resource) {
+            if let Some((_, held)) = lock.take() {
+                held.release();
+            }
+            lock = Some((t.view.resource.clone(), lock_down_resource(&run_dir, t)?));
+        }
+        apply_al_one(t)?;
+    }
+    if let Some((_, held)) = lock {
+        held.release();
+    }
+    Ok(())
+}
+
+/// Takes the resource's daemon lock, or refuses because its daemon runs.
+fn lock_down_resource(
+    run_dir: &crate::control::RunDir,
+    t: &Target,
+) -> Result<crate::daemon::files::ResourceLock, CliError> {
+    std::fs::create_dir_all(run_dir.path()).map_err(|e| {
+        CliError::exec(
+            anyhow::Error::new(e).context(format!("creating {}", run_dir.path().display())),
+        )
+    })?;
+    match crate::daemon::files::ResourceLock::acquire(run_dir, &t.view.resource) {
+        Ok(lock) => Ok(lock),
+        Err(crate::daemon::DaemonError::AlreadyUp { pid, .. }) => {
+            Err(CliError::exec(anyhow::anyhow!(
+                "Device '{}' is configured! (resource {} is up, urbd pid {pid} owns its \
+                 metadata; `urbdadm down {}` first); nothing was written",
+                t.volume.minor,
+                t.view.resource,
+                t.view.resource
+            )))
+        }
+        Err(e) => Err(CliError::exec(e)),
+    }
+}
+
+fn apply_al_one(t: &Target) -> Result<(), CliError> {
+    let dev = meta_device(t);
+    let before = meta::read_md(&dev)?;
+    for damage in before.damaged_al_blocks() {
+        eprintln!("{}: {}: {damage}", t.label(), dev.path.display());
+    }
+    let (_, applied) = match meta::apply_al(&dev) {
+        Ok(done) => done,
+        Err(e @ meta::MetaError::AlReplay { .. }) => {
+            // drbdmeta exits 1 here (and drbdadm passes it on).
+            return Err(CliError::with_code(
+                super::error::exit::NOT_DEFINED,
+                format!(
+                    "apply-al {}: {e}; the node was Primary, so the log must be applied but \
+                     cannot be: nothing was written. `urbdadm up {}` marks the whole device \
+                     out of sync (full sync) instead",
+                    t.label(),
+                    t.view.resource
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if applied.was_primary && applied.reinitialized {
+        eprintln!(
+            "{}: {} active extents in the activity log: {}",
+            t.label(),
+            applied.active_extents.len(),
+            extent_ranges(&applied.active_extents)
+        );
+        // drbdmeta's line (ppsize of KiB).
+        eprintln!(
+            "Marked additional {} as out-of-sync based on AL.",
+            ppsize_kib(applied.newly_set * 4)
+        );
+    }
+    Ok(())
+}
+
+/// `0-3,7,9-10`: ascending extents as ranges.
+fn extent_ranges(extents: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < extents.len() {
+        let start = extents[i];
+        let mut end = start;
+        while i + 1 < extents.len() && extents[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = extents[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// drbd-utils' `ppsize()`: KiB scaled to KB/MB/GB/..., rounded at half a unit.
+fn ppsize_kib(mut kib: u64) -> String {
+    let units = ["KB", "MB", "GB", "TB", "PB", "EB"];
+    let mut u = 0;
+    while kib >= 10_000 && u + 1 < units.len() {
+        kib = (kib >> 10) + u64::from(kib & 512 != 0);
+        u += 1;
+    }
+    format!("{kib} {}", units[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_sizes() {
+        assert_eq!(extent_ranges(&[0, 1, 2, 3, 7, 9, 10]), "0-3,7,9-10");
+        assert_eq!(extent_ranges(&[]), "");
+        assert_eq!(ppsize_kib(4096), "4096 KB");
+        assert_eq!(ppsize_kib(8192 * 4), "32 MB");
+    }
 }

@@ -71,6 +71,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::DumpMd(res) => cmd_meta::dump_md(&Context::load(cli)?, &res.names),
         Command::ShowGi(res) => cmd_meta::show_gi(&Context::load(cli)?, &res.names),
         Command::GetGi(res) => cmd_meta::get_gi(&Context::load(cli)?, &res.names),
+        Command::ApplyAl(res) => cmd_meta::apply_al(&Context::load(cli)?, &res.names),
         Command::Demo(args) => demo::run(args),
         Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
         Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
@@ -174,7 +175,6 @@ fn sync_cmd(
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::ApplyAl(_) => "the activity log and resync engine",
         Command::Outdate(_) => "outdate and fencing",
         Command::Events(_) => "the state-change event stream",
         Command::Adjust(_) => "online reconfiguration (adjust)",

@@ -26,8 +26,11 @@ pub struct AttachedDisk {
     pub data: File,
     /// Was O_DIRECT accepted?
     pub direct: bool,
-    /// The metadata as read at attach (geometry and bitmap).
+    /// The metadata as read at attach (geometry and bitmap), after recovery.
     pub metadata: meta::Metadata,
+    /// What attach had to do with the metadata, for the operator (activity log applied
+    /// after a crash, damage found, full sync); empty when it was clean.
+    pub notes: Vec<String>,
 }
 
 /// Where a volume's metadata lives.
@@ -58,24 +61,8 @@ pub fn open(
         })?
         .size();
     let dev = meta_device(volume);
-    let mut md = meta::read_md(&dev).map_err(|e| DaemonError::NoMetadata {
-        label: label.clone(),
-        resource: view.resource.clone(),
-        meta: dev.path.clone(),
-        detail: e.to_string(),
-    })?;
-    if !md.is_clean() {
-        tracing::warn!(%label, "metadata unclean (crash while attached): applying the activity log");
-        let newly = md.apply_al().map_err(|source| DaemonError::Meta {
-            label: label.clone(),
-            source,
-        })?;
-        meta::write_md(&dev, &md).map_err(|source| DaemonError::Meta {
-            label: label.clone(),
-            source,
-        })?;
-        tracing::info!(%label, newly_out_of_sync = newly, "activity log applied");
-    }
+    let mut md = meta::read_md(&dev).map_err(|e| read_error(view, &label, &dev, e))?;
+    let notes = recover(&label, &dev, &mut md)?;
 
     let data_sect = data_bytes / 512;
     let max = md.max_usable_sectors();
@@ -117,7 +104,9 @@ pub fn open(
         flags: md.superblock.flags,
         la_size_sect: la,
         capacity_sect,
-        oos_bits: md.bitmap.count(),
+        // Only bits that cover the device: apply-al also sets the padding bits of the
+        // last extent, which the session's bitmap drops.
+        oos_bits: md.bitmap.count_range(0, md.bitmap.bits()).unwrap_or(0),
     };
     Ok((
         AttachedDisk {
@@ -126,9 +115,131 @@ pub fn open(
             data,
             direct,
             metadata: md,
+            notes,
         },
         info,
     ))
+}
+
+/// Why the metadata could not be read: "no metadata" (run create-md) only when there is
+/// none where the layout puts it; a bitmap or activity log that cannot be read is reported
+/// as it is (file, offset), never with advice to overwrite it.
+fn read_error(view: &NodeView, label: &str, dev: &MetaDevice, e: meta::MetaError) -> DaemonError {
+    use meta::MetaError as M;
+    match e {
+        M::BadMagic { .. }
+        | M::BadField { .. }
+        | M::TooSmall { .. }
+        | M::Truncated {
+            what: "superblock", ..
+        } => DaemonError::NoMetadata {
+            label: label.to_owned(),
+            resource: view.resource.clone(),
+            meta: dev.path.clone(),
+            detail: e.to_string(),
+        },
+        source => DaemonError::Meta {
+            label: label.to_owned(),
+            source,
+        },
+    }
+}
+
+/// Does what attach must do with the metadata before using it ([`meta::Recovery`]):
+/// apply the activity log after a crash, as `drbdmeta apply-al` does, or mark everything
+/// out of sync when the log or the bitmap cannot be trusted; writes the result back
+/// (bitmap, ring, then superblock, each synced). Every damaged part is logged with its
+/// location. Returns the notes for the operator.
+fn recover(
+    label: &str,
+    dev: &MetaDevice,
+    md: &mut meta::Metadata,
+) -> Result<Vec<String>, DaemonError> {
+    let meta_err = |source| DaemonError::Meta {
+        label: label.to_owned(),
+        source,
+    };
+    let recovered = md.recover().map_err(meta_err)?;
+    for damage in &recovered.plan.damage {
+        tracing::warn!(%label, meta = %dev.path.display(), "{damage}");
+    }
+    if let Some(a) = &recovered.applied {
+        tracing::info!(%label, extents = ?a.marked, "activity-log extents marked out of sync");
+    }
+    let notes = recovery_notes(label, dev, &recovered, md.bitmap.bits());
+    for note in &notes {
+        match recovered.plan.recovery {
+            meta::Recovery::FullSync => tracing::error!(%label, "{note}"),
+            _ => tracing::warn!(%label, "{note}"),
+        }
+    }
+    if recovered.changed() {
+        meta::write_md(dev, md).map_err(meta_err)?;
+    }
+    Ok(notes)
+}
+
+/// What [`meta::Metadata::recover`] did, in sentences for the operator (the daemon's log,
+/// `urbdadm attach` and `up`). `device_bits` is the bitmap's size in bits.
+pub fn recovery_notes(
+    label: &str,
+    dev: &MetaDevice,
+    recovered: &meta::Recovered,
+    device_bits: u64,
+) -> Vec<String> {
+    let path = dev.path.display();
+    let mut notes = Vec::new();
+    let kib = |bits: u64| bits * 4;
+    match recovered.plan.recovery {
+        meta::Recovery::Nothing => {}
+        meta::Recovery::ReinitializeAl => {
+            for damage in &recovered.plan.damage {
+                notes.push(format!(
+                    "{label}: {path}: {damage}; the metadata was clean (nothing pending), \
+                     the activity log was re-initialised"
+                ));
+            }
+        }
+        meta::Recovery::ApplyAl => {
+            for damage in &recovered.plan.damage {
+                notes.push(format!(
+                    "{label}: {path}: {damage}; skipped as a torn write (the newest valid \
+                     transactions count, as in DRBD)"
+                ));
+            }
+            if let Some(a) = &recovered.applied {
+                notes.push(if a.was_primary {
+                    format!(
+                        "{label}: crash of a Primary: activity log applied, {} extents \
+                         ({} KiB) newly marked out of sync",
+                        a.marked.len(),
+                        kib(recovered.newly_set)
+                    )
+                } else {
+                    format!(
+                        "{label}: unclean metadata of a Secondary: nothing to apply, activity \
+                         log re-initialised"
+                    )
+                });
+            }
+        }
+        meta::Recovery::FullSync => {
+            let why: Vec<String> = recovered
+                .plan
+                .damage
+                .iter()
+                .filter(|d| !matches!(d, meta::Damage::AlBlock { .. }))
+                .map(ToString::to_string)
+                .collect();
+            notes.push(format!(
+                "{label}: {path}: {}: the metadata cannot be trusted; all {} KiB marked out \
+                 of sync (full sync)",
+                why.join("; "),
+                kib(device_bits)
+            ));
+        }
+    }
+    notes
 }
 
 /// Opens the data disk read-write, with O_DIRECT when possible (tmpfs, for one, refuses
@@ -172,6 +283,12 @@ pub fn persist(
     } else {
         MD_MAGIC_84_UNCLEAN
     };
+    if update.clean {
+        // A clean detach: nothing is pending, so the ring is emptied before the clean
+        // superblock says so (a crash in between leaves unclean metadata and a ring that
+        // replays to nothing or to a superset).
+        meta::initialize_al(&disk.meta, &mut disk.metadata)?;
+    }
     meta::write_superblock(&disk.meta, &sb)?;
     disk.superblock = sb;
     Ok(())

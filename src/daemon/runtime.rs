@@ -560,9 +560,14 @@ impl Runtime {
             Ok(i) => i,
             Err(r) => return *r,
         };
+        let mut notes = Vec::new();
         for i in idx {
             match self.attach(i) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(d) = &self.slots[i].disk {
+                        notes.extend(d.notes.iter().cloned());
+                    }
+                }
                 Err(AttachError::Refused(refusal)) => {
                     return Response::Refused {
                         minor: self.slots[i].view.minor,
@@ -584,7 +589,9 @@ impl Runtime {
                 }
             }
         }
-        self.ok(Vec::new())
+        // What attach had to do with the metadata (log applied, full sync), for the
+        // operator.
+        self.ok(notes)
     }
 
     /// `down`: refused as a whole if any volume cannot be demoted; otherwise every volume

@@ -9,12 +9,14 @@
 //! - [`read_md`] reads and validates it (never panics on garbage);
 //! - [`write_superblock`], [`write_bitmap_range`], [`write_al_transaction`] update it with
 //!   single aligned 4 KiB writes, for the daemon;
+//! - [`apply_al`] is drbdmeta's `apply-al` on a device; [`Metadata::plan_attach`] and
+//!   [`Metadata::recover`] decide and do what attach does first (`recover`);
 //! - [`Metadata::dump_md`], [`Metadata::show_gi`], [`Metadata::get_gi`] print what drbdmeta
 //!   prints.
 //!
 //! Files: `codec` (cursor), `superblock`, `layout` (offset arithmetic), `al` (activity
-//! log), `bitmap`, `gi` and `dump` (text formats), `probe` (signatures), `device` (I/O),
-//! `error`.
+//! log), `bitmap`, `gi` and `dump` (text formats), `probe` (signatures), `recover` (attach
+//! after a crash, damaged metadata), `device` (I/O), `error`.
 
 pub mod al;
 pub mod bitmap;
@@ -25,6 +27,7 @@ pub mod error;
 pub mod gi;
 pub mod layout;
 pub mod probe;
+pub mod recover;
 pub mod superblock;
 
 use std::path::PathBuf;
@@ -37,6 +40,7 @@ pub use device::{Access, Disk};
 pub use error::MetaError;
 pub use layout::{Geometry, Layout, bm_bytes, required_meta_bytes};
 pub use probe::Existing;
+pub use recover::{AttachPlan, Damage, Recovered, Recovery};
 pub use superblock::{
     CREATE_MD_AL_EXTENTS, DEFAULT_AL_EXTENTS, MD_MAGIC_08, MD_MAGIC_84_UNCLEAN, MdFlags,
     Superblock, UUID_JUST_CREATED, Uuids,
@@ -213,24 +217,74 @@ impl Metadata {
     ///
     /// An unreadable log is an error only if the node was Primary, like in drbdmeta.
     pub fn apply_al(&mut self) -> Result<u64, MetaError> {
-        let primary = self.superblock.flags.is_primary();
+        self.apply_al_report().map(|r| r.newly_set)
+    }
+
+    /// [`Metadata::apply_al`] with what it found and did. Follows drbdmeta's
+    /// `meta_apply_al` step by step (v08, DRBD 8.4 ring):
+    ///
+    /// - replay the ring (`replay_al_84`); if that fails and the node was Primary, fail and
+    ///   change nothing (drbdmeta exits 1 or 2); if it fails otherwise, the error is
+    ///   ignored ("no need to apply the AL") and the ring re-initialised;
+    /// - if the node was Primary, mark every active extent out of sync;
+    /// - re-initialise the ring when it held update transactions (a ring of
+    ///   "initialized" blocks is left as it is);
+    /// - set `MDF_AL_CLEAN` and the clean magic.
+    ///
+    /// Extents are marked as drbd-utils 9.22's `apply_al` marks them: 128 bitmap bytes
+    /// each, clipped to the bitmap (of the last agreed size, rounded up to 4 KiB), extents
+    /// past it skipped. (drbd-utils 9.33 rewrote that loop and also skips an extent whose
+    /// bytes end exactly at the end of the bitmap, an off-by-one that leaves the last
+    /// 4 MiB of a device sized in multiples of 128 MiB in sync; we mark it.)
+    pub fn apply_al_report(&mut self) -> Result<AppliedAl, MetaError> {
+        let was_primary = self.superblock.flags.is_primary();
+        let replay = self.replay_al();
+        let (reinitialize, replay) = match replay {
+            Err(e) if was_primary => return Err(e),
+            Err(_) => (true, None),
+            Ok(r) => (r.updates > 0, Some(r)),
+        };
         let mut newly_set = 0;
-        match self.replay_al() {
-            Ok(replay) if primary => {
-                for &extent in &replay.active_extents {
-                    newly_set += self.bitmap.set_al_extent(extent);
-                }
+        let mut marked = Vec::new();
+        if was_primary && let Some(r) = &replay {
+            for &extent in &r.active_extents {
+                newly_set += self.bitmap.set_al_extent(extent);
+                marked.push(extent);
             }
-            Ok(_) => {}
-            Err(e) if primary => return Err(e),
-            Err(_) => {}
         }
-        self.al =
-            ActivityLog::initialized(self.geometry.al_stripes, self.geometry.al_stripe_size_4k);
+        if reinitialize {
+            self.al =
+                ActivityLog::initialized(self.geometry.al_stripes, self.geometry.al_stripe_size_4k);
+        }
+        // drbdmeta writes the striping it used, the 32 KiB default for 0/0.
+        let (stripes, size) = self.superblock.effective_al_striping();
+        self.superblock.al_stripes = stripes;
+        self.superblock.al_stripe_size_4k = size;
         self.superblock.flags.set(MdFlags::AL_CLEAN, true);
         self.superblock.magic = MD_MAGIC_08;
-        Ok(newly_set)
+        Ok(AppliedAl {
+            was_primary,
+            active_extents: replay.map(|r| r.active_extents).unwrap_or_default(),
+            marked,
+            newly_set,
+            reinitialized: reinitialize,
+        })
     }
+}
+
+/// What [`Metadata::apply_al_report`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedAl {
+    /// `MDF_PRIMARY_IND` was set: the log had to be applied.
+    pub was_primary: bool,
+    /// Extents active in the log at its newest transaction, ascending.
+    pub active_extents: Vec<u32>,
+    /// Extents marked out of sync (all active ones if the node was Primary, else none).
+    pub marked: Vec<u32>,
+    /// Bitmap bits that were clear and are now set.
+    pub newly_set: u64,
+    /// The ring was re-initialised.
+    pub reinitialized: bool,
 }
 
 /// What create-md would overwrite on `dev`: valid v08 metadata where the layout puts it,
@@ -338,17 +392,8 @@ pub fn create_md(dev: &MetaDevice, opts: &CreateOptions) -> Result<Metadata, Met
     };
 
     // Activity log: every ring position an "initialized" transaction.
-    let block = AlTransaction::initialized().encode();
-    let al_blocks = u64::from(geo.al_blocks());
+    write_initialized_al(&disk, &geo)?;
     const CHUNK: u64 = 1 << 20;
-    let per_chunk = CHUNK / AL_TRANSACTION_BYTES as u64;
-    let mut written = 0;
-    while written < al_blocks {
-        let n = per_chunk.min(al_blocks - written);
-        let buf = block.repeat(n as usize);
-        disk.write_at(geo.al_byte_offset() + written * 4096, &buf, "activity log")?;
-        written += n;
-    }
 
     // Bitmap: zero what drbdmeta zeroes (a bitmap for a device the size of this one) and
     // at least what the data disk needs, within the bitmap area.
@@ -540,6 +585,60 @@ pub fn write_al_transaction(
         *slot = block;
     }
     Ok(())
+}
+
+/// drbdmeta's `apply-al` on `dev` (see [`Metadata::apply_al_report`]): writes what
+/// drbdmeta writes and nothing else — the bitmap if extents were marked, the ring if it is
+/// re-initialised, then the superblock if it changed — each synced before the next.
+/// Returns the metadata as now on disk and what was done. When it fails, nothing was
+/// written.
+pub fn apply_al(dev: &MetaDevice) -> Result<(Metadata, AppliedAl), MetaError> {
+    let mut md = read_md(dev)?;
+    let before = md.superblock.encode();
+    let applied = md.apply_al_report()?;
+    let (disk, geo) = open_for_update(dev, &md.superblock)?;
+    if !applied.marked.is_empty() {
+        disk.write_at(geo.bm_byte_offset(), &md.bitmap.to_le_bytes(), "bitmap")?;
+        disk.sync()?;
+    }
+    if applied.reinitialized {
+        write_initialized_al(&disk, &geo)?;
+    }
+    let after = md.superblock.encode();
+    if after != before || !applied.marked.is_empty() {
+        disk.write_at(geo.md_offset, &after, "superblock")?;
+        disk.sync()?;
+    }
+    Ok((md, applied))
+}
+
+/// Re-initialises the activity log on `dev` (every block an "initialized" transaction,
+/// then synced) and records that in `md.al`: nothing is pending any more. The superblock
+/// is not touched.
+pub fn initialize_al(dev: &MetaDevice, md: &mut Metadata) -> Result<(), MetaError> {
+    let (disk, geo) = open_for_update(dev, &md.superblock)?;
+    write_initialized_al(&disk, &geo)?;
+    md.al = ActivityLog::initialized(geo.al_stripes, geo.al_stripe_size_4k);
+    Ok(())
+}
+
+fn write_initialized_al(disk: &Disk, geo: &Geometry) -> Result<(), MetaError> {
+    let block = AlTransaction::initialized().encode();
+    let al_blocks = u64::from(geo.al_blocks());
+    const CHUNK: u64 = 1 << 20;
+    let per_chunk = CHUNK / AL_TRANSACTION_BYTES as u64;
+    let mut written = 0;
+    while written < al_blocks {
+        let n = per_chunk.min(al_blocks - written);
+        let buf = block.repeat(n as usize);
+        disk.write_at(
+            geo.al_byte_offset() + written * AL_TRANSACTION_BYTES as u64,
+            &buf,
+            "activity log",
+        )?;
+        written += n;
+    }
+    disk.sync()
 }
 
 /// Writes all of `md` back: bitmap, activity log, then the superblock, and syncs (e.g.
