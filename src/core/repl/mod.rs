@@ -29,6 +29,7 @@
 
 mod al;
 mod apply;
+mod controller;
 mod resync;
 mod verify;
 mod writes;
@@ -46,6 +47,7 @@ use crate::wire::{
     WireProtocol,
 };
 
+pub use controller::{ControllerConfig, RateController, SLEEP_TIME};
 pub use resync::SyncProgress;
 
 use apply::Apply;
