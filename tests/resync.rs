@@ -154,6 +154,9 @@ fn pause_sync_holds_the_resync_and_resume_sync_finishes_it() {
     wait_until(&pair, "PausedSyncS / PausedSyncT", SETTLE, || {
         cstate(a) == "PausedSyncS" && cstate(b) == "PausedSyncT"
     });
+    // proc's flags: `u` where pause-sync was run, `p` on its peer.
+    assert!(state_line(a).ends_with(" r--u--"), "{}", state_line(a));
+    assert!(state_line(b).ends_with(" r-p---"), "{}", state_line(b));
     let held = counter(a, "oos");
     assert!(held > 0);
     std::thread::sleep(Duration::from_millis(1500));

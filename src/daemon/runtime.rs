@@ -676,6 +676,8 @@ impl Runtime {
                         cstate: st.conn,
                         protocol: self.view.peer.as_ref().map(|_| protocol_letter(&self.view)),
                         suspended: false,
+                        user_isp: peer.as_ref().is_some_and(|p| p.user_paused),
+                        peer_isp: peer.as_ref().is_some_and(|p| p.peer_paused),
                         write_ordering: write_ordering(&s.view),
                         counters,
                         oos_kib: peer.as_ref().map_or(s.core.oos_kib(), |p| p.oos_kib),

@@ -71,6 +71,12 @@ pub struct VolumeStatus {
     pub protocol: Option<char>,
     /// I/O suspended.
     pub suspended: bool,
+    /// `pause-sync` on this node (proc's `u`).
+    #[serde(default)]
+    pub user_isp: bool,
+    /// `pause-sync` on the peer (proc's `p`).
+    #[serde(default)]
+    pub peer_isp: bool,
     /// Write ordering: `b`, `f`, `d` or `n`.
     pub write_ordering: char,
     /// Counters.

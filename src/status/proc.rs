@@ -37,9 +37,11 @@ pub fn minor_lines(v: &VolumeStatus) -> String {
     } else {
         let c = &v.counters;
         // The six flags: suspended, paused by resync-after, by the peer, by the user,
-        // congestion, activity log suspended. Only the first can be set today.
+        // congestion, activity log suspended.
         let susp = if v.suspended { 's' } else { 'r' };
-        let (aftr, peer, user, congestion, al_susp) = ('-', '-', '-', '-', '-');
+        let peer = if v.peer_isp { 'p' } else { '-' };
+        let user = if v.user_isp { 'u' } else { '-' };
+        let (aftr, congestion, al_susp) = ('-', '-', '-');
         let _ = writeln!(
             out,
             "{:2}: cs:{} ro:{}/{} ds:{}/{} {} {susp}{aftr}{peer}{user}{congestion}{al_susp}",
@@ -112,6 +114,8 @@ mod tests {
             cstate: ConnState::StandAlone,
             protocol: None,
             suspended: false,
+            user_isp: false,
+            peer_isp: false,
             write_ordering: 'f',
             counters: Counters {
                 ep: 1,

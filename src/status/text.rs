@@ -128,6 +128,8 @@ mod tests {
             cstate: ConnState::StandAlone,
             protocol: None,
             suspended: false,
+            user_isp: false,
+            peer_isp: false,
             write_ordering: 'f',
             counters: Counters::default(),
             oos_kib: 0,

@@ -75,6 +75,9 @@ pub struct ReplConfig {
     /// `csums-alg crc32c` (both sides): the SyncTarget sends the checksums of its blocks
     /// and the SyncSource sends data only where they differ.
     pub csums: bool,
+    /// The dynamic resync-rate controller (`c-plan-ahead` and friends), when the disk
+    /// section sets `c-plan-ahead` above 0; `None`: the fixed `resync-rate`.
+    pub controller: Option<ControllerConfig>,
 }
 
 impl Default for ReplConfig {
@@ -86,6 +89,7 @@ impl Default for ReplConfig {
             max_rs_requests: 32,
             rs_max_bits: 32,
             csums: false,
+            controller: None,
         }
     }
 }
@@ -435,7 +439,10 @@ impl Replicator {
     /// The resync, while one runs.
     pub fn sync_progress(&self, now: Instant) -> Option<SyncProgress> {
         self.resync.progress(now).map(|p| SyncProgress {
-            want_kib_s: self.config.resync_rate_kib,
+            want_kib_s: self
+                .resync
+                .controller_want()
+                .unwrap_or(self.config.resync_rate_kib),
             ..p
         })
     }
@@ -518,6 +525,11 @@ impl Replicator {
     /// Start the resync on this side (after the bitmap exchange and SYNC_UUID).
     pub fn start_sync(&mut self, now: Instant, side: SyncSide) {
         self.resync.start(now, side, self.bitmap.count());
+        if side == SyncSide::Target
+            && let Some(cfg) = self.config.controller
+        {
+            self.resync.set_controller(now, cfg);
+        }
         self.pump_resync(now);
     }
 

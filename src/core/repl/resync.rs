@@ -65,6 +65,11 @@ pub(super) struct Resync {
     /// Paused by `pause-sync` on either node (PausedSyncS/PausedSyncT): the target sends
     /// no new requests.
     paused: bool,
+    /// Target with `c-plan-ahead`: the rate controller, sectors it allows in the current
+    /// step, and sectors that arrived since the last step.
+    controller: Option<super::RateController>,
+    step_budget_sect: u64,
+    arrived_sect: u64,
 }
 
 impl Resync {
@@ -80,6 +85,13 @@ impl Resync {
             ..Resync::default()
         };
         self.marks.push_back((now, bits));
+    }
+
+    /// Target: pace with the dynamic controller instead of the fixed rate.
+    pub(super) fn set_controller(&mut self, now: Instant, cfg: super::ControllerConfig) {
+        let mut ctl = super::RateController::new(cfg);
+        ctl.reset(now);
+        self.controller = Some(ctl);
     }
 
     pub(super) fn stop(&mut self) {
@@ -137,8 +149,16 @@ impl Resync {
         self.side == Some(SyncSide::Target) && self.requests.remove(&block_id).is_some()
     }
 
+    /// The controller's current aim, KiB/s (proc's `want:`).
+    pub(super) fn controller_want(&self) -> Option<u64> {
+        self.controller
+            .as_ref()
+            .map(super::RateController::want_kib_s)
+    }
+
     /// Target: blocks written (`ok`) or failed.
     pub(super) fn target_done(&mut self, ok: u64, failed: u64) {
+        self.arrived_sect += (ok + failed) * SECT_PER_BIT;
         self.left_bits = self.left_bits.saturating_sub(ok + failed);
         self.failed_bits += failed;
     }
@@ -176,9 +196,23 @@ impl Replicator {
     fn pump_target(&mut self, now: Instant) {
         let bits = self.bitmap.bits();
         let rate = self.config.resync_rate_kib;
+        if let Some(ctl) = self.resync.controller.as_mut()
+            && !self.resync.paused
+            && self.resync.next_send.is_none_or(|t| t <= now)
+        {
+            // DRBD's drbd_rs_number_requests: one plan step every SLEEP_TIME.
+            let in_flight: u64 = self.resync.requests.values().map(|&(_, n)| n).sum();
+            let arrived = std::mem::take(&mut self.resync.arrived_sect);
+            self.resync.step_budget_sect = ctl.plan(now, in_flight * SECT_PER_BIT, arrived);
+            self.resync.next_send = Some(now + super::SLEEP_TIME);
+        }
         while !self.resync.paused && self.resync.requests.len() < self.config.max_rs_requests {
             let next = self.resync.next_send.unwrap_or(now);
-            if next > now {
+            if self.resync.controller.is_some() {
+                if self.resync.step_budget_sect == 0 {
+                    break;
+                }
+            } else if next > now {
                 break;
             }
             // The next run of set bits from the cursor.
@@ -221,8 +255,15 @@ impl Replicator {
                     size,
                 }));
             }
-            let floor = now.checked_sub(MAX_BURST).unwrap_or(now);
-            self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
+            if self.resync.controller.is_some() {
+                self.resync.step_budget_sect = self
+                    .resync
+                    .step_budget_sect
+                    .saturating_sub(n * SECT_PER_BIT);
+            } else {
+                let floor = now.checked_sub(MAX_BURST).unwrap_or(now);
+                self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
+            }
         }
         if self.resync.cursor >= bits
             && self.resync.requests.is_empty()

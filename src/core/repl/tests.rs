@@ -839,3 +839,28 @@ fn a_paused_resync_sends_no_requests_until_resumed() {
     assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
     assert!(p.a.disk == p.b.disk);
 }
+
+#[test]
+fn the_dynamic_controller_paces_a_full_sync_to_the_end() {
+    let mut p = Pair::new(ReplConfig {
+        controller: Some(ControllerConfig {
+            plan_ahead_ds: 20,
+            max_rate_kib: 20_000,
+            ..ControllerConfig::default()
+        }),
+        ..ReplConfig::default()
+    });
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    let t0 = p.now;
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.settle();
+    assert!(p.a.disk == p.b.disk);
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    // The peer answers at once here, so the controller runs at c-max-rate: 4 MiB at
+    // 20,000 KiB/s is about 200 ms of simulated time, in 100 ms steps.
+    let took = p.now - t0;
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    assert!(took <= Duration::from_millis(1000), "{took:?}");
+}

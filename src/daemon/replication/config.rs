@@ -46,6 +46,34 @@ fn policy(view: &NodeView, name: &str) -> AfterSb {
     }
 }
 
+/// The dynamic resync controller, when the disk section sets `c-plan-ahead` above 0. urbd
+/// keeps the fixed `resync-rate` otherwise: DRBD 8.4's default `c-plan-ahead 20` makes
+/// `resync-rate` only a starting point, which surprises admins who set it.
+fn controller_config(
+    volume: &VolumeView,
+    rate: u64,
+) -> Result<Option<crate::core::repl::ControllerConfig>, String> {
+    let get = |name: &str, default: u64| match volume.disk_opts.get_scaled(name) {
+        None => Ok(default),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(format!("disk option {name}: {e}")),
+    };
+    let d = crate::core::repl::ControllerConfig::default();
+    let plan_ahead = get("c-plan-ahead", 0)?;
+    if plan_ahead == 0 {
+        return Ok(None);
+    }
+    let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(Some(crate::core::repl::ControllerConfig {
+        resync_rate_kib: rate,
+        plan_ahead_ds: small(plan_ahead),
+        delay_target_ds: small(get("c-delay-target", u64::from(d.delay_target_ds))?),
+        fill_target_sect: get("c-fill-target", d.fill_target_sect)?,
+        max_rate_kib: get("c-max-rate", d.max_rate_kib)?,
+        min_rate_kib: get("c-min-rate", d.min_rate_kib)?,
+    }))
+}
+
 /// A digest option of the net section: unset, or crc32c (the one algorithm urbd has).
 fn crc32c_only(view: &NodeView, name: &str) -> Result<String, String> {
     match view.net.get(name) {
@@ -110,11 +138,13 @@ pub fn session_config(
         Some(Ok(v)) => v.max(1),
         Some(Err(e)) => return Err(format!("disk option resync-rate: {e}")),
     };
+    let controller = controller_config(volume, rate)?;
     let repl = ReplConfig {
         protocol,
         flush_at_barrier: volume.disk_opts.get("disk-flushes") != Some("no"),
         resync_rate_kib: rate,
         csums: !conn.csums_alg.is_empty(),
+        controller,
         ..ReplConfig::default()
     };
     let mut disk = BackendSpec::new(&volume.disk);
