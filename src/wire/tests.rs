@@ -368,7 +368,7 @@ fn data_is_capped_at_one_mib() {
         ..data
     }
     .encode(&mut body);
-    body[24] = 65;
+    body[24] = MAX_DIGEST as u8 + 1;
     assert_eq!(
         Packet::decode(PacketType::DATA, &body),
         Err(WireError::TooLong {

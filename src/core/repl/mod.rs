@@ -29,6 +29,7 @@
 
 mod al;
 mod apply;
+mod bitmap_xfer;
 mod controller;
 mod resync;
 mod verify;
@@ -47,6 +48,7 @@ use crate::wire::{
     WireProtocol,
 };
 
+pub use bitmap_xfer::{RunChunk, encode_runs};
 pub use controller::{ControllerConfig, RateController, SLEEP_TIME};
 pub use resync::SyncProgress;
 
@@ -515,6 +517,16 @@ impl Replicator {
     pub fn set_all_out_of_sync(&mut self) {
         let bits = self.bitmap.bits();
         let _ = self.bitmap.set_range(0, bits);
+    }
+
+    /// OR in a run-length chunk of the peer's bitmap (the compressed bitmap exchange);
+    /// the bits it covered, or `None` for a malformed or overlong chunk.
+    pub fn merge_peer_runs(
+        &mut self,
+        start_bit: u64,
+        runs: impl Iterator<Item = Option<crate::wire::Run>>,
+    ) -> Option<u64> {
+        bitmap_xfer::apply_runs(&mut self.bitmap, start_bit, runs)
     }
 
     /// OR in the peer's bitmap words from `start_word` (the bitmap exchange).

@@ -35,7 +35,8 @@ impl Session {
                 self.conn.handle_packet(now, Packet::State(s))
             }
             Packet::State(s) => self.on_peer_state(s),
-            Packet::Bitmap(b) => self.on_bitmap(now, b),
+            Packet::Bitmap(b) => self.on_bitmap_chunk(now, BitmapChunk::Plain(b)),
+            Packet::CompressedBitmap(c) => self.on_bitmap_chunk(now, BitmapChunk::Runs(c)),
             Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
             Packet::Data(_) | Packet::RsDataReply(_) => {
                 if let Err(sector) = self.check_integrity(&packet) {
@@ -123,51 +124,59 @@ impl Session {
         if full {
             self.repl.set_all_out_of_sync();
         }
-        let words_total = self.repl.bitmap().bits().div_ceil(64);
         self.phase = Phase::Bitmap {
             side,
-            words_total,
-            words_got: 0,
+            bits_total: self.repl.bitmap().bits(),
+            bits_got: 0,
             sync_uuid: None,
         };
-        self.send_bitmap(words_total);
+        self.send_bitmap();
     }
 
-    pub(super) fn on_bitmap(&mut self, now: Instant, b: wire::Bitmap<'_>) {
+    /// A chunk of the peer's bitmap, plain or run-length coded: the peer starting a resync
+    /// towards itself, or the other half of ours.
+    pub(super) fn on_bitmap_chunk(&mut self, now: Instant, chunk: BitmapChunk<'_>) {
         if self.phase == Phase::Idle
             && self.cstate() == ConnState::Connected
             && self.conn.local().disk == DiskState::UpToDate
-            && b.start_word == 0
+            && chunk.start_bit() == 0
         {
             // The peer started a resync towards itself (its receive_state above).
             self.begin_resync(SyncSide::Source, false);
         }
         let Phase::Bitmap {
             side,
-            words_total,
-            words_got,
+            bits_total,
+            bits_got,
             sync_uuid,
         } = self.phase
         else {
             return self.protocol_error(now, "BITMAP outside a bitmap exchange");
         };
-        let words: Vec<u64> = b
-            .words
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        if b.start_word != words_got {
+        if chunk.start_bit() != bits_got {
             return self.protocol_error(now, "BITMAP chunks out of order");
         }
-        self.repl.merge_peer_words(b.start_word, &words);
-        let got = words_got + words.len() as u64;
+        let covered = match chunk {
+            BitmapChunk::Plain(b) => {
+                let words: Vec<u64> = b.words().collect();
+                self.repl.merge_peer_words(b.start_word, &words);
+                Some((words.len() as u64 * 64).min(bits_total - bits_got))
+            }
+            BitmapChunk::Runs(c) => self
+                .repl
+                .merge_peer_runs(c.start_bit, c.runs().map(|r| r.ok())),
+        };
+        let Some(covered) = covered else {
+            return self.protocol_error(now, "a bitmap chunk reaches past the bitmap");
+        };
+        let got = bits_got + covered;
         self.phase = Phase::Bitmap {
             side,
-            words_total,
-            words_got: got,
+            bits_total,
+            bits_got: got,
             sync_uuid,
         };
-        if got >= words_total {
+        if got >= bits_total {
             self.bitmap_exchanged(now, side, sync_uuid);
         }
     }
@@ -205,14 +214,14 @@ impl Session {
             }
             Phase::Bitmap {
                 side: SyncSide::Target,
-                words_total,
-                words_got,
+                bits_total,
+                bits_got,
                 ..
             } => {
                 self.phase = Phase::Bitmap {
                     side: SyncSide::Target,
-                    words_total,
-                    words_got,
+                    bits_total,
+                    bits_got,
                     sync_uuid: Some(uuid),
                 }
             }
@@ -316,9 +325,39 @@ impl Session {
         }
     }
 
-    pub(super) fn send_bitmap(&mut self, words_total: u64) {
+    /// Our bitmap to the peer: run-length coded when both sides have the feature and that
+    /// is smaller (it nearly always is), else as plain words.
+    pub(super) fn send_bitmap(&mut self) {
+        let bm = self.repl.bitmap();
+        let words_total = bm.bits().div_ceil(64) as usize;
+        let compressed = self
+            .conn
+            .agreed()
+            .is_some_and(|a| a.features & wire::features::COMPRESSED_BITMAP != 0);
+        if compressed {
+            let chunks = crate::core::repl::encode_runs(bm, wire::MAX_BITMAP_CODE as usize);
+            let code: usize = chunks.iter().map(|c| c.code.len() + 9).sum();
+            if code < words_total * 8 {
+                tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                    "send bitmap stats [Bytes(packets)]: plain {}({}), RLE {}({}), total {:.1}% saved",
+                    words_total * 8, (words_total * 8).div_ceil(wire::MAX_BITMAP_WORDS_BYTES as usize),
+                    code, chunks.len(),
+                    100.0 - 100.0 * code as f64 / (words_total * 8).max(1) as f64);
+                for c in &chunks {
+                    self.send_packet(
+                        Socket::Data,
+                        Packet::CompressedBitmap(wire::CompressedBitmap {
+                            start_bit: c.start_bit,
+                            first_set: c.first_set,
+                            code: &c.code,
+                        }),
+                    );
+                }
+                return;
+            }
+        }
         let per_chunk = (wire::MAX_BITMAP_WORDS_BYTES / 8) as usize;
-        let words: Vec<u64> = self.repl.bitmap().words()[..words_total as usize].to_vec();
+        let words: Vec<u64> = self.repl.bitmap().words()[..words_total].to_vec();
         for (i, chunk) in words.chunks(per_chunk).enumerate() {
             let bytes: Vec<u8> = chunk.iter().flat_map(|w| w.to_le_bytes()).collect();
             self.send_packet(
@@ -328,6 +367,23 @@ impl Session {
                     words: &bytes,
                 }),
             );
+        }
+    }
+}
+
+/// A chunk of the peer's bitmap.
+pub(super) enum BitmapChunk<'a> {
+    /// P_BITMAP: words.
+    Plain(wire::Bitmap<'a>),
+    /// P_COMPRESSED_BITMAP: runs.
+    Runs(wire::CompressedBitmap<'a>),
+}
+
+impl BitmapChunk<'_> {
+    fn start_bit(&self) -> u64 {
+        match self {
+            BitmapChunk::Plain(b) => b.start_word.saturating_mul(64),
+            BitmapChunk::Runs(c) => c.start_bit,
         }
     }
 }

@@ -64,8 +64,9 @@ enum Phase {
     /// Exchanging bitmaps before a resync.
     Bitmap {
         side: SyncSide,
-        words_total: u64,
-        words_got: u64,
+        /// Bits of the bitmap, and how many the peer's chunks have covered so far.
+        bits_total: u64,
+        bits_got: u64,
         /// A SYNC_UUID that arrived early (target).
         sync_uuid: Option<u64>,
     },
