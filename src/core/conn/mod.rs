@@ -110,6 +110,10 @@ pub struct Connection {
     peer_role: Role,
     peer_disk: DiskState,
     agreed_size: u64,
+    /// The local disk as our SIZES/UUIDS/STATE described it: the decision must use what
+    /// the peer decides with, even if the host reported a change since (a promotion
+    /// during the handshake takes a new UUID that the peer has not seen).
+    sent: Option<LocalDisk>,
     timers: TimerTable,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ConnEvent>,
@@ -137,6 +141,7 @@ impl Connection {
             peer_role: Role::Unknown,
             peer_disk: DiskState::DUnknown,
             agreed_size: 0,
+            sent: None,
             timers: TimerTable::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -220,6 +225,7 @@ impl Connection {
         self.agreed = None;
         self.peer_params = None;
         self.peer = PeerVolume::default();
+        self.sent = None;
         self.timers.stop(Timer::Reconnect);
         self.timers
             .set(Timer::Handshake, now + self.config.timers.connect_int);
@@ -483,6 +489,7 @@ impl Connection {
     /// `drbd_send_sizes`, `drbd_send_uuids`, `drbd_send_current_state`.
     fn send_volume(&mut self) {
         let l = self.local;
+        self.sent = Some(l);
         self.transmit(Transmit::Sizes(Sizes {
             backing: l.backing_sect,
             user: l.user_sect,
@@ -562,7 +569,7 @@ impl Connection {
 
     /// `drbd_sync_handshake` and the state change that follows it.
     fn decide(&mut self, p: wire::Uuids, peer_role: Role, peer_disk: DiskState) {
-        let l = self.local;
+        let l = self.sent.unwrap_or(self.local);
         let peer_uuids = meta::Uuids {
             current: p.current,
             bitmap: p.bitmap,

@@ -871,3 +871,36 @@ fn discard_my_data_on_both_sides_is_refused() {
     assert_eq!(p.a.refusals(), [want]);
     assert!(p.a.conn.is_discard_my_data());
 }
+
+/// Found by the simulation (tests/sim, SEED=0xdc7591b702f525b5): a node promoted while its
+/// handshake runs takes a new current UUID (it is not Connected yet). The peer decides with
+/// the UUIDs this node sent, so this node must decide with them too; with its new UUIDs it
+/// decided SyncSource while the peer decided Connected, and the peer, receiving a bitmap
+/// while Connected, started a resync of its own as SyncSource.
+#[test]
+fn a_promotion_during_the_handshake_does_not_change_its_decision() {
+    let mut p = Pair::new(node("b", synced(), none), node("a", synced(), none));
+    p.connect();
+    // Move until `a` has sent its SIZES/UUIDS/STATE and not yet decided.
+    for _ in 0..1_000 {
+        let now = p.time;
+        Pair::drain(now, &mut p.a, &mut p.a_to_b, &mut p.b_to_a, false);
+        Pair::drain(now, &mut p.b, &mut p.b_to_a, &mut p.a_to_b, false);
+        if p.a.conn.phase == Phase::Volume {
+            break;
+        }
+        if !Pair::deliver(now, &mut p.b, &mut p.a_to_b)
+            && !Pair::deliver(now, &mut p.a, &mut p.b_to_a)
+        {
+            p.try_establish();
+        }
+    }
+    assert_eq!(p.a.conn.phase, Phase::Volume);
+    assert!(p.a.conn.peer.uuids.is_none(), "a has not decided yet");
+    promote(&mut p.a.vol, false, 0xABCD_0000);
+    p.a.refresh(0);
+    p.settle();
+    assert_eq!(p.a.decisions(), [Handshake::Connected]);
+    assert_eq!(p.b.decisions(), [Handshake::Connected]);
+    assert_eq!(p.states(), (ConnState::Connected, ConnState::Connected));
+}
