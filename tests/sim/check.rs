@@ -210,7 +210,8 @@ impl Oracle {
                         rule: Rule::UpToDateMissesAckedWrite,
                         step,
                         detail: format!(
-                            "node{i} is UpToDate, block {b} holds version {v}, write {r} was acknowledged"
+                            "node{i} is UpToDate, block {b} holds version {v}, write {r} was acknowledged (failures before: {}, heals {})",
+                            self.failures, self.heals
                         ),
                     });
                 }
@@ -348,8 +349,8 @@ impl Oracle {
 
     /// The pair is healthy: Connected, UpToDate/UpToDate, bitmaps empty, nothing in
     /// flight. The replicas must be identical and, after at most one failure, hold every
-    /// acknowledged write; the failure count restarts and only the newest acknowledged
-    /// write of each block stays owed.
+    /// acknowledged write; the failure count restarts and what the replicas hold is
+    /// owed from now on.
     pub fn healthy(&mut self, nodes: &[View<'_>; 2], step: u64) -> Result<(), Violation> {
         for b in 0..self.acked.len() {
             let (a, c) = (nodes[0].versions[b], nodes[1].versions[b]);
@@ -370,9 +371,12 @@ impl Oracle {
             self.failures = saved;
             r?;
         }
-        for list in &mut self.acked {
-            if list.len() > 1 {
-                list.drain(..list.len() - 1);
+        // The new baseline: what both replicas hold (after one failure at most this is
+        // at least every acknowledged write; past that, what survived).
+        for (b, list) in self.acked.iter_mut().enumerate() {
+            list.clear();
+            if nodes[0].versions[b] != INITIAL {
+                list.push(nodes[0].versions[b]);
             }
         }
         self.failures = 0;

@@ -692,7 +692,11 @@ impl World {
             if self.oracle.failures > 0 {
                 self.split_brain = false;
             }
+            let before = self.oracle.failures;
             self.oracle.healthy(&views, self.step)?;
+            if before > 0 {
+                self.log(|| format!("healthy (after {before} failures)"));
+            }
         }
         Ok(())
     }
