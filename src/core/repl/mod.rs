@@ -236,7 +236,9 @@ pub enum ReplAction {
     /// Make an activity-log transaction durable on the meta-disk: first the bitmap blocks
     /// of the `evicted` extents (their bits must survive a crash once they leave the log),
     /// then `tr`, synced; then [`Replicator::handle_al_written`]. Writes to the extents it
-    /// adds wait until then.
+    /// adds wait until then. When it evicts extents, the core has flushed the data disk
+    /// first (a [`LocalIo::Flush`]), so that the writes to them are durable once a crash
+    /// no longer resyncs them.
     WriteAl {
         /// The transaction.
         tr: crate::meta::AlTransaction,
@@ -296,6 +298,8 @@ pub struct Replicator {
     resync: Resync,
     /// The activity log's active set (application writes wait for their extents).
     al: Option<al::ActiveSet>,
+    /// An AL transaction that evicts extents, held until the data disk is flushed.
+    al_after_flush: Option<(crate::meta::AlTransaction, Vec<u32>)>,
     actions: VecDeque<ReplAction>,
     /// Local I/O in flight: id -> who waits for it.
     local: BTreeMap<u64, Waiter>,
@@ -314,6 +318,8 @@ enum Waiter {
     BarrierFlush,
     /// A resync read on the SyncSource.
     RsRead,
+    /// The data disk's flush before an AL transaction that evicts extents.
+    AlFlush,
 }
 
 impl Replicator {
@@ -330,6 +336,7 @@ impl Replicator {
             apply: Apply::default(),
             resync: Resync::default(),
             al: None,
+            al_after_flush: None,
             actions: VecDeque::new(),
             local: BTreeMap::new(),
         }
@@ -538,6 +545,13 @@ impl Replicator {
             Waiter::Peer => self.on_peer_write_done(id, res),
             Waiter::BarrierFlush => self.on_barrier_flush_done(),
             Waiter::RsRead => self.on_rs_read_done(now, id, res),
+            Waiter::AlFlush => {
+                // A failed flush leaves nothing better to do than go on (DRBD would
+                // detach the disk on the error).
+                if let Some((tr, evicted)) = self.al_after_flush.take() {
+                    self.push(ReplAction::WriteAl { tr, evicted });
+                }
+            }
         }
         self.pump_writes();
         self.pump_apply();
