@@ -317,12 +317,25 @@ impl Oracle {
     }
 
     /// A handshake decided `outcome` on `node`.
-    pub fn decided(&mut self, node: usize, outcome: Handshake, step: u64) -> Result<(), Violation> {
+    /// `consistent`: both disks were at least Outdated (an Inconsistent disk's writes
+    /// give it no claim: DRBD syncs it from the other without a split brain).
+    pub fn decided(
+        &mut self,
+        node: usize,
+        outcome: Handshake,
+        consistent: bool,
+        step: u64,
+    ) -> Result<(), Violation> {
         let resolved = matches!(
             outcome,
             Handshake::Connected | Handshake::SyncSource { .. } | Handshake::SyncTarget { .. }
         );
-        if resolved && self.diverged[0] && self.diverged[1] && !self.discard[0] && !self.discard[1]
+        if resolved
+            && consistent
+            && self.diverged[0]
+            && self.diverged[1]
+            && !self.discard[0]
+            && !self.discard[1]
         {
             return Err(Violation {
                 rule: Rule::SplitBrainResolved,
@@ -331,6 +344,10 @@ impl Oracle {
                     "both nodes answered writes without the other, node{node} decided {outcome:?}"
                 ),
             });
+        }
+        if let Handshake::SyncSource { .. } = outcome {
+            // Its data becomes the peer's: nothing of it is unique any more.
+            self.diverged[node] = false;
         }
         if let Handshake::SyncTarget { .. } = outcome
             && self.discard[node]

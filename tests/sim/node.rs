@@ -39,6 +39,11 @@ pub enum Mutation {
     /// A Secondary does not flush its disk at barriers (write ordering `none` while the
     /// peer relies on `flush`).
     SkipSecondaryFlush,
+    /// The bitmap goes to the meta-disk without flushing the data disk first, as the
+    /// daemon's session does today (`write_bitmap` in `session/actions.rs`): bits cleared
+    /// for resync writes still in the data disk's cache survive a crash that loses the
+    /// writes, and the blocks are never resynced.
+    BitmapWriteWithoutFlush,
 }
 
 /// Something the oracle must hear about.
@@ -50,7 +55,8 @@ pub enum Note {
         tag: u64,
         /// Success.
         ok: bool,
-        /// The data side was linked to the peer when it was answered.
+        /// The data side was linked to the peer when it was issued and when it was
+        /// answered.
         linked: bool,
     },
     /// The handshake decided.
@@ -141,6 +147,8 @@ pub struct Node {
     reported: Option<(ConnState, Role, DiskState, u64)>,
     app: HashMap<u64, AppOp>,
     early_acked: BTreeSet<u64>,
+    /// Writes issued while the data side was not linked (never replicated as such).
+    unlinked: BTreeSet<u64>,
     peer_bufs: HashMap<u64, Vec<u8>>,
     read_bufs: HashMap<u64, Vec<u8>>,
     next_key: u64,
@@ -227,6 +235,7 @@ impl Node {
             reported: None,
             app: HashMap::new(),
             early_acked: BTreeSet::new(),
+            unlinked: BTreeSet::new(),
             peer_bufs: HashMap::new(),
             read_bufs: HashMap::new(),
             next_key: 1,
@@ -442,6 +451,9 @@ impl Node {
     /// An application write (the schedule only writes to a serving Primary).
     pub fn app_write(&mut self, now: Instant, tag: u64, offset: u64, data: Vec<u8>, fua: bool) {
         let len = data.len() as u32;
+        if !self.repl.is_linked() {
+            self.unlinked.insert(tag);
+        }
         self.app.insert(tag, AppOp::Write { offset, data, fua });
         self.repl
             .handle_app_write(tag, offset, len, WriteKind::Write { fua });
@@ -785,8 +797,9 @@ impl Node {
             }
             ReplAction::Complete { tag, res } => {
                 self.app.remove(&tag);
+                let issued_unlinked = self.unlinked.remove(&tag);
                 if !self.early_acked.remove(&tag) {
-                    let linked = self.repl.is_linked();
+                    let linked = self.repl.is_linked() && !issued_unlinked;
                     self.notes.push(Note::Completed {
                         tag,
                         ok: res.is_ok(),
@@ -822,8 +835,13 @@ impl Node {
         }
     }
 
-    /// The whole bitmap to the meta-disk (the daemon's `write_bitmap`).
+    /// The whole bitmap to the meta-disk (the daemon's `write_bitmap`), after a flush of
+    /// the data disk: a bit is cleared when a resync write completes, which may be in the
+    /// disk's volatile cache; the cleared bit must not become durable before the data.
     fn write_bitmap(&mut self) {
+        if self.mutation != Some(Mutation::BitmapWriteWithoutFlush) {
+            let _ = self.disk.flush();
+        }
         self.meta.bitmap = self.repl.bitmap().clone();
     }
 

@@ -42,6 +42,23 @@ pub struct Options {
 }
 
 impl Options {
+    /// Turns off the fault kinds named in `off` (comma-separated: crash, cut, partition,
+    /// eio, spike, admin).
+    pub fn without(mut self, off: &str) -> Options {
+        for k in off.split(',').map(str::trim) {
+            match k {
+                "crash" => self.crash = 0,
+                "cut" => self.cut = 0,
+                "partition" => self.partition = 0,
+                "eio" => self.eio = 0,
+                "spike" => self.spike = 0,
+                "admin" => self.admin = 0,
+                _ => {}
+            }
+        }
+        self
+    }
+
     /// The options of `seed`.
     pub fn swarm(rng: &mut Rng, steps: u64) -> Options {
         // Weights against 1,000 for delivering a frame or completing an I/O.
@@ -133,9 +150,15 @@ fn initial_meta() -> DurableMeta {
 impl World {
     /// A run of `seed` (both nodes start UpToDate with the same data generation, as after
     /// an initial sync, and connect).
-    pub fn new(seed: u64, steps: u64, mutation: Option<Mutation>, trace: bool) -> World {
+    pub fn new(
+        seed: u64,
+        steps: u64,
+        off: &str,
+        mutation: Option<Mutation>,
+        trace: bool,
+    ) -> World {
         let mut rng = Rng::new(seed);
-        let opts = Options::swarm(&mut rng, steps);
+        let opts = Options::swarm(&mut rng, steps).without(off);
         let now = Instant::now();
         let mk = |id: usize, rng: &mut Rng| {
             Node::new(id, SimDisk::new(SIZE), initial_meta(), rng.fork(), mutation)
@@ -500,7 +523,10 @@ impl World {
         if self.nodes[i].conn.state() != ConnState::StandAlone {
             return;
         }
-        let discard = self.split_brain && self.rng.chance(500);
+        // At most one side discards (both asking is refused, as DRBD does).
+        let discard = self.split_brain
+            && !self.nodes[1 - i].conn.is_discard_my_data()
+            && self.rng.chance(500);
         if discard {
             self.oracle.discard_requested(i);
         }
@@ -649,7 +675,11 @@ impl World {
                         ) {
                             self.stats.resyncs += 1;
                         }
-                        self.oracle.decided(i, outcome, self.step)?;
+                        let consistent = self
+                            .nodes
+                            .iter()
+                            .all(|n| n.disk_state() >= DiskState::Outdated);
+                        self.oracle.decided(i, outcome, consistent, self.step)?;
                     }
                     Note::SplitBrain => {
                         self.log(|| format!("node{i} refused: split brain"));
@@ -735,7 +765,9 @@ impl World {
                     self.log(|| format!("liveness: node{i} secondary: {r:?}"));
                 }
                 if self.nodes[i].up && self.nodes[i].conn.state() == ConnState::StandAlone {
-                    let victim = self.split_brain && i == 1;
+                    let victim = self.split_brain
+                        && !self.nodes[1 - i].conn.is_discard_my_data()
+                        && (i == 1 || self.nodes[i].conn.is_discard_my_data());
                     if victim {
                         self.oracle.discard_requested(i);
                     }

@@ -110,9 +110,10 @@ pub struct Connection {
     peer_role: Role,
     peer_disk: DiskState,
     agreed_size: u64,
-    /// The local disk as our SIZES/UUIDS/STATE described it: the decision must use what
-    /// the peer decides with, even if the host reported a change since (a promotion
-    /// during the handshake takes a new UUID that the peer has not seen).
+    /// The local disk as our SIZES/UUIDS/STATE described it. Both sides must decide with
+    /// the same UUIDs: if ours changed since (a promotion during the handshake takes a new
+    /// current UUID, and the writes after it are only in our bitmap), the handshake
+    /// starts over rather than decide with UUIDs the peer has not seen.
     sent: Option<LocalDisk>,
     timers: TimerTable,
     transmits: VecDeque<Transmit>,
@@ -544,6 +545,9 @@ impl Connection {
         if !self.check_sizes(&sizes) {
             return;
         }
+        if self.sent.is_some_and(|s| s.uuids != self.local.uuids) {
+            return self.lose(now, LostReason::LocalChanged, true);
+        }
         self.decide(uuids, role, disk);
     }
 
@@ -569,7 +573,7 @@ impl Connection {
 
     /// `drbd_sync_handshake` and the state change that follows it.
     fn decide(&mut self, p: wire::Uuids, peer_role: Role, peer_disk: DiskState) {
-        let l = self.sent.unwrap_or(self.local);
+        let l = self.local;
         let peer_uuids = meta::Uuids {
             current: p.current,
             bitmap: p.bitmap,

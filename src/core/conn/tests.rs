@@ -872,13 +872,14 @@ fn discard_my_data_on_both_sides_is_refused() {
     assert!(p.a.conn.is_discard_my_data());
 }
 
-/// Found by the simulation (tests/sim, SEED=0xdc7591b702f525b5): a node promoted while its
-/// handshake runs takes a new current UUID (it is not Connected yet). The peer decides with
-/// the UUIDs this node sent, so this node must decide with them too; with its new UUIDs it
-/// decided SyncSource while the peer decided Connected, and the peer, receiving a bitmap
-/// while Connected, started a resync of its own as SyncSource.
+/// Found by the simulation (tests/sim, SEED=0xdc7591b702f525b5 and, with a first fix
+/// that decided with the UUIDs sent, SEED=0x3d3d3afeb0800c0e): a node promoted while its
+/// handshake runs takes a new current UUID (it is not Connected yet), and its writes from
+/// then on are only in its bitmap. The peer decides with the UUIDs this node sent; deciding
+/// with the new ones made this node SyncSource while the peer chose Connected, deciding
+/// with the old ones left the new writes out of any resync. The handshake starts over.
 #[test]
-fn a_promotion_during_the_handshake_does_not_change_its_decision() {
+fn a_promotion_during_the_handshake_restarts_it() {
     let mut p = Pair::new(node("b", synced(), none), node("a", synced(), none));
     p.connect();
     // Move until `a` has sent its SIZES/UUIDS/STATE and not yet decided.
@@ -899,8 +900,13 @@ fn a_promotion_during_the_handshake_does_not_change_its_decision() {
     assert!(p.a.conn.peer.uuids.is_none(), "a has not decided yet");
     promote(&mut p.a.vol, false, 0xABCD_0000);
     p.a.refresh(0);
-    p.settle();
-    assert_eq!(p.a.decisions(), [Handshake::Connected]);
-    assert_eq!(p.b.decisions(), [Handshake::Connected]);
-    assert_eq!(p.states(), (ConnState::Connected, ConnState::Connected));
+    p.run_for(Duration::from_secs(30));
+    assert!(
+        p.a.lost().iter().any(|(_, r)| *r == LostReason::LocalChanged),
+        "the first handshake was given up"
+    );
+    // The second one sees a's new generation: a bitmap resync from a.
+    assert_eq!(p.a.decisions().last(), Some(&Handshake::SyncSource { full: false }));
+    assert_eq!(p.b.decisions().last(), Some(&Handshake::SyncTarget { full: false }));
+    assert_eq!(p.states(), (ConnState::WFBitMapS, ConnState::WFBitMapT));
 }
