@@ -178,18 +178,10 @@ impl SimDisk {
         }
     }
 
-    /// Versions of the image as the disk holds it (read back byte by byte).
-    pub fn scan(&self) -> Vec<u64> {
-        let img = self.mem.read(0, self.mem.size() as usize);
-        img.chunks(BLOCK as usize)
-            .enumerate()
-            .map(|(b, d)| version_of(b as u64, d))
-            .collect()
-    }
-
-    /// The bytes a reader sees now.
-    pub fn image(&self) -> Vec<u8> {
-        self.mem.read(0, self.mem.size() as usize)
+    /// The bytes a reader sees now in `offset..offset+len` (bypassing the fault
+    /// injector).
+    pub fn read_raw(&self, offset: u64, len: u64) -> Vec<u8> {
+        self.mem.read(offset, len as usize)
     }
 }
 

@@ -9,11 +9,14 @@
 //! disk and fault injector. After every step the oracle (`check.rs`) checks DESIGN.md's
 //! correctness rules; at the end the faults heal and the pair must converge.
 //!
-//! Run: `cargo nextest run --release --test sim` (or `cargo test --test sim`); the CI
-//! budget is `URBD_SIM_SEEDS` seeds (default 2,000) from `URBD_SIM_FIRST` (default 0),
-//! split over four tests so that the test runner spreads them over the cores. A failure
-//! prints `SEED=0x...`, the step, the rule and the command that replays it:
-//! `URBD_SIM_SEED=0x... cargo test --test sim -- --ignored --nocapture replay`.
+//! Run: `cargo nextest run --test sim` (or `cargo test --test sim`); the CI budget is
+//! `URBD_SIM_SEEDS` seeds (default 2,000) from `URBD_SIM_FIRST` (default 0), split over
+//! four tests so that the test runner spreads them over the cores, with the fault kinds of
+//! [`CI_OFF`] left out (`URBD_SIM_OFF=` runs them all; see `full_fault_mix_survey`). A
+//! failure prints `SEED=0x...`, the step, the rule and the command that replays it with a
+//! trace: `URBD_SIM_OFF=... URBD_SIM_SEED=0x... cargo test --test sim -- --ignored
+//! --nocapture replay` (`URBD_SIM_MUTATION=ack-on-local|skip-flush|bitmap-without-flush`
+//! replays with a planted bug). `URBD_SIM_SURVEY=1` keeps going after a failure.
 //!
 //! Not in the schedule: `invalidate` (not implemented in the core yet), after-sb policies
 //! (issue 7: a split brain stays unresolved unless `--discard-my-data` is used), detach and
@@ -31,7 +34,7 @@ use node::Mutation;
 use world::World;
 
 /// Safety-phase steps per seed.
-const STEPS: u64 = 1_500;
+const STEPS: u64 = 1_000;
 /// Seeds in the CI budget unless `URBD_SIM_SEEDS` says otherwise.
 const CI_SEEDS: u64 = 2_000;
 /// Fault kinds the CI budget leaves out, because the full mix still finds open problems
@@ -56,19 +59,27 @@ fn seed_of(i: u64) -> u64 {
     r.next_u64()
 }
 
+/// The fault kinds left out: `URBD_SIM_OFF`, else the CI choice.
+fn off() -> String {
+    std::env::var("URBD_SIM_OFF").unwrap_or_else(|_| CI_OFF.to_string())
+}
+
+/// Runs `seed` without the fault kinds `off`, with `mutation` planted.
 fn run_one(
     seed: u64,
+    off: &str,
     mutation: Option<Mutation>,
     trace: bool,
 ) -> (World, Result<world::Stats, Violation>) {
-    let off = std::env::var("URBD_SIM_OFF").unwrap_or_else(|_| CI_OFF.to_string());
-    let mut w = World::new(seed, STEPS, &off, mutation, trace);
+    let mut w = World::new(seed, STEPS, off, mutation, trace);
     let r = w.run();
     (w, r)
 }
 
-fn replay_command(seed: u64) -> String {
-    format!("URBD_SIM_SEED={seed:#x} cargo test --test sim -- --ignored --nocapture replay")
+fn replay_command(seed: u64, off: &str) -> String {
+    format!(
+        "URBD_SIM_OFF={off} URBD_SIM_SEED={seed:#x} cargo test --test sim -- --ignored --nocapture replay"
+    )
 }
 
 /// Runs shard `shard` of the CI budget; panics on the first violation with the seed and
@@ -76,13 +87,14 @@ fn replay_command(seed: u64) -> String {
 fn ci_shard(shard: u64) {
     let seeds = env_u64("URBD_SIM_SEEDS").unwrap_or(CI_SEEDS);
     let first = env_u64("URBD_SIM_FIRST").unwrap_or(0);
+    let off = off();
     let started = std::time::Instant::now();
     let mut total = world::Stats::default();
     let mut runs = 0;
     let mut failed = 0;
     for i in (first..first + seeds).filter(|i| i % SHARDS == shard) {
         let seed = seed_of(i);
-        let (_, r) = run_one(seed, None, false);
+        let (_, r) = run_one(seed, &off, None, false);
         match r {
             Ok(s) => {
                 runs += 1;
@@ -98,7 +110,7 @@ fn ci_shard(shard: u64) {
             }
             Err(v) => panic!(
                 "SEED={seed:#x} failed at {v}\nreplay: {}",
-                replay_command(seed)
+                replay_command(seed, &off)
             ),
         }
     }
@@ -147,8 +159,9 @@ fn replay() {
         Ok("bitmap-without-flush") => Some(Mutation::BitmapWriteWithoutFlush),
         _ => None,
     };
-    let (w, r) = run_one(seed, mutation, true);
-    eprintln!("SEED={seed:#x} options {:?}", w.options());
+    let off = off();
+    let (w, r) = run_one(seed, &off, mutation, true);
+    eprintln!("SEED={seed:#x} off={off:?} options {:?}", w.options());
     for line in w.trace() {
         eprintln!("  {line}");
     }
@@ -158,41 +171,66 @@ fn replay() {
     }
 }
 
-/// Finds the first seed of the CI budget that `mutation` makes fail; its rule.
-fn first_failure(mutation: Mutation) -> Option<(u64, Violation)> {
+/// The first seed of the CI budget that `mutation` makes fail with `rule` while the same
+/// seed without it passes (so the planted bug, not an open problem, is what fails).
+fn first_failure(mutation: Mutation, off: &str, rule: Rule) -> Option<(u64, Violation)> {
     (0..CI_SEEDS).map(seed_of).find_map(|seed| {
-        let (_, r) = run_one(seed, Some(mutation), false);
-        r.err().map(|v| (seed, v))
+        let (_, r) = run_one(seed, off, Some(mutation), false);
+        match r {
+            Err(v) if v.rule == rule && run_one(seed, off, None, false).1.is_ok() => {
+                Some((seed, v))
+            }
+            _ => None,
+        }
     })
 }
 
 /// A planted bug: the Primary acknowledges a write when its own disk has it, before the
-/// peer's WRITE_ACK. The simulation must catch it within the CI budget, as a missing
-/// acknowledged write.
+/// peer's WRITE_ACK. The simulation (the CI fault mix) must catch it within the CI budget:
+/// the Secondary is UpToDate without a write the application was told is done.
 #[test]
 fn planted_ack_before_peer_write_is_caught() {
-    let (seed, v) = first_failure(Mutation::AckOnLocalCompletion)
-        .expect("acking before the peer's write ack went unnoticed by every seed of the budget");
+    let (seed, v) = first_failure(
+        Mutation::AckOnLocalCompletion,
+        CI_OFF,
+        Rule::UpToDateMissesAckedWrite,
+    )
+    .expect("acking before the peer's write ack went unnoticed by every seed of the budget");
     eprintln!("caught at SEED={seed:#x}: {v}");
-    assert!(
-        matches!(
-            v.rule,
-            Rule::UpToDateMissesAckedWrite | Rule::AckedWriteLost
-        ),
-        "unexpected rule: {v}"
-    );
 }
 
 /// A planted bug: the Secondary does not flush at barriers; a torn crash of it then leaves
-/// a later epoch on disk without an earlier one.
+/// a later epoch on its disk without an earlier one (crashes on, everything else off).
 #[test]
 fn planted_missing_barrier_flush_is_caught() {
-    let (seed, v) = first_failure(Mutation::SkipSecondaryFlush)
-        .expect("a Secondary that never flushes went unnoticed by every seed of the budget");
-    eprintln!("caught at SEED={seed:#x}: {v}");
-    assert_eq!(
-        v.rule,
+    let (seed, v) = first_failure(
+        Mutation::SkipSecondaryFlush,
+        "partition,eio,admin,cut,spike",
         Rule::SecondaryNotCrashConsistent,
-        "unexpected rule: {v}"
+    )
+    .expect("a Secondary that never flushes went unnoticed by every seed of the budget");
+    eprintln!("caught at SEED={seed:#x}: {v}");
+}
+
+/// Every fault kind on: what the CI budget leaves out because it still finds open
+/// problems. Prints every failing seed; fails if there is any.
+#[test]
+#[ignore = "the full fault mix still finds open problems (see the commit history)"]
+fn full_fault_mix_survey() {
+    let seeds = env_u64("URBD_SIM_SEEDS").unwrap_or(200);
+    let mut failed = Vec::new();
+    for seed in (0..seeds).map(seed_of) {
+        if let (_, Err(v)) = run_one(seed, "", None, false) {
+            eprintln!(
+                "SEED={seed:#x} failed at {v}\nreplay: {}",
+                replay_command(seed, "")
+            );
+            failed.push(seed);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {seeds} seeds failed",
+        failed.len()
     );
 }

@@ -318,11 +318,6 @@ impl Node {
         self.pending.is_empty() && self.app.is_empty() && self.phase == Phase::Idle
     }
 
-    /// A bitmap exchange or resync start is under way.
-    pub fn is_preparing_sync(&self) -> bool {
-        self.phase != Phase::Idle
-    }
-
     fn local_disk(&self) -> LocalDisk {
         let st = self.vol.state();
         LocalDisk {

@@ -103,7 +103,6 @@ pub struct Stats {
 
 /// One run.
 pub struct World {
-    seed: u64,
     rng: Rng,
     opts: Options,
     now: Instant,
@@ -150,13 +149,7 @@ fn initial_meta() -> DurableMeta {
 impl World {
     /// A run of `seed` (both nodes start UpToDate with the same data generation, as after
     /// an initial sync, and connect).
-    pub fn new(
-        seed: u64,
-        steps: u64,
-        off: &str,
-        mutation: Option<Mutation>,
-        trace: bool,
-    ) -> World {
+    pub fn new(seed: u64, steps: u64, off: &str, mutation: Option<Mutation>, trace: bool) -> World {
         let mut rng = Rng::new(seed);
         let opts = Options::swarm(&mut rng, steps).without(off);
         let now = Instant::now();
@@ -165,7 +158,6 @@ impl World {
         };
         let nodes = [mk(0, &mut rng), mk(1, &mut rng)];
         let mut w = World {
-            seed,
             rng,
             opts,
             now,
@@ -825,19 +817,27 @@ impl World {
         Err(self.violation(Rule::Liveness, s))
     }
 
-    /// At the end: the bytes themselves (not just the versions) are identical, and the
-    /// version bookkeeping matches the disks.
+    /// At the end: the replicas hold the same versions everywhere, and for the blocks
+    /// the application writes, the bytes on both disks are what the bookkeeping says
+    /// (reading all 8 MiB twice per seed would cost more than the whole run).
     fn final_check(&mut self) -> Result<(), Violation> {
-        for n in &self.nodes {
-            if n.disk.scan() != n.disk.versions() {
-                return Err(self.violation(
-                    Rule::CorruptBlock,
-                    format!("node{}: the disk differs from the harness's record", n.id),
-                ));
-            }
+        if self.nodes[0].disk.versions() != self.nodes[1].disk.versions() {
+            return Err(self.violation(Rule::ReplicasDiffer, "final versions differ".into()));
         }
-        if self.nodes[0].disk.image() != self.nodes[1].disk.image() {
-            return Err(self.violation(Rule::ReplicasDiffer, "final images differ".into()));
+        for n in &self.nodes {
+            for extent in 0..2 {
+                let first = extent * 1024;
+                let bytes = n.disk.read_raw(first * BLOCK, 40 * BLOCK);
+                for (i, d) in bytes.chunks(BLOCK as usize).enumerate() {
+                    let b = first + i as u64;
+                    if crate::disk::version_of(b, d) != n.disk.versions()[b as usize] {
+                        return Err(self.violation(
+                            Rule::CorruptBlock,
+                            format!("node{}: block {b} differs from the harness's record", n.id),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
