@@ -64,6 +64,10 @@ pub enum LostReason {
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
+    /// Our UUIDs changed after we sent them (a promotion during the handshake takes a new
+    /// current UUID): the peer decides with the old ones, so the handshake starts over.
+    #[error("local UUIDs changed during the handshake")]
+    LocalChanged,
 }
 
 /// A peer that broke the setup sequence.

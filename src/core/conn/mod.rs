@@ -110,6 +110,11 @@ pub struct Connection {
     peer_role: Role,
     peer_disk: DiskState,
     agreed_size: u64,
+    /// The local disk as our SIZES/UUIDS/STATE described it. Both sides must decide with
+    /// the same UUIDs: if ours changed since (a promotion during the handshake takes a new
+    /// current UUID, and the writes after it are only in our bitmap), the handshake
+    /// starts over rather than decide with UUIDs the peer has not seen.
+    sent: Option<LocalDisk>,
     timers: TimerTable,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ConnEvent>,
@@ -137,6 +142,7 @@ impl Connection {
             peer_role: Role::Unknown,
             peer_disk: DiskState::DUnknown,
             agreed_size: 0,
+            sent: None,
             timers: TimerTable::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -220,6 +226,7 @@ impl Connection {
         self.agreed = None;
         self.peer_params = None;
         self.peer = PeerVolume::default();
+        self.sent = None;
         self.timers.stop(Timer::Reconnect);
         self.timers
             .set(Timer::Handshake, now + self.config.timers.connect_int);
@@ -489,6 +496,7 @@ impl Connection {
     /// `drbd_send_sizes`, `drbd_send_uuids`, `drbd_send_current_state`.
     fn send_volume(&mut self) {
         let l = self.local;
+        self.sent = Some(l);
         self.transmit(Transmit::Sizes(Sizes {
             backing: l.backing_sect,
             user: l.user_sect,
@@ -542,6 +550,9 @@ impl Connection {
         self.peer_disk = disk;
         if !self.check_sizes(&sizes) {
             return;
+        }
+        if self.sent.is_some_and(|s| s.uuids != self.local.uuids) {
+            return self.lose(now, LostReason::LocalChanged, true);
         }
         self.decide(uuids, role, disk);
     }

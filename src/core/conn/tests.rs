@@ -871,3 +871,50 @@ fn discard_my_data_on_both_sides_is_refused() {
     assert_eq!(p.a.refusals(), [want]);
     assert!(p.a.conn.is_discard_my_data());
 }
+
+/// Found by the simulation (tests/sim, SEED=0xdc7591b702f525b5 and, with a first fix
+/// that decided with the UUIDs sent, SEED=0x3d3d3afeb0800c0e): a node promoted while its
+/// handshake runs takes a new current UUID (it is not Connected yet), and its writes from
+/// then on are only in its bitmap. The peer decides with the UUIDs this node sent; deciding
+/// with the new ones made this node SyncSource while the peer chose Connected, deciding
+/// with the old ones left the new writes out of any resync. The handshake starts over.
+#[test]
+fn a_promotion_during_the_handshake_restarts_it() {
+    let mut p = Pair::new(node("b", synced(), none), node("a", synced(), none));
+    p.connect();
+    // Move until `a` has sent its SIZES/UUIDS/STATE and not yet decided.
+    for _ in 0..1_000 {
+        let now = p.time;
+        Pair::drain(now, &mut p.a, &mut p.a_to_b, &mut p.b_to_a, false);
+        Pair::drain(now, &mut p.b, &mut p.b_to_a, &mut p.a_to_b, false);
+        if p.a.conn.phase == Phase::Volume {
+            break;
+        }
+        if !Pair::deliver(now, &mut p.b, &mut p.a_to_b)
+            && !Pair::deliver(now, &mut p.a, &mut p.b_to_a)
+        {
+            p.try_establish();
+        }
+    }
+    assert_eq!(p.a.conn.phase, Phase::Volume);
+    assert!(p.a.conn.peer.uuids.is_none(), "a has not decided yet");
+    promote(&mut p.a.vol, false, 0xABCD_0000);
+    p.a.refresh(0);
+    p.run_for(Duration::from_secs(30));
+    assert!(
+        p.a.lost()
+            .iter()
+            .any(|(_, r)| *r == LostReason::LocalChanged),
+        "the first handshake was given up"
+    );
+    // The second one sees a's new generation: a bitmap resync from a.
+    assert_eq!(
+        p.a.decisions().last(),
+        Some(&Handshake::SyncSource { full: false })
+    );
+    assert_eq!(
+        p.b.decisions().last(),
+        Some(&Handshake::SyncTarget { full: false })
+    );
+    assert_eq!(p.states(), (ConnState::WFBitMapS, ConnState::WFBitMapT));
+}

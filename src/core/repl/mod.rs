@@ -277,7 +277,9 @@ pub enum ReplAction {
     /// Make an activity-log transaction durable on the meta-disk: first the bitmap blocks
     /// of the `evicted` extents (their bits must survive a crash once they leave the log),
     /// then `tr`, synced; then [`Replicator::handle_al_written`]. Writes to the extents it
-    /// adds wait until then.
+    /// adds wait until then. When it evicts extents, the core has flushed the data disk
+    /// first (a [`LocalIo::Flush`]), so that the writes to them are durable once a crash
+    /// no longer resyncs them.
     WriteAl {
         /// The transaction.
         tr: crate::meta::AlTransaction,
@@ -351,6 +353,8 @@ pub struct Replicator {
     digests: BTreeMap<u64, Vec<u8>>,
     /// The activity log's active set (application writes wait for their extents).
     al: Option<al::ActiveSet>,
+    /// An AL transaction that evicts extents, held until the data disk is flushed.
+    al_after_flush: Option<(crate::meta::AlTransaction, Vec<u32>)>,
     actions: VecDeque<ReplAction>,
     /// Local I/O in flight: id -> who waits for it.
     local: BTreeMap<u64, Waiter>,
@@ -375,6 +379,8 @@ enum Waiter {
     OvRead,
     /// VerifyS: a read to compare with the peer's OV_REPLY.
     OvCompare,
+    /// The data disk's flush before an AL transaction that evicts extents.
+    AlFlush,
 }
 
 impl Replicator {
@@ -393,6 +399,7 @@ impl Replicator {
             verify: verify::Verify::default(),
             digests: BTreeMap::new(),
             al: None,
+            al_after_flush: None,
             actions: VecDeque::new(),
             local: BTreeMap::new(),
         }
@@ -627,6 +634,13 @@ impl Replicator {
             Waiter::CsumRead => self.on_csum_read_done(id, res),
             Waiter::OvRead => self.on_ov_read_done(id, res),
             Waiter::OvCompare => self.on_ov_compare_done(id, res),
+            Waiter::AlFlush => {
+                // A failed flush leaves nothing better to do than go on (DRBD would
+                // detach the disk on the error).
+                if let Some((tr, evicted)) = self.al_after_flush.take() {
+                    self.push(ReplAction::WriteAl { tr, evicted });
+                }
+            }
         }
         self.digests.remove(&id);
         self.pump_verify(now);

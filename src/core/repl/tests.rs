@@ -864,3 +864,63 @@ fn the_dynamic_controller_paces_a_full_sync_to_the_end() {
     assert!(took >= Duration::from_millis(100), "{took:?}");
     assert!(took <= Duration::from_millis(1000), "{took:?}");
 }
+
+/// Found by the simulation (tests/sim, SEED=0x632be6b57c9e0d47): a Primary crashed with a
+/// completed write still in its disk's volatile cache, in an extent already evicted from
+/// the activity log; after the crash only the log's extents were resynced and the block
+/// stayed different on the two disks (Connected, UpToDate/UpToDate). An eviction now
+/// flushes the data disk before the AL transaction.
+#[test]
+fn an_eviction_flushes_the_data_disk_before_the_al_transaction() {
+    let mut p = Pair::new(ReplConfig::default());
+    // Two 4 MiB extents, one AL slot.
+    p.a.r = Replicator::new(ReplConfig::default(), 2 * SIZE, Bitmap::new(2 * SIZE / 512))
+        .with_activity_log(crate::meta::AlWriter::new(1, 0));
+    p.a.r.handle_link_up();
+    p.a.write(1, 0, block(1, 4096));
+    p.settle();
+    assert!(p.a.done(1));
+    assert_eq!(
+        p.a.al_written.len(),
+        1,
+        "extent 0 enters the log without a flush"
+    );
+    let flushes = p.a.flushes;
+    // A write to extent 1: extent 0 must leave the single slot.
+    p.a.hold_al = true;
+    p.a.r
+        .handle_app_write(2, 4 << 20, 4096, WriteKind::Write { fua: false });
+    p.a.app.insert(
+        2,
+        (4 << 20, block(2, 4096), WriteKind::Write { fua: false }),
+    );
+    let mut actions = Vec::new();
+    while let Some(a) = p.a.r.poll_action() {
+        actions.push(a);
+    }
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [ReplAction::Local {
+                io: LocalIo::Flush,
+                ..
+            }]
+        ),
+        "a flush first, nothing else ({} actions; the first is a WriteAl: {})",
+        actions.len(),
+        matches!(actions.first(), Some(ReplAction::WriteAl { .. }))
+    );
+    let ReplAction::Local { id, .. } = actions[0] else {
+        unreachable!()
+    };
+    p.a.r.handle_local_done(p.now, id, Ok(()));
+    let next = p.a.r.poll_action();
+    assert!(
+        matches!(&next, Some(ReplAction::WriteAl { evicted, .. }) if evicted == &[0]),
+        "then the AL transaction evicting extent 0: {next:?}"
+    );
+    assert_eq!(
+        p.a.flushes, flushes,
+        "the flush went through the action, not the test"
+    );
+}

@@ -188,8 +188,18 @@ impl Replicator {
                         i += 1;
                         continue;
                     }
-                    super::al::Begin::Write { tr, evicted } => {
+                    super::al::Begin::Write { tr, evicted } if evicted.is_empty() => {
                         self.push(ReplAction::WriteAl { tr, evicted });
+                        i += 1;
+                        continue;
+                    }
+                    super::al::Begin::Write { tr, evicted } => {
+                        // Completed writes to the evicted extents may still sit in the
+                        // data disk's volatile cache; after a crash of this Primary only
+                        // the extents in the log are resynced, so they must be durable
+                        // before their extents leave it.
+                        self.al_after_flush = Some((tr, evicted));
+                        self.local_io(Waiter::AlFlush, LocalIo::Flush);
                         i += 1;
                         continue;
                     }

@@ -1,0 +1,844 @@
+//! One simulated run: two nodes, the network, simulated time and a seeded schedule of
+//! application I/O, faults and operator actions (a safety phase), then a liveness phase in
+//! which the faults heal and the pair must converge. The oracle checks after every step.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use urbd::core::{AdminCmd, ConnAdmin, ConnState, DiskState, Role};
+use urbd::meta::{Bitmap, MdFlags, Uuids};
+use urbd::wire::Socket;
+
+use crate::check::{BeforeCrash, Oracle, Rule, View, Violation, WriteRec};
+use crate::disk::{BLOCK, DurableMeta, SimDisk, block_data};
+use crate::net::{Delivery, Net};
+use crate::node::{AL_EXTENTS, Mutation, Node, Note, Out, SIZE};
+use crate::rng::Rng;
+
+/// The fault mix and pacing of one run, drawn from its seed (TigerBeetle's
+/// `options_swarm`): some runs crash a lot, some never; some cut links, some partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Steps of the safety phase.
+    pub steps: u64,
+    /// Weight of an application write.
+    pub write: u32,
+    /// Weight of a crash.
+    pub crash: u32,
+    /// Weight of a link cut.
+    pub cut: u32,
+    /// Weight of a partition.
+    pub partition: u32,
+    /// Weight of an EIO episode.
+    pub eio: u32,
+    /// Weight of a delay spike (may trip the ping timeout).
+    pub spike: u32,
+    /// Weight of an operator action.
+    pub admin: u32,
+    /// Per mille of crashes that tear the unflushed cache (rather than drop it).
+    pub tear: u32,
+    /// Largest one-way network delay, microseconds.
+    pub delay_us: u64,
+}
+
+impl Options {
+    /// Turns off the fault kinds named in `off` (comma-separated: crash, cut, partition,
+    /// eio, spike, admin).
+    pub fn without(mut self, off: &str) -> Options {
+        for k in off.split(',').map(str::trim) {
+            match k {
+                "crash" => self.crash = 0,
+                "cut" => self.cut = 0,
+                "partition" => self.partition = 0,
+                "eio" => self.eio = 0,
+                "spike" => self.spike = 0,
+                "admin" => self.admin = 0,
+                _ => {}
+            }
+        }
+        self
+    }
+
+    /// The options of `seed`.
+    pub fn swarm(rng: &mut Rng, steps: u64) -> Options {
+        // Weights against 1,000 for delivering a frame or completing an I/O.
+        let pick = |rng: &mut Rng, max: u64| {
+            if rng.chance(250) {
+                0
+            } else {
+                rng.range(1, max) as u32
+            }
+        };
+        Options {
+            steps,
+            write: rng.range(50, 400) as u32,
+            crash: pick(rng, 12),
+            cut: pick(rng, 12),
+            partition: pick(rng, 6),
+            eio: pick(rng, 8),
+            spike: pick(rng, 6),
+            admin: pick(rng, 20),
+            tear: rng.range(0, 1000) as u32,
+            delay_us: rng.range(20, 3000),
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Application writes issued.
+    pub writes: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Healthy points reached.
+    pub heals: u64,
+    /// Frames sent.
+    pub frames: u64,
+    /// Resyncs started.
+    pub resyncs: u64,
+    /// Split-brain refusals.
+    pub split_brains: u64,
+}
+
+/// One run.
+pub struct World {
+    rng: Rng,
+    opts: Options,
+    now: Instant,
+    step: u64,
+    nodes: [Node; 2],
+    net: Net,
+    /// The transport each node holds, as the network knows it.
+    held: [Option<u64>; 2],
+    oracle: Oracle,
+    next_tag: u64,
+    establish_at: Option<Instant>,
+    partitioned_until: Option<Instant>,
+    down_until: [Option<Instant>; 2],
+    eio_until: [Option<Instant>; 2],
+    spike_until: Option<Instant>,
+    split_brain: bool,
+    stats: Stats,
+    trace: Option<Vec<String>>,
+    pending_violation: Option<Violation>,
+}
+
+fn initial_meta() -> DurableMeta {
+    let mut flags = MdFlags::default();
+    flags.set(
+        MdFlags::CONSISTENT | MdFlags::WAS_UP_TO_DATE | MdFlags::AL_CLEAN,
+        true,
+    );
+    DurableMeta {
+        sb: urbd::core::MdUpdate {
+            uuids: Uuids {
+                current: 0x5EED_0000_0000_1000,
+                bitmap: 0,
+                history: [0, 0],
+            },
+            flags,
+            la_size_sect: SIZE / 512,
+            clean: true,
+        },
+        bitmap: Bitmap::new(SIZE / 512),
+        al_slots: vec![urbd::meta::al::LC_FREE; usize::from(AL_EXTENTS)],
+    }
+}
+
+impl World {
+    /// A run of `seed` (both nodes start UpToDate with the same data generation, as after
+    /// an initial sync, and connect).
+    pub fn new(seed: u64, steps: u64, off: &str, mutation: Option<Mutation>, trace: bool) -> World {
+        let mut rng = Rng::new(seed);
+        let opts = Options::swarm(&mut rng, steps).without(off);
+        let now = Instant::now();
+        let mk = |id: usize, rng: &mut Rng| {
+            Node::new(id, SimDisk::new(SIZE), initial_meta(), rng.fork(), mutation)
+        };
+        let nodes = [mk(0, &mut rng), mk(1, &mut rng)];
+        let mut w = World {
+            rng,
+            opts,
+            now,
+            step: 0,
+            nodes,
+            net: Net::default(),
+            held: [None; 2],
+            oracle: Oracle::new((SIZE / BLOCK) as usize),
+            next_tag: 1,
+            establish_at: None,
+            partitioned_until: None,
+            down_until: [None; 2],
+            eio_until: [None; 2],
+            spike_until: None,
+            split_brain: false,
+            stats: Stats::default(),
+            trace: trace.then(Vec::new),
+            pending_violation: None,
+        };
+        for n in &mut w.nodes {
+            n.start(now);
+        }
+        w
+    }
+
+    /// The options drawn from the seed.
+    pub fn options(&self) -> Options {
+        self.opts
+    }
+
+    fn log(&mut self, what: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            let s = what();
+            t.push(s);
+        }
+    }
+
+    /// The trace so far (replay mode only).
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// Runs the safety phase, then the liveness phase.
+    pub fn run(&mut self) -> Result<Stats, Violation> {
+        for _ in 0..self.opts.steps {
+            self.step_safety()?;
+        }
+        self.liveness()?;
+        self.stats.heals = self.oracle.heals;
+        self.stats.frames = self.net.sent;
+        Ok(self.stats.clone())
+    }
+
+    fn violation(&self, rule: Rule, detail: String) -> Violation {
+        Violation {
+            rule,
+            step: self.step,
+            detail,
+        }
+    }
+
+    // ----- the safety phase -----------------------------------------------------------
+
+    fn step_safety(&mut self) -> Result<(), Violation> {
+        self.step += 1;
+        let o = self.opts;
+        let primary = (0..2).find(|&i| self.nodes[i].serving());
+        let can_write = primary.is_some_and(|p| self.nodes[p].app_in_flight() < 8);
+        let choices: [(u32, u8); 12] = [
+            (
+                if self.net.due(self.now).is_empty() {
+                    0
+                } else {
+                    1000
+                },
+                0,
+            ),
+            (if self.any_pending() { 800 } else { 0 }, 1),
+            (if can_write { o.write } else { 0 }, 2),
+            (if primary.is_some() { 10 } else { 0 }, 3),
+            (300, 4),
+            (o.crash, 5),
+            (o.cut, 6),
+            (o.partition, 7),
+            (o.eio, 8),
+            (o.spike, 9),
+            (o.admin, 10),
+            (if primary.is_none() { 30 } else { 0 }, 11),
+        ];
+        let total: u32 = choices.iter().map(|c| c.0).sum();
+        let mut x = self.rng.below(u64::from(total)) as u32;
+        let mut pick = 4;
+        for (w, c) in choices {
+            if x < w {
+                pick = c;
+                break;
+            }
+            x -= w;
+        }
+        match pick {
+            0 => self.deliver_one(),
+            1 => self.complete_one(),
+            2 => self.write(primary.unwrap_or(0), false),
+            3 => self.flush(primary.unwrap_or(0)),
+            5 => self.crash_one(),
+            6 => self.cut(),
+            7 => self.partition(),
+            8 => self.eio(),
+            9 => {
+                let d = Duration::from_millis(self.rng.range(100, 1500));
+                self.log(|| format!("delay spike {d:?}"));
+                self.spike_until = Some(self.now + d);
+            }
+            10 => self.operator(),
+            11 => self.fail_over(),
+            _ => self.advance(),
+        }
+        self.after_step()
+    }
+
+    fn any_pending(&self) -> bool {
+        self.nodes.iter().any(|n| n.up && !n.pending.is_empty())
+    }
+
+    /// Time moves: to the next thing due, or a little.
+    fn advance(&mut self) {
+        let mut next = self.net.next_due(self.now);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        for n in &self.nodes {
+            if n.up {
+                consider(n.next_timer());
+            }
+        }
+        consider(self.establish_at);
+        consider(self.partitioned_until);
+        consider(self.spike_until);
+        for i in 0..2 {
+            consider(self.down_until[i]);
+            consider(self.eio_until[i]);
+        }
+        let small = self.now + Duration::from_micros(self.rng.range(1, 2000));
+        self.now = match next {
+            Some(t) if t > self.now && self.rng.chance(500) => t,
+            _ => small,
+        };
+    }
+
+    fn deliver_one(&mut self) {
+        let due = self.net.due(self.now);
+        if due.is_empty() {
+            return;
+        }
+        let (from, socket) = due[self.rng.below(due.len() as u64) as usize];
+        match self.net.take(from, socket) {
+            Some(Delivery::Frame { to, bytes }) => {
+                if self.trace.is_some() {
+                    let what = urbd::wire::Frame::decode(&bytes)
+                        .ok()
+                        .flatten()
+                        .map(|(f, _)| format!("{}", f.packet.packet_type()))
+                        .unwrap_or_default();
+                    let t = self.now;
+                    self.log(|| format!("{t:?} deliver to node{to}: {what}"));
+                }
+                if self.nodes[to].up {
+                    self.nodes[to].receive(self.now, &bytes);
+                }
+            }
+            Some(Delivery::End { to }) => {
+                self.log(|| format!("node{to} sees the end of the transport"));
+                self.held[to] = None;
+                if self.nodes[to].up {
+                    self.nodes[to].transport_lost(self.now);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn complete_one(&mut self) {
+        let up: Vec<usize> = (0..2)
+            .filter(|&i| self.nodes[i].up && !self.nodes[i].pending.is_empty())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let i = up[self.rng.below(up.len() as u64) as usize];
+        let k = self.rng.below(self.nodes[i].pending.len() as u64) as usize;
+        self.nodes[i].complete_io(self.now, k);
+    }
+
+    fn write(&mut self, node: usize, _liveness: bool) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let extent = self.rng.below(2);
+        let blocks = self.rng.range(1, 4);
+        let first = extent * 1024 + self.rng.below(32);
+        let mut data = Vec::with_capacity((blocks * BLOCK) as usize);
+        for b in first..first + blocks {
+            data.extend_from_slice(&block_data(tag, b));
+        }
+        let fua = self.rng.chance(50);
+        self.oracle.issue(
+            tag,
+            WriteRec {
+                node,
+                first,
+                blocks,
+                issued: self.step,
+                completed: None,
+            },
+        );
+        self.stats.writes += 1;
+        self.log(|| format!("node{node} write {tag} blocks {first}+{blocks} fua={fua}"));
+        self.nodes[node].app_write(self.now, tag, first * BLOCK, data, fua);
+    }
+
+    fn flush(&mut self, node: usize) {
+        if self.nodes[node].app_in_flight() > 0 {
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.log(|| format!("node{node} flush {tag}"));
+        self.nodes[node].app_flush(self.now, tag);
+    }
+
+    fn crash_one(&mut self) {
+        let i = self.rng.below(2) as usize;
+        if !self.nodes[i].up || !self.nodes[1 - i].up {
+            return;
+        }
+        self.crash(i);
+    }
+
+    fn crash(&mut self, i: usize) {
+        let before = BeforeCrash {
+            node: i,
+            role: self.nodes[i].role(),
+            disk: self.nodes[i].disk_state(),
+            cstate: self.nodes[i].cstate(),
+            peer_primary: self.nodes[1 - i].up && self.nodes[1 - i].role() == Role::Primary,
+        };
+        let tear = self.rng.chance(self.opts.tear).then(|| self.rng.next_u64());
+        self.log(|| format!("CRASH node{i} ({before:?}) tear={}", tear.is_some()));
+        self.stats.crashes += 1;
+        self.nodes[i].crash(tear);
+        self.held[i] = None;
+        if self.held[1 - i].is_some() && self.net.cut() {
+            self.held[1 - i] = None;
+            self.nodes[1 - i].transport_lost(self.now);
+        }
+        self.down_until[i] = Some(self.now + Duration::from_millis(self.rng.range(5, 800)));
+        self.eio_until[i] = None;
+        let v0 = self.nodes[0].disk.versions().to_vec();
+        let v1 = self.nodes[1].disk.versions().to_vec();
+        let views = [
+            View {
+                up: self.nodes[0].up,
+                disk: self.nodes[0].disk_state(),
+                versions: &v0,
+            },
+            View {
+                up: self.nodes[1].up,
+                disk: self.nodes[1].disk_state(),
+                versions: &v1,
+            },
+        ];
+        let step = self.step;
+        if let Err(v) = self.oracle.crashed(before, &views, step) {
+            self.pending_violation = Some(v);
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.net.cut() {
+            self.log(|| "link cut".into());
+            self.oracle.fault();
+            for i in 0..2 {
+                if self.held[i].take().is_some() && self.nodes[i].up {
+                    self.nodes[i].transport_lost(self.now);
+                }
+            }
+        }
+    }
+
+    fn partition(&mut self) {
+        let d = Duration::from_millis(self.rng.range(20, 3000));
+        self.log(|| format!("partition for {d:?}"));
+        self.oracle.fault();
+        self.partitioned_until = Some(self.now + d);
+        self.cut();
+    }
+
+    fn eio(&mut self) {
+        let i = self.rng.below(2) as usize;
+        if !self.nodes[i].up {
+            return;
+        }
+        let extent = self.rng.below(2);
+        let sector = (extent * 1024 + self.rng.below(32)) * (BLOCK / 512);
+        let count = self.rng.range(1, 8) * (BLOCK / 512);
+        let f = self.nodes[i].disk.faults().clone();
+        let kind = self.rng.below(4);
+        match kind {
+            0 => f.fail_reads(sector, count),
+            1 => f.fail_flushes(true),
+            _ => f.fail_writes(sector, count),
+        }
+        self.log(|| format!("EIO on node{i} kind {kind} sector {sector}+{count}"));
+        self.oracle.fault();
+        self.eio_until[i] = Some(self.now + Duration::from_millis(self.rng.range(1, 500)));
+    }
+
+    /// An operator's command on a random node.
+    fn operator(&mut self) {
+        let i = self.rng.below(2) as usize;
+        if !self.nodes[i].up {
+            return;
+        }
+        let now = self.now;
+        match self.rng.below(6) {
+            0 => {
+                // Promote only where a cluster manager would: the peer is not Primary as
+                // far as we can tell, unless (rarely) the operator forces a split brain.
+                let peer_primary =
+                    self.nodes[1 - i].up && self.nodes[1 - i].role() == Role::Primary;
+                if peer_primary && !self.rng.chance(100) {
+                    return;
+                }
+                let r = self.nodes[i].admin(now, AdminCmd::Primary { force: false });
+                self.log(|| format!("node{i} primary: {r:?}"));
+                if r.is_ok() && peer_primary {
+                    self.oracle.fault();
+                }
+            }
+            1 => {
+                let r = self.nodes[i].admin(now, AdminCmd::Secondary);
+                self.log(|| format!("node{i} secondary: {r:?}"));
+            }
+            2 => {
+                self.log(|| format!("node{i} disconnect"));
+                self.oracle.fault();
+                self.nodes[i].conn_admin(now, ConnAdmin::Disconnect);
+            }
+            _ => self.connect(i),
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        if self.nodes[i].conn.state() != ConnState::StandAlone {
+            return;
+        }
+        // At most one side discards (both asking is refused, as DRBD does).
+        let discard = self.split_brain
+            && !self.nodes[1 - i].conn.is_discard_my_data()
+            && self.rng.chance(500);
+        if discard {
+            self.oracle.discard_requested(i);
+        }
+        self.log(|| format!("node{i} connect discard_my_data={discard}"));
+        self.nodes[i].conn_admin(
+            self.now,
+            ConnAdmin::Connect {
+                discard_my_data: discard,
+            },
+        );
+    }
+
+    /// Pacemaker's move: no Primary, promote an UpToDate node.
+    fn fail_over(&mut self) {
+        let candidates: Vec<usize> = (0..2)
+            .filter(|&i| self.nodes[i].up && self.nodes[i].disk_state() == DiskState::UpToDate)
+            .collect();
+        if candidates.is_empty() || self.nodes.iter().any(|n| n.up && n.role() == Role::Primary) {
+            return;
+        }
+        let i = candidates[self.rng.below(candidates.len() as u64) as usize];
+        let r = self.nodes[i].admin(self.now, AdminCmd::Primary { force: false });
+        self.log(|| format!("fail-over: node{i} primary: {r:?}"));
+    }
+
+    // ----- after every step -----------------------------------------------------------
+
+    fn after_step(&mut self) -> Result<(), Violation> {
+        if let Some(v) = self.pending_violation.take() {
+            return Err(v);
+        }
+        self.scheduled();
+        for _ in 0..4 {
+            for i in 0..2 {
+                if self.nodes[i].up {
+                    self.nodes[i].tick(self.now);
+                }
+            }
+            let moved = self.flush_outboxes();
+            self.notes()?;
+            if !moved {
+                break;
+            }
+        }
+        if let Some(v) = self.pending_violation.take() {
+            return Err(v);
+        }
+        self.check()
+    }
+
+    /// Time-driven events: restarts, healed partitions, EIO ending, new transports.
+    fn scheduled(&mut self) {
+        let now = self.now;
+        for i in 0..2 {
+            if self.down_until[i].is_some_and(|t| t <= now) {
+                self.down_until[i] = None;
+                self.log(|| format!("node{i} boots"));
+                self.nodes[i].start(now);
+            }
+            if self.eio_until[i].is_some_and(|t| t <= now) {
+                self.eio_until[i] = None;
+                self.nodes[i].disk.faults().clear();
+            }
+        }
+        if self.partitioned_until.is_some_and(|t| t <= now) {
+            self.partitioned_until = None;
+        }
+        if self.spike_until.is_some_and(|t| t <= now) {
+            self.spike_until = None;
+        }
+        let ready = self.net.generation().is_none()
+            && self.partitioned_until.is_none()
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.up && n.connecting && n.conn.state() == ConnState::WFConnection);
+        match self.establish_at {
+            None if ready => {
+                self.establish_at = Some(now + Duration::from_micros(self.rng.range(10, 5000)));
+            }
+            Some(t) if t <= now => {
+                self.establish_at = None;
+                if ready {
+                    let g = self.net.open();
+                    let accepted = self.rng.below(2) as usize;
+                    self.log(|| format!("transport {g} up"));
+                    for i in 0..2 {
+                        self.held[i] = Some(g);
+                        self.nodes[i].transport_up(now, g, i == accepted);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves what the nodes sent into the network. Returns whether anything moved.
+    fn flush_outboxes(&mut self) -> bool {
+        let mut moved = false;
+        for i in 0..2 {
+            let out = std::mem::take(&mut self.nodes[i].outbox);
+            for o in out {
+                moved = true;
+                match o {
+                    Out::Frame(socket, bytes) => {
+                        if self.held[i].is_some() && self.held[i] == self.net.generation() {
+                            let at = self.now + self.delay(socket);
+                            self.net.send(i, socket, bytes, at);
+                        }
+                    }
+                    Out::Close => {
+                        if self.held[i].is_some() && self.held[i] == self.net.generation() {
+                            self.net.close(i);
+                        }
+                        self.held[i] = None;
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    fn delay(&mut self, _socket: Socket) -> Duration {
+        let mut us = self.rng.range(1, self.opts.delay_us);
+        if self.spike_until.is_some() && self.rng.chance(300) {
+            us += self.rng.range(100_000, 1_200_000);
+        }
+        Duration::from_micros(us)
+    }
+
+    fn notes(&mut self) -> Result<(), Violation> {
+        for i in 0..2 {
+            let notes = std::mem::take(&mut self.nodes[i].notes);
+            for n in notes {
+                match n {
+                    Note::Completed { tag, ok, linked } => {
+                        self.log(|| format!("node{i} completed {tag} ok={ok} linked={linked}"));
+                        self.oracle.completed(i, tag, ok, linked, self.step);
+                    }
+                    Note::Decided(outcome) => {
+                        self.log(|| format!("node{i} decided {outcome:?}"));
+                        if matches!(
+                            outcome,
+                            urbd::core::Handshake::SyncSource { .. }
+                                | urbd::core::Handshake::SyncTarget { .. }
+                        ) {
+                            self.stats.resyncs += 1;
+                        }
+                        let consistent = self
+                            .nodes
+                            .iter()
+                            .all(|n| n.disk_state() >= DiskState::Outdated);
+                        self.oracle.decided(i, outcome, consistent, self.step)?;
+                    }
+                    Note::SplitBrain => {
+                        self.log(|| format!("node{i} refused: split brain"));
+                        self.split_brain = true;
+                        self.stats.split_brains += 1;
+                    }
+                    Note::ProtocolError(what) => {
+                        return Err(self.violation(Rule::ProtocolError, format!("node{i}: {what}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn healthy_now(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            n.up && n.cstate() == ConnState::Connected
+                && n.disk_state() == DiskState::UpToDate
+                && n.is_idle()
+                && n.bitmap().count() == 0
+        }) && self.net.in_flight() == 0
+    }
+
+    fn check(&mut self) -> Result<(), Violation> {
+        let views = [
+            View {
+                up: self.nodes[0].up,
+                disk: self.nodes[0].disk_state(),
+                versions: self.nodes[0].disk.versions(),
+            },
+            View {
+                up: self.nodes[1].up,
+                disk: self.nodes[1].disk_state(),
+                versions: self.nodes[1].disk.versions(),
+            },
+        ];
+        self.oracle.check_up_to_date(&views, self.step)?;
+        if self.healthy_now() {
+            if self.oracle.failures > 0 {
+                self.split_brain = false;
+            }
+            let before = self.oracle.failures;
+            self.oracle.healthy(&views, self.step)?;
+            if before > 0 {
+                self.log(|| format!("healthy (after {before} failures)"));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- the liveness phase ---------------------------------------------------------
+
+    fn liveness(&mut self) -> Result<(), Violation> {
+        self.log(|| "---- liveness: faults heal".into());
+        self.partitioned_until = None;
+        self.spike_until = None;
+        for i in 0..2 {
+            self.eio_until[i] = None;
+            self.nodes[i].disk.faults().clear();
+            if !self.nodes[i].up {
+                self.down_until[i] = Some(self.now);
+            }
+        }
+        let mut kicks = 0;
+        let mut idle_since = self.step;
+        for _ in 0..40_000 {
+            self.step += 1;
+            if self.healthy_now() {
+                self.after_step()?;
+                return self.final_check();
+            }
+            for i in 0..2 {
+                if self.nodes[i].up
+                    && self.nodes[i].conn.state() == ConnState::StandAlone
+                    && self.nodes[i].role() == Role::Primary
+                    && self.nodes[i].app_in_flight() == 0
+                    && self.nodes[1 - i].up
+                {
+                    // A refused handshake (split brain, or "I am Primary but would be
+                    // SyncTarget"): the cluster manager stops the resource here first.
+                    let r = self.nodes[i].admin(self.now, AdminCmd::Secondary);
+                    self.log(|| format!("liveness: node{i} secondary: {r:?}"));
+                }
+                if self.nodes[i].up && self.nodes[i].conn.state() == ConnState::StandAlone {
+                    let victim = self.split_brain
+                        && !self.nodes[1 - i].conn.is_discard_my_data()
+                        && (i == 1 || self.nodes[i].conn.is_discard_my_data());
+                    if victim {
+                        self.oracle.discard_requested(i);
+                    }
+                    self.log(|| format!("liveness: node{i} connect discard_my_data={victim}"));
+                    self.nodes[i].conn_admin(
+                        self.now,
+                        ConnAdmin::Connect {
+                            discard_my_data: victim,
+                        },
+                    );
+                }
+            }
+            let busy = !self.net.due(self.now).is_empty() || self.any_pending();
+            if busy {
+                idle_since = self.step;
+                if !self.net.due(self.now).is_empty() && self.rng.chance(500) || !self.any_pending()
+                {
+                    self.deliver_one();
+                } else {
+                    self.complete_one();
+                }
+            } else {
+                self.advance();
+            }
+            if self.step - idle_since > 2_000 && kicks < 3 {
+                // Stuck while connected (a resync that failed blocks): retry, as an
+                // operator would, with disconnect and connect.
+                kicks += 1;
+                idle_since = self.step;
+                self.log(|| "liveness: disconnect/connect to retry".into());
+                self.nodes[1].conn_admin(self.now, ConnAdmin::Disconnect);
+            }
+            self.after_step()?;
+        }
+        let mut s = String::new();
+        for n in &self.nodes {
+            let _ = write!(
+                s,
+                "node{}: up={} {:?} {:?} {:?} oos={} idle={}; ",
+                n.id,
+                n.up,
+                n.role(),
+                n.cstate(),
+                n.disk_state(),
+                n.bitmap().count(),
+                n.is_idle()
+            );
+        }
+        let _ = write!(
+            s,
+            "net in flight {} due {:?}",
+            self.net.in_flight(),
+            self.net.due(self.now)
+        );
+        Err(self.violation(Rule::Liveness, s))
+    }
+
+    /// At the end: the replicas hold the same versions everywhere, and for the blocks
+    /// the application writes, the bytes on both disks are what the bookkeeping says
+    /// (reading all 8 MiB twice per seed would cost more than the whole run).
+    fn final_check(&mut self) -> Result<(), Violation> {
+        if self.nodes[0].disk.versions() != self.nodes[1].disk.versions() {
+            return Err(self.violation(Rule::ReplicasDiffer, "final versions differ".into()));
+        }
+        for n in &self.nodes {
+            for extent in 0..2 {
+                let first = extent * 1024;
+                let bytes = n.disk.read_raw(first * BLOCK, 40 * BLOCK);
+                for (i, d) in bytes.chunks(BLOCK as usize).enumerate() {
+                    let b = first + i as u64;
+                    if crate::disk::version_of(b, d) != n.disk.versions()[b as usize] {
+                        return Err(self.violation(
+                            Rule::CorruptBlock,
+                            format!("node{}: block {b} differs from the harness's record", n.id),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
