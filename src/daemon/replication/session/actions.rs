@@ -184,12 +184,20 @@ impl Session {
         let Some((dev, md)) = self.cfg.meta.as_mut() else {
             return;
         };
+        // Bits cleared by a resync stand for data written to the data disk: that data must
+        // be durable before the bitmap says so (found by the simulation, tests/sim).
+        if let Some(f) = &self.data_sync
+            && let Err(err) = f.sync_data()
+        {
+            tracing::error!(resource = %self.cfg.resource, error = %err, "flushing the data disk before the bitmap write-back failed");
+        }
         md.bitmap = self.repl.bitmap().clone();
         let capacity = md.bitmap.capacity();
         if let Err(err) = crate::meta::write_bitmap_range(dev, md, 0, capacity) {
             tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");
         }
         self.bm_writes += 1;
+        self.bm_written = (Instant::now(), self.repl.bitmap().count());
     }
 
     pub(super) fn local_io(&mut self, id: u64, io: LocalIo) {

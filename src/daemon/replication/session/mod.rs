@@ -54,6 +54,10 @@ pub struct SessionConfig {
 
 /// How long the loop sleeps at most (status refresh).
 const TICK: Duration = Duration::from_millis(250);
+/// How often a changed bitmap is written back at most (besides the write-backs at resync
+/// start and end, disconnect and down): a crash then resumes a resync from at most this
+/// far back.
+const BITMAP_WRITEBACK: Duration = Duration::from_secs(5);
 /// How often status is refreshed at most while the session is busy.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
@@ -111,6 +115,9 @@ pub(super) struct Session {
     /// Finished disk operations being handled.
     disk_done: Vec<Done>,
     disk: SessionRing,
+    /// The data disk, for a synchronous flush before bitmap write-back (cleared bits must
+    /// not reach the meta-disk before the data they stand for is durable).
+    data_sync: Option<std::fs::File>,
     /// Frames for the peer not yet written, per socket: written once per loop turn, so a
     /// burst of acks or data costs one system call and one wakeup of the peer's receiver.
     out_data: Vec<u8>,
@@ -164,6 +171,8 @@ pub(super) struct Session {
     peer_paused: bool,
     /// When the online verify started here (VerifyS), for its summary line.
     verify_started: Option<Instant>,
+    /// The last bitmap write-back: when, and the number of bits set then.
+    bm_written: (Instant, u64),
     /// Counters of checksum-based resync (`csums-alg`): blocks found equal.
     same_csum_blocks: u64,
     /// Blocks the last online verify found different.
@@ -188,6 +197,7 @@ impl Session {
             )
         })?;
         let disk = SessionRing::new(&cfg.disk, rx.doorbell_fd())?;
+        let data_sync = std::fs::File::open(&cfg.disk.path).ok();
         let conn = Connection::new(cfg.conn.clone(), cfg.local);
         let mut repl = Replicator::new(cfg.repl, cfg.size_bytes, bitmap);
         if let Some((_, md)) = &cfg.meta {
@@ -212,6 +222,7 @@ impl Session {
             status,
             completions,
             disk,
+            data_sync,
             app_done: Vec::new(),
             disk_done: Vec::new(),
             out_data: Vec::new(),
@@ -245,6 +256,7 @@ impl Session {
             peer_paused: false,
             verify_started: None,
             same_csum_blocks: 0,
+            bm_written: (Instant::now(), u64::MAX),
             verify_found: 0,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
@@ -284,6 +296,7 @@ impl Session {
             }
             self.check_ko_count(now);
             self.drain(now);
+            self.lazy_bitmap_writeback(now);
             self.flush_out();
             if !busy || now.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
                 self.publish(now);
@@ -320,6 +333,19 @@ impl Session {
         self.disk.flush();
         self.completions.push_all(&mut self.app_done);
         self.flush_link();
+    }
+
+    /// Writes the bitmap back if it changed and the last write-back is old enough.
+    fn lazy_bitmap_writeback(&mut self, now: Instant) {
+        let (at, count) = self.bm_written;
+        if now.saturating_duration_since(at) < BITMAP_WRITEBACK {
+            return;
+        }
+        let now_count = self.repl.bitmap().count();
+        if now_count != count {
+            self.write_bitmap();
+        }
+        self.bm_written = (now, now_count);
     }
 
     /// Handles finished disk operations; true if there were any (or the doorbell rang).
