@@ -70,6 +70,9 @@ pub(super) struct Resync {
     controller: Option<super::RateController>,
     step_budget_sect: u64,
     arrived_sect: u64,
+    /// Target: as many requests out as allowed; the next one waits for a reply, not for
+    /// a timer (so the host does not wake up for nothing).
+    capped: bool,
 }
 
 impl Resync {
@@ -127,7 +130,7 @@ impl Resync {
 
     pub(super) fn next_wakeup(&self) -> Option<Instant> {
         match self.side {
-            Some(SyncSide::Target) if !self.paused => self.next_send,
+            Some(SyncSide::Target) if !self.paused && !self.capped => self.next_send,
             _ => None,
         }
     }
@@ -265,6 +268,7 @@ impl Replicator {
                 self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
             }
         }
+        self.resync.capped = self.resync.requests.len() >= self.config.max_rs_requests;
         if self.resync.cursor >= bits
             && self.resync.requests.is_empty()
             && self.resync.csum_reads.is_empty()

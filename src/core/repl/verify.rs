@@ -37,6 +37,8 @@ pub(super) struct Verify {
     reads: BTreeMap<u64, BlockRequest>,
     /// VerifyT: ranges answered whose OV_RESULT has not come yet.
     awaiting_results: u64,
+    /// VerifyS: as many requests out as allowed (the next waits for a reply).
+    capped: bool,
 }
 
 impl Verify {
@@ -53,7 +55,7 @@ impl Verify {
 
     pub(super) fn next_wakeup(&self) -> Option<Instant> {
         match self.side {
-            Some(SyncSide::Source) => self.next_send,
+            Some(SyncSide::Source) if !self.capped => self.next_send,
             _ => None,
         }
     }
@@ -151,6 +153,8 @@ impl Replicator {
             }));
             self.verify.next_send = Some(next.max(now) + pace(u64::from(size), rate));
         }
+        self.verify.capped =
+            self.verify.requests.len() + self.verify.compares.len() >= self.config.max_rs_requests;
         if self.verify.cursor >= bits
             && self.verify.requests.is_empty()
             && self.verify.compares.is_empty()

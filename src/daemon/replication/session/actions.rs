@@ -50,7 +50,15 @@ impl Session {
                         }
                         None => &[],
                     };
-                    self.sent_bytes += data.len() as u64;
+                    // ns: counts data sent; checksum requests and verify replies carry
+                    // digests of a read, not the read.
+                    if matches!(
+                        o,
+                        crate::core::repl::Outgoing::Data { .. }
+                            | crate::core::repl::Outgoing::RsReply { .. }
+                    ) {
+                        self.sent_bytes += data.len() as u64;
+                    }
                     let digest = if self.integrity && o.payload().is_some() {
                         crc32c::crc32c(data).to_be_bytes().to_vec()
                     } else {
