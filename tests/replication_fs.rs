@@ -894,7 +894,8 @@ fn kill_9_of_the_primary_resyncs_only_its_activity_log() {
 
 // ----- 6. kill -9 of the Primary under write load, repeated ------------------------------
 
-/// Issue 6: the Primary is killed with -9 while a writer is running (three rounds, bounded):
+/// Issue 6: the Primary is killed with -9 while a writer is running (three rounds, or
+/// `URBD_SOAK_ROUNDS`, at most 1000):
 /// the restarted node resyncs no more than what its activity log covers, both disks hold
 /// every acknowledged write, and the replicas end identical.
 #[test]
@@ -906,7 +907,13 @@ fn kill_9_of_the_primary_under_write_load_keeps_every_acknowledged_write() {
     initial_sync(&pair, Start::ConnectedFirst);
     // The disks after the initial sync: zeros.
     let mut base = vec![0u8; DATA_BYTES as usize];
-    for round in 0..3u64 {
+    // Three rounds in CI; scripts/soak-kill-primary.sh runs many more.
+    let rounds: u64 = std::env::var("URBD_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 1000);
+    for round in 0..rounds {
         let nr_before = field(&proc_text(b), "nr").unwrap_or(0);
         let writer = Writer::start(a, 0x5EED_0100 + round);
         writer.progress(150, Duration::from_secs(20), a, "before the kill");
