@@ -44,13 +44,14 @@ impl Session {
                         "Digest integrity check FAILED: sector {sector} ({ty}); dropping the connection");
                     return self.protocol_error(now, "data integrity check failed");
                 }
-                self.recv_bytes += payload.len() as u64;
                 let key = self.next_key;
                 self.next_key += 1;
                 let data = match &packet {
                     Packet::Data(d) | Packet::RsDataReply(d) => d.payload.to_vec(),
                     _ => Vec::new(),
                 };
+                // nr: data received, as ns counts data sent.
+                self.recv_bytes += data.len() as u64;
                 self.buffered.fetch_add(data.len(), Ordering::AcqRel);
                 self.peer_bufs.insert(key, data);
                 if let Err(e) = self.repl.handle_packet(now, &packet, Some(key)) {
