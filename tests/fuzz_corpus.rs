@@ -103,3 +103,9 @@ fn wire_corpus_replays() {
     replay("wire", urbd::fuzzing::wire);
     mutate("wire", urbd::fuzzing::wire, 1000);
 }
+
+#[test]
+fn bitmap_corpus_replays() {
+    replay("bitmap", urbd::fuzzing::bitmap);
+    mutate("bitmap", urbd::fuzzing::bitmap, 1000);
+}
