@@ -951,3 +951,143 @@ fn kill_9_of_the_primary_under_write_load_keeps_every_acknowledged_write() {
     }
     teardown(&pair);
 }
+
+// ----- 7. crash matrix (issue 8): both nodes, during the initial sync, during `down` ------
+
+/// Sets the pair's `resync-rate` (one config file for both nodes).
+fn set_resync_rate(pair: &Pair, rate: &str) {
+    let text = std::fs::read_to_string(&pair.alpha().conf).expect("conf");
+    let text = text.replace("resync-rate 1000M;", &format!("resync-rate {rate};"));
+    std::fs::write(&pair.alpha().conf, text).expect("conf");
+}
+
+/// Out-of-sync KiB of a node (proc's `oos:`).
+fn oos(n: &Node) -> u64 {
+    field(&proc_text(n), "oos").unwrap_or(0)
+}
+
+/// Both nodes killed with -9 while the Primary writes (the Secondary first, so the Primary
+/// also writes alone for a moment), both restarted: the crashed Primary resyncs its activity
+/// log to the peer, and both hold every acknowledged write.
+#[test]
+fn kill_9_of_both_nodes_under_write_load_then_both_up() {
+    let pair = Pair::with_metadata();
+    quick_net(&pair);
+    let _reaper = KillOnPanic(&pair);
+    let (a, b) = (pair.alpha(), pair.beta());
+    initial_sync(&pair, Start::ConnectedFirst);
+    let base = vec![0u8; DATA_BYTES as usize];
+    let writer = Writer::start(a, 0x5EED_0200);
+    writer.progress(150, Duration::from_secs(20), a, "before the kills");
+    let (pa, pb) = (a.pid().expect("alpha's pid"), b.pid().expect("beta's pid"));
+    kill9(pb);
+    std::thread::sleep(Duration::from_millis(30));
+    kill9(pa);
+    wait_gone(pa);
+    wait_gone(pb);
+    let (log, in_flight) = writer.abandon();
+    assert!(!log.is_empty());
+    a.adm(&["up", "loop"]).ok();
+    b.adm(&["up", "loop"]).ok();
+    wait_in_sync(&pair, Duration::from_secs(30));
+    assert_disk_has_acked(a, &base, &log, in_flight, "alpha after both crashed");
+    assert_disk_has_acked(b, &base, &log, in_flight, "beta after both crashed");
+    assert_replicas_identical(&pair, "after both crashed");
+    a.adm(&["primary", "loop"]).ok();
+    teardown(&pair);
+}
+
+/// The initial sync (at 8 MiB/s, about 8 s) is cut by a kill -9 of the SyncTarget, then of
+/// the SyncSource in a second full sync (`invalidate`): each restart resumes and finishes
+/// it, and the replicas end identical.
+#[test]
+fn kill_9_during_a_resync_on_either_side_resumes_it() {
+    let pair = Pair::with_metadata();
+    quick_net(&pair);
+    set_resync_rate(&pair, "8M");
+    let _reaper = KillOnPanic(&pair);
+    let (a, b) = (pair.alpha(), pair.beta());
+    a.adm(&["up", "loop"]).ok();
+    b.adm(&["up", "loop"]).ok();
+    for n in [a, b] {
+        wait_for(n, "Connected", Duration::from_secs(15), |t| {
+            t.contains("cs:Connected ro:Secondary/Secondary")
+        });
+    }
+    a.adm(&["primary", "--force", "loop"]).ok();
+    let total = DATA_BYTES / 1024;
+    wait_for(b, "a quarter synced", Duration::from_secs(30), |t| {
+        t.contains("cs:SyncTarget") && field(t, "oos").is_some_and(|o| o > 0 && o < total * 3 / 4)
+    });
+    let pid = b.pid().expect("beta's pid");
+    kill9(pid);
+    wait_gone(pid);
+    b.adm(&["up", "loop"]).ok();
+    wait_in_sync(&pair, Duration::from_secs(60));
+    assert_replicas_identical(&pair, "after the SyncTarget's crash");
+
+    // Alpha (SyncSource) writes, beta resyncs everything from it, alpha dies half-way.
+    write_some(a, 0x5EED_0300);
+    b.adm(&["invalidate", "loop"]).ok();
+    wait_for(a, "a quarter resynced", Duration::from_secs(30), |t| {
+        t.contains("cs:SyncSource") && field(t, "oos").is_some_and(|o| o > 0 && o < total * 3 / 4)
+    });
+    let left = oos(a);
+    let pid = a.pid().expect("alpha's pid");
+    kill9(pid);
+    wait_gone(pid);
+    wait_for(b, "WFConnection", Duration::from_secs(10), |t| {
+        t.contains("cs:WFConnection")
+    });
+    a.adm(&["up", "loop"]).ok();
+    wait_in_sync(&pair, Duration::from_secs(60));
+    assert!(left > 0);
+    assert_replicas_identical(&pair, "after the SyncSource's crash");
+    teardown(&pair);
+}
+
+/// Writes 2 MiB of known data through `n`'s NBD socket and flushes.
+fn write_some(n: &Node, seed: u64) {
+    let mut c = Client::connect_unix(nbd_socket(n), "loop", true).expect("NBD client");
+    for i in 0..32u64 {
+        c.write(i * 512 * 1024, &content(seed + i, 64 * 1024), false)
+            .expect("write");
+    }
+    c.flush().expect("flush");
+    c.disconnect().expect("disconnect");
+}
+
+/// `down` of the Primary cut short by a kill -9: the next `up` finds metadata that
+/// attaches, the pair reconnects and resyncs, and every acknowledged write is there.
+#[test]
+fn kill_9_during_down_then_up() {
+    let pair = Pair::with_metadata();
+    quick_net(&pair);
+    let _reaper = KillOnPanic(&pair);
+    let (a, b) = (pair.alpha(), pair.beta());
+    initial_sync(&pair, Start::ConnectedFirst);
+    let base = vec![0u8; DATA_BYTES as usize];
+    let writer = Writer::start(a, 0x5EED_0400);
+    writer.progress(150, Duration::from_secs(20), a, "before down");
+    let log = writer.finish(a);
+    let pid = a.pid().expect("alpha's pid");
+    let (run_dir, conf) = (a.run_dir.clone(), a.conf.clone());
+    let down = std::thread::spawn(move || {
+        let mut cmd = util::urbdadm();
+        cmd.env("URBD_RUN_DIR", &run_dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["--node", "alpha", "down", "loop"]);
+        let _ = util::run_within(&mut cmd, Duration::from_secs(20));
+    });
+    std::thread::sleep(Duration::from_millis(15));
+    kill9(pid);
+    wait_gone(pid);
+    down.join().expect("down thread");
+    a.adm(&["up", "loop"]).ok();
+    wait_in_sync(&pair, Duration::from_secs(30));
+    assert_disk_has_acked(a, &base, &log, None, "alpha after the cut down");
+    assert_disk_has_acked(b, &base, &log, None, "beta after the cut down");
+    assert_replicas_identical(&pair, "after the cut down");
+    teardown(&pair);
+}
