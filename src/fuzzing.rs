@@ -125,17 +125,24 @@ pub fn wire(data: &[u8]) {
 /// runs say, bits past the bitmap are refused, never written; and a bitmap survives its own
 /// run-length coding unchanged.
 pub fn bitmap(data: &[u8]) {
-    use crate::core::repl::{Replicator, ReplConfig, encode_runs};
+    use crate::core::repl::{ReplConfig, Replicator, encode_runs};
     use crate::wire::{Codec, CompressedBitmap, MAX_BITMAP_CODE};
     let Some((head, rest)) = data.split_first_chunk::<4>() else {
         return;
     };
     let bits = u64::from(u32::from_le_bytes(*head) % (1 << 20)) + 1;
     let sectors = bits * 8;
-    let mut repl = Replicator::new(ReplConfig::default(), sectors * 512, meta::Bitmap::new(sectors));
+    let mut repl = Replicator::new(
+        ReplConfig::default(),
+        sectors * 512,
+        meta::Bitmap::new(sectors),
+    );
     if let Ok(c) = CompressedBitmap::read_exact(rest, "fuzz") {
         if let Some(covered) = repl.merge_peer_runs(c.start_bit, c.runs().map(|r| r.ok())) {
-            assert!(c.start_bit + covered <= repl.bitmap().bits(), "runs past the end");
+            assert!(
+                c.start_bit + covered <= repl.bitmap().bits(),
+                "runs past the end"
+            );
         }
     }
     if let Ok(b) = crate::wire::Bitmap::read_exact(rest, "fuzz") {
@@ -145,7 +152,11 @@ pub fn bitmap(data: &[u8]) {
     assert!(repl.bitmap().count() <= repl.bitmap().bits());
     // Round trip of whatever the bitmap holds now.
     let chunks = encode_runs(repl.bitmap(), MAX_BITMAP_CODE as usize);
-    let mut copy = Replicator::new(ReplConfig::default(), sectors * 512, meta::Bitmap::new(sectors));
+    let mut copy = Replicator::new(
+        ReplConfig::default(),
+        sectors * 512,
+        meta::Bitmap::new(sectors),
+    );
     for c in &chunks {
         let cb = CompressedBitmap {
             start_bit: c.start_bit,
@@ -158,7 +169,11 @@ pub fn bitmap(data: &[u8]) {
             "our own chunk refused"
         );
     }
-    assert_eq!(copy.bitmap().words(), repl.bitmap().words(), "run-length round trip");
+    assert_eq!(
+        copy.bitmap().words(),
+        repl.bitmap().words(),
+        "run-length round trip"
+    );
 }
 
 fn padded(chunk: &[u8]) -> [u8; BLOCK] {

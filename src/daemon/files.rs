@@ -86,6 +86,18 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Like [`write_atomic`] without the fsync: for the status files (`*.state.json`,
+/// `proc_drbd`), which readers must never see half-written but which need not survive a
+/// crash; the daemon rewrites them on every state change, and an fsync each time made a
+/// busy event loop fall behind (a stream of out-of-sync counts under write load).
+pub fn write_replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Is process `pid` alive?
 fn alive(pid: u32) -> bool {
     i32::try_from(pid)
@@ -127,14 +139,14 @@ pub fn live_statuses(run_dir: &RunDir) -> Vec<ResourceStatus> {
 /// race between two of them.
 pub fn publish(run_dir: &RunDir, status: &ResourceStatus) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    write_atomic(&run_dir.state(&status.resource), &json)?;
+    write_replace(&run_dir.state(&status.resource), &json)?;
     rewrite_proc(run_dir)
 }
 
 /// Rewrites `proc_drbd` from the live daemons' statuses.
 pub fn rewrite_proc(run_dir: &RunDir) -> std::io::Result<()> {
     let statuses = live_statuses(run_dir);
-    write_atomic(&run_dir.proc_drbd(), proc::render(&statuses).as_bytes())
+    write_replace(&run_dir.proc_drbd(), proc::render(&statuses).as_bytes())
 }
 
 /// Removes what the daemon of `resource` keeps in the run directory (not the lock: see

@@ -58,6 +58,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// start and end, disconnect and down): a crash then resumes a resync from at most this
 /// far back.
 const BITMAP_WRITEBACK: Duration = Duration::from_secs(5);
+/// How often a change of the out-of-sync count alone is passed to the event loop at most.
+const OOS_REPORT_EVERY: Duration = Duration::from_millis(500);
 /// How often status is refreshed at most while the session is busy.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
@@ -171,6 +173,8 @@ pub(super) struct Session {
     peer_paused: bool,
     /// When the online verify started here (VerifyS), for its summary line.
     verify_started: Option<Instant>,
+    /// When the out-of-sync count was last passed to the event loop.
+    oos_reported_at: Instant,
     /// The last bitmap write-back: when, and the number of bits set then.
     bm_written: (Instant, u64),
     /// Counters of checksum-based resync (`csums-alg`): blocks found equal.
@@ -257,6 +261,7 @@ impl Session {
             verify_started: None,
             same_csum_blocks: 0,
             bm_written: (Instant::now(), u64::MAX),
+            oos_reported_at: Instant::now(),
             verify_found: 0,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
@@ -659,6 +664,23 @@ impl Session {
         if self.reported == Some(call) {
             return;
         }
+        // A change of the out-of-sync count alone (every write while disconnected makes
+        // one) is passed on at most every OOS_REPORT_EVERY and only when the event loop
+        // has answered the previous call: it only feeds the metadata's count, and a call
+        // per write would queue up faster than the loop answers them.
+        let oos_only = matches!(
+            (self.reported, call),
+            (Some(PeerCall::State { conn: c0, peer: p0, pdsk: d0, .. }),
+             PeerCall::State { conn, peer, pdsk, .. }) if (c0, p0, d0) == (conn, peer, pdsk)
+        );
+        let now = Instant::now();
+        if oos_only
+            && (!self.calls.is_empty()
+                || now.saturating_duration_since(self.oos_reported_at) < OOS_REPORT_EVERY)
+        {
+            return;
+        }
+        self.oos_reported_at = now;
         self.reported = Some(call);
         self.call(call);
     }
