@@ -654,12 +654,20 @@ impl World {
             let notes = std::mem::take(&mut self.nodes[i].notes);
             for n in notes {
                 match n {
-                    Note::Completed { tag, ok, linked } => {
+                    Note::Completed {
+                        tag,
+                        ok,
+                        linked,
+                        issued_unlinked,
+                    } => {
                         self.log(|| format!("node{i} completed {tag} ok={ok} linked={linked}"));
-                        self.oracle.completed(i, tag, ok, linked, self.step);
+                        self.oracle
+                            .completed(i, tag, ok, linked, issued_unlinked, self.step);
                     }
-                    Note::Decided(outcome) => {
-                        self.log(|| format!("node{i} decided {outcome:?}"));
+                    Note::Decided(outcome, generation, why) => {
+                        self.log(|| {
+                            format!("node{i} decided {outcome:?} on transport {generation}: {why}")
+                        });
                         if matches!(
                             outcome,
                             urbd::core::Handshake::SyncSource { .. }
@@ -671,7 +679,8 @@ impl World {
                             .nodes
                             .iter()
                             .all(|n| n.disk_state() >= DiskState::Outdated);
-                        self.oracle.decided(i, outcome, consistent, self.step)?;
+                        self.oracle
+                            .decided(i, outcome, generation, consistent, self.step)?;
                     }
                     Note::SplitBrain => {
                         self.log(|| format!("node{i} refused: split brain"));
