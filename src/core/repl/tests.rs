@@ -334,6 +334,26 @@ fn peer_lost_mid_write_completes_locally_and_marks_out_of_sync() {
 }
 
 #[test]
+fn a_local_write_error_marks_the_blocks_the_peer_wrote_out_of_sync() {
+    // Found by the simulation (EIO on the Primary's disk): the peer wrote the blocks, the
+    // local disk did not; without the bits no resync ever made the replicas equal again.
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 3 * 4096, block(9, 8192));
+    p.drain();
+    let (id, io) = p.a.pending_io.pop_front().expect("local write");
+    assert!(matches!(io, LocalIo::App { tag: 1 }));
+    p.a.r.handle_local_done(p.now, id, Err(Errno::EIO));
+    p.settle();
+    assert!(
+        p.b.disk[3 * 4096..5 * 4096] == block(9, 8192)[..],
+        "the peer has it"
+    );
+    assert!(matches!(p.a.completed[..], [(1, Err(_))]));
+    assert!(p.a.r.bitmap().is_set(3) && p.a.r.bitmap().is_set(4));
+    assert_eq!(p.a.r.bitmap().count(), 2);
+}
+
+#[test]
 fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.write(1, 0, block(1, 4096));
