@@ -747,6 +747,7 @@ impl World {
         }
         let mut kicks = 0;
         let mut idle_since = self.step;
+        let mut progress = self.progress();
         for _ in 0..40_000 {
             self.step += 1;
             if self.healthy_now() {
@@ -782,8 +783,14 @@ impl World {
                 }
             }
             let busy = !self.net.due(self.now).is_empty() || self.any_pending();
-            if busy {
+            // Progress is a change of what converging means (states, bitmaps, requests in
+            // flight), not traffic: pings alone keep the network busy forever.
+            let now_progress = self.progress();
+            if now_progress != progress {
+                progress = now_progress;
                 idle_since = self.step;
+            }
+            if busy {
                 if !self.net.due(self.now).is_empty() && self.rng.chance(500) || !self.any_pending()
                 {
                     self.deliver_one();
@@ -794,8 +801,10 @@ impl World {
                 self.advance();
             }
             if self.step - idle_since > 2_000 && kicks < 3 {
-                // Stuck while connected (a resync that failed blocks): retry, as an
-                // operator would, with disconnect and connect.
+                // Stuck (a resync that finished with failed blocks leaves the SyncTarget
+                // Connected and Inconsistent, as DRBD 8.4's `drbd_resync_finished` does
+                // when `rs_failed`): retry, as an operator would, with disconnect and
+                // connect.
                 kicks += 1;
                 idle_since = self.step;
                 self.log(|| "liveness: disconnect/connect to retry".into());
@@ -824,6 +833,23 @@ impl World {
             self.net.due(self.now)
         );
         Err(self.violation(Rule::Liveness, s))
+    }
+
+    /// What changes while the pair converges (the liveness phase's notion of progress).
+    fn progress(&self) -> Vec<u64> {
+        let mut p = Vec::new();
+        for n in &self.nodes {
+            p.extend([
+                u64::from(n.up),
+                n.role() as u64,
+                n.cstate() as u64,
+                n.disk_state() as u64,
+                n.bitmap().count(),
+                n.app_in_flight() as u64,
+                n.pending.len() as u64,
+            ]);
+        }
+        p
     }
 
     /// At the end: the replicas hold the same versions everywhere, and for the blocks
