@@ -122,6 +122,7 @@ pub struct World {
     stats: Stats,
     trace: Option<Vec<String>>,
     pending_violation: Option<Violation>,
+    watched: Option<Vec<(u64, bool, bool)>>,
 }
 
 fn initial_meta() -> DurableMeta {
@@ -176,6 +177,7 @@ impl World {
             stats: Stats::default(),
             trace: trace.then(Vec::new),
             pending_violation: None,
+            watched: None,
         };
         for n in &mut w.nodes {
             n.start(now);
@@ -550,6 +552,7 @@ impl World {
         if let Some(v) = self.pending_violation.take() {
             return Err(v);
         }
+        self.watch();
         self.scheduled();
         for _ in 0..4 {
             for i in 0..2 {
@@ -567,6 +570,36 @@ impl World {
             return Err(v);
         }
         self.check()
+    }
+
+    /// Replay aid: `URBD_SIM_WATCH=block` logs every change of that block's version and
+    /// bitmap bit on either node.
+    fn watch(&mut self) {
+        let Some(b) = self
+            .trace
+            .as_ref()
+            .and(std::env::var("URBD_SIM_WATCH").ok())
+        else {
+            return;
+        };
+        let Ok(b) = b.parse::<usize>() else {
+            return;
+        };
+        let now: Vec<(u64, bool, bool)> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.disk.versions()[b],
+                    n.bitmap().is_set(b as u64),
+                    n.meta.bitmap.is_set(b as u64),
+                )
+            })
+            .collect();
+        if self.watched.as_ref() != Some(&now) {
+            self.log(|| format!("watch block {b}: (version, bit, durable bit) per node {now:?}"));
+            self.watched = Some(now);
+        }
     }
 
     /// Time-driven events: restarts, healed partitions, EIO ending, new transports.
