@@ -132,8 +132,11 @@ pub struct Oracle {
     touched: std::collections::BTreeSet<usize>,
     /// Faults since the last healthy point.
     pub failures: u32,
-    /// Node answered a write without its peer since the last healthy point.
+    /// Node answered a write without its peer since the last healthy point, one that no
+    /// resync it was SyncSource of carries.
     diverged: [bool; 2],
+    /// Node answered a write without its peer since the last healthy point.
+    alone: [bool; 2],
     /// The operator asked node `i` to discard its data since the last healthy point.
     discard: [bool; 2],
     /// Healthy points seen.
@@ -202,11 +205,16 @@ impl Oracle {
         // this node became SyncSource after that (both sides agreed), the resync carries
         // it to the peer even when its answer comes after the handshake.
         let covered = issued_unlinked && self.synced_from[node].is_some_and(|s| rec.issued <= s);
-        if !linked && !covered {
-            if !self.diverged[node] {
+        if !linked {
+            // The peer lacks it for now (a fault for the strict checks) ...
+            if !self.alone[node] {
                 self.failures += 1;
             }
-            self.diverged[node] = true;
+            self.alone[node] = true;
+            // ... but only a write no resync carries makes this node's data its own.
+            if !covered {
+                self.diverged[node] = true;
+            }
         }
     }
 
@@ -454,6 +462,7 @@ impl Oracle {
         }
         self.failures = 0;
         self.diverged = [false; 2];
+        self.alone = [false; 2];
         self.discard = [false; 2];
         self.heals += 1;
         Ok(())
