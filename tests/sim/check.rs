@@ -132,12 +132,20 @@ pub struct Oracle {
     touched: std::collections::BTreeSet<usize>,
     /// Faults since the last healthy point.
     pub failures: u32,
-    /// Node answered a write without its peer since the last healthy point.
+    /// Node answered a write without its peer since the last healthy point, one that no
+    /// resync it was SyncSource of carries.
     diverged: [bool; 2],
+    /// Node answered a write without its peer since the last healthy point.
+    alone: [bool; 2],
     /// The operator asked node `i` to discard its data since the last healthy point.
     discard: [bool; 2],
     /// Healthy points seen.
     pub heals: u64,
+    /// A node's handshake decision whose peer has not decided on that transport yet:
+    /// (transport, outcome, both disks at least Outdated).
+    pending_decision: [Option<(u64, Handshake, bool)>; 2],
+    /// The step at which node `i` last became SyncSource with its peer's agreement.
+    synced_from: [Option<u64>; 2],
 }
 
 impl Oracle {
@@ -170,8 +178,17 @@ impl Oracle {
         self.acked[b].last().copied().unwrap_or(INITIAL)
     }
 
-    /// Request `tag` of `node` was answered.
-    pub fn completed(&mut self, node: usize, tag: u64, ok: bool, linked: bool, step: u64) {
+    /// Request `tag` of `node` was answered; `linked`: replicated to the peer;
+    /// `issued_unlinked`: issued while the data side was not linked.
+    pub fn completed(
+        &mut self,
+        node: usize,
+        tag: u64,
+        ok: bool,
+        linked: bool,
+        issued_unlinked: bool,
+        step: u64,
+    ) {
         let Some(rec) = self.writes.get_mut(&tag) else {
             return; // a flush
         };
@@ -184,11 +201,20 @@ impl Oracle {
             self.acked[b as usize].push(tag);
             self.touched.insert(b as usize);
         }
+        // A write issued while unlinked marked its blocks out of sync when it started; if
+        // this node became SyncSource after that (both sides agreed), the resync carries
+        // it to the peer even when its answer comes after the handshake.
+        let covered = issued_unlinked && self.synced_from[node].is_some_and(|s| rec.issued <= s);
         if !linked {
-            if !self.diverged[node] {
+            // The peer lacks it for now (a fault for the strict checks) ...
+            if !self.alone[node] {
                 self.failures += 1;
             }
-            self.diverged[node] = true;
+            self.alone[node] = true;
+            // ... but only a write no resync carries makes this node's data its own.
+            if !covered {
+                self.diverged[node] = true;
+            }
         }
     }
 
@@ -316,21 +342,56 @@ impl Oracle {
         Ok(())
     }
 
-    /// A handshake decided `outcome` on `node`.
+    /// A handshake on transport `generation` decided `outcome` on `node`.
     /// `consistent`: both disks were at least Outdated (an Inconsistent disk's writes
     /// give it no claim: DRBD syncs it from the other without a split brain).
+    ///
+    /// A decision takes effect only when the peer decided on the same transport too: each
+    /// side decides on the UUIDs the other sent, and a side whose UUIDs changed after it
+    /// sent them (a promotion while WFReportParams takes a new current UUID) drops the
+    /// transport instead of deciding (`LostReason::LocalChanged`), so the other side's
+    /// decision on the stale UUIDs is void: no bitmap is exchanged, no block moves. DRBD
+    /// 8.4 has the same window (`drbd_set_role` sends the new UUIDs only when forced); the
+    /// retry on the next transport sees the new UUIDs and refuses the split brain.
     pub fn decided(
         &mut self,
         node: usize,
         outcome: Handshake,
+        generation: u64,
         consistent: bool,
         step: u64,
     ) -> Result<(), Violation> {
-        let resolved = matches!(
-            outcome,
-            Handshake::Connected | Handshake::SyncSource { .. } | Handshake::SyncTarget { .. }
-        );
-        if resolved
+        let peer = 1 - node;
+        match self.pending_decision[peer] {
+            Some((g, peer_outcome, peer_consistent)) if g == generation => {
+                self.pending_decision[peer] = None;
+                self.both_decided(
+                    [(node, outcome), (peer, peer_outcome)],
+                    consistent && peer_consistent,
+                    step,
+                )
+            }
+            _ => {
+                self.pending_decision[node] = Some((generation, outcome, consistent));
+                Ok(())
+            }
+        }
+    }
+
+    /// Both sides decided on one transport (`outcomes`, the later decider first).
+    fn both_decided(
+        &mut self,
+        outcomes: [(usize, Handshake); 2],
+        consistent: bool,
+        step: u64,
+    ) -> Result<(), Violation> {
+        let resolved = |o: Handshake| {
+            matches!(
+                o,
+                Handshake::Connected | Handshake::SyncSource { .. } | Handshake::SyncTarget { .. }
+            )
+        };
+        if outcomes.iter().all(|&(_, o)| resolved(o))
             && consistent
             && self.diverged[0]
             && self.diverged[1]
@@ -341,25 +402,28 @@ impl Oracle {
                 rule: Rule::SplitBrainResolved,
                 step,
                 detail: format!(
-                    "both nodes answered writes without the other, node{node} decided {outcome:?}"
+                    "both nodes answered writes without the other, then decided {outcomes:?}"
                 ),
             });
         }
-        if let Handshake::SyncSource { .. } = outcome {
-            // Its data becomes the peer's: nothing of it is unique any more.
-            self.diverged[node] = false;
-        }
-        if let Handshake::SyncTarget { .. } = outcome
-            && self.discard[node]
-        {
-            // The victim's writes made without its peer are thrown away, as asked.
-            if self.diverged[node] {
-                let writes = &self.writes;
-                for list in &mut self.acked {
-                    list.retain(|a| writes.get(a).is_none_or(|w| w.node != node));
-                }
+        for (node, outcome) in outcomes {
+            if let Handshake::SyncSource { .. } = outcome {
+                // Its data becomes the peer's: nothing of it is unique any more.
+                self.diverged[node] = false;
+                self.synced_from[node] = Some(step);
             }
-            self.diverged[node] = false;
+            if let Handshake::SyncTarget { .. } = outcome
+                && self.discard[node]
+            {
+                // The victim's writes made without its peer are thrown away, as asked.
+                if self.diverged[node] {
+                    let writes = &self.writes;
+                    for list in &mut self.acked {
+                        list.retain(|a| writes.get(a).is_none_or(|w| w.node != node));
+                    }
+                }
+                self.diverged[node] = false;
+            }
         }
         Ok(())
     }
@@ -398,6 +462,7 @@ impl Oracle {
         }
         self.failures = 0;
         self.diverged = [false; 2];
+        self.alone = [false; 2];
         self.discard = [false; 2];
         self.heals += 1;
         Ok(())

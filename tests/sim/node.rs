@@ -58,9 +58,13 @@ pub enum Note {
         /// The data side was linked to the peer when it was issued and when it was
         /// answered.
         linked: bool,
+        /// Issued while the data side was not linked (its blocks were marked out of sync
+        /// when it started).
+        issued_unlinked: bool,
     },
-    /// The handshake decided.
-    Decided(Handshake),
+    /// The handshake on transport `generation` decided (with the UUIDs it compared, for
+    /// the trace).
+    Decided(Handshake, u64, String),
     /// The handshake refused the peer because of a split brain.
     SplitBrain,
     /// The data side broke the protocol (a bug, with a correct peer).
@@ -710,10 +714,19 @@ impl Node {
             ConnEvent::Refused(ConnRefusal::SplitBrain { .. }) => self.notes.push(Note::SplitBrain),
             ConnEvent::Decided {
                 decision,
+                local,
                 peer: peer_uuids,
                 ..
             } => {
-                self.notes.push(Note::Decided(decision.outcome));
+                self.notes.push(Note::Decided(
+                    decision.outcome,
+                    self.generation.unwrap_or_default(),
+                    format!(
+                        "{:?} local {local:x?} crashed={} peer {peer_uuids:x?}",
+                        decision.comparison,
+                        self.conn.local().crashed_primary
+                    ),
+                ));
                 self.peer_uuids = Some(peer_uuids);
                 self.peer_role = self.conn.peer_role();
                 self.peer_disk = self.conn.peer_disk();
@@ -799,6 +812,7 @@ impl Node {
                         tag,
                         ok: res.is_ok(),
                         linked,
+                        issued_unlinked,
                     });
                 }
             }
@@ -861,6 +875,7 @@ impl Node {
                             tag,
                             ok: true,
                             linked: self.repl.is_linked(),
+                            issued_unlinked: self.unlinked.contains(&tag),
                         });
                     }
                     res

@@ -122,6 +122,7 @@ pub struct World {
     stats: Stats,
     trace: Option<Vec<String>>,
     pending_violation: Option<Violation>,
+    watched: Option<Vec<(u64, bool, bool)>>,
 }
 
 fn initial_meta() -> DurableMeta {
@@ -176,6 +177,7 @@ impl World {
             stats: Stats::default(),
             trace: trace.then(Vec::new),
             pending_violation: None,
+            watched: None,
         };
         for n in &mut w.nodes {
             n.start(now);
@@ -550,6 +552,7 @@ impl World {
         if let Some(v) = self.pending_violation.take() {
             return Err(v);
         }
+        self.watch();
         self.scheduled();
         for _ in 0..4 {
             for i in 0..2 {
@@ -567,6 +570,36 @@ impl World {
             return Err(v);
         }
         self.check()
+    }
+
+    /// Replay aid: `URBD_SIM_WATCH=block` logs every change of that block's version and
+    /// bitmap bit on either node.
+    fn watch(&mut self) {
+        let Some(b) = self
+            .trace
+            .as_ref()
+            .and(std::env::var("URBD_SIM_WATCH").ok())
+        else {
+            return;
+        };
+        let Ok(b) = b.parse::<usize>() else {
+            return;
+        };
+        let now: Vec<(u64, bool, bool)> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.disk.versions()[b],
+                    n.bitmap().is_set(b as u64),
+                    n.meta.bitmap.is_set(b as u64),
+                )
+            })
+            .collect();
+        if self.watched.as_ref() != Some(&now) {
+            self.log(|| format!("watch block {b}: (version, bit, durable bit) per node {now:?}"));
+            self.watched = Some(now);
+        }
     }
 
     /// Time-driven events: restarts, healed partitions, EIO ending, new transports.
@@ -654,12 +687,20 @@ impl World {
             let notes = std::mem::take(&mut self.nodes[i].notes);
             for n in notes {
                 match n {
-                    Note::Completed { tag, ok, linked } => {
+                    Note::Completed {
+                        tag,
+                        ok,
+                        linked,
+                        issued_unlinked,
+                    } => {
                         self.log(|| format!("node{i} completed {tag} ok={ok} linked={linked}"));
-                        self.oracle.completed(i, tag, ok, linked, self.step);
+                        self.oracle
+                            .completed(i, tag, ok, linked, issued_unlinked, self.step);
                     }
-                    Note::Decided(outcome) => {
-                        self.log(|| format!("node{i} decided {outcome:?}"));
+                    Note::Decided(outcome, generation, why) => {
+                        self.log(|| {
+                            format!("node{i} decided {outcome:?} on transport {generation}: {why}")
+                        });
                         if matches!(
                             outcome,
                             urbd::core::Handshake::SyncSource { .. }
@@ -671,7 +712,8 @@ impl World {
                             .nodes
                             .iter()
                             .all(|n| n.disk_state() >= DiskState::Outdated);
-                        self.oracle.decided(i, outcome, consistent, self.step)?;
+                        self.oracle
+                            .decided(i, outcome, generation, consistent, self.step)?;
                     }
                     Note::SplitBrain => {
                         self.log(|| format!("node{i} refused: split brain"));
@@ -738,6 +780,7 @@ impl World {
         }
         let mut kicks = 0;
         let mut idle_since = self.step;
+        let mut progress = self.progress();
         for _ in 0..40_000 {
             self.step += 1;
             if self.healthy_now() {
@@ -773,8 +816,14 @@ impl World {
                 }
             }
             let busy = !self.net.due(self.now).is_empty() || self.any_pending();
-            if busy {
+            // Progress is a change of what converging means (states, bitmaps, requests in
+            // flight), not traffic: pings alone keep the network busy forever.
+            let now_progress = self.progress();
+            if now_progress != progress {
+                progress = now_progress;
                 idle_since = self.step;
+            }
+            if busy {
                 if !self.net.due(self.now).is_empty() && self.rng.chance(500) || !self.any_pending()
                 {
                     self.deliver_one();
@@ -785,8 +834,10 @@ impl World {
                 self.advance();
             }
             if self.step - idle_since > 2_000 && kicks < 3 {
-                // Stuck while connected (a resync that failed blocks): retry, as an
-                // operator would, with disconnect and connect.
+                // Stuck (a resync that finished with failed blocks leaves the SyncTarget
+                // Connected and Inconsistent, as DRBD 8.4's `drbd_resync_finished` does
+                // when `rs_failed`): retry, as an operator would, with disconnect and
+                // connect.
                 kicks += 1;
                 idle_since = self.step;
                 self.log(|| "liveness: disconnect/connect to retry".into());
@@ -815,6 +866,23 @@ impl World {
             self.net.due(self.now)
         );
         Err(self.violation(Rule::Liveness, s))
+    }
+
+    /// What changes while the pair converges (the liveness phase's notion of progress).
+    fn progress(&self) -> Vec<u64> {
+        let mut p = Vec::new();
+        for n in &self.nodes {
+            p.extend([
+                u64::from(n.up),
+                n.role() as u64,
+                n.cstate() as u64,
+                n.disk_state() as u64,
+                n.bitmap().count(),
+                n.app_in_flight() as u64,
+                n.pending.len() as u64,
+            ]);
+        }
+        p
     }
 
     /// At the end: the replicas hold the same versions everywhere, and for the blocks

@@ -2,6 +2,7 @@
 //! acks per protocol, and barriers (wait for the epoch, flush, BARRIER_ACK).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::io::Errno;
 use crate::wire::{BlockAck, Data, PacketType, dp_flags};
@@ -63,7 +64,13 @@ pub(super) struct Apply {
     /// nothing to make durable (an application flush right after an epoch's barrier) is
     /// answered without flushing the disk again.
     unflushed: bool,
+    /// The barrier's flush failed: when to try it again (the BARRIER_ACK says the epoch
+    /// is on stable storage, so it waits until a flush succeeds).
+    flush_retry_at: Option<Instant>,
 }
+
+/// How long a Secondary waits before it tries a failed barrier flush again.
+pub(super) const FLUSH_RETRY: Duration = Duration::from_millis(100);
 
 impl Apply {
     pub(super) fn backlog(&self) -> usize {
@@ -86,6 +93,7 @@ impl Apply {
     /// already submitted finish (their acks go nowhere).
     pub(super) fn link_down(&mut self) -> Vec<Payload> {
         self.barrier = None;
+        self.flush_retry_at = None;
         self.epoch_writes = 0;
         for f in self.inflight.values_mut() {
             f.write_ack = false;
@@ -337,11 +345,34 @@ impl Replicator {
         }
     }
 
-    pub(super) fn on_barrier_flush_done(&mut self) {
-        if let Some((epoch, set_size, BarrierPhase::Flushing)) = self.apply.barrier.take() {
-            if self.is_linked() {
-                self.send(Outgoing::BarrierAck { epoch, set_size });
-            }
+    pub(super) fn on_barrier_flush_done(&mut self, now: Instant, res: Result<(), Errno>) {
+        let Some((epoch, set_size, BarrierPhase::Flushing)) = self.apply.barrier else {
+            return;
+        };
+        if res.is_err() {
+            // The epoch's writes may still sit in the disk's volatile cache: the
+            // BARRIER_ACK would tell the Primary they are durable, and it would forget them
+            // (its transfer log marks only unacknowledged epochs out of sync when the link
+            // goes). Try again later; the barrier holds later writes back meanwhile.
+            self.apply.flush_retry_at = Some(now + FLUSH_RETRY);
+            return;
+        }
+        self.apply.barrier = None;
+        if self.is_linked() {
+            self.send(Outgoing::BarrierAck { epoch, set_size });
+        }
+    }
+
+    /// When a failed barrier flush is tried again.
+    pub(super) fn barrier_flush_retry_at(&self) -> Option<Instant> {
+        self.apply.flush_retry_at
+    }
+
+    /// Tries a failed barrier flush again once its time has come.
+    pub(super) fn retry_barrier_flush(&mut self, now: Instant) {
+        if self.apply.flush_retry_at.is_some_and(|t| t <= now) {
+            self.apply.flush_retry_at = None;
+            self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
         }
     }
 }

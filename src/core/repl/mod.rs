@@ -469,10 +469,14 @@ impl Replicator {
 
     /// When to call [`Replicator::handle_timeout`] (the resync's pacing), if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.resync.next_wakeup(), self.verify_wakeup()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.resync.next_wakeup(),
+            self.verify_wakeup(),
+            self.barrier_flush_retry_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next action. Drain after every input.
@@ -554,6 +558,7 @@ impl Replicator {
 
     /// Resync pacing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.retry_barrier_flush(now);
         self.pump_resync(now);
         self.pump_verify(now);
     }
@@ -629,7 +634,7 @@ impl Replicator {
             Waiter::App(req) => self.on_app_local_done(req, res),
             Waiter::AppFlush(req) => self.on_app_flush_done(req, res),
             Waiter::Peer => self.on_peer_write_done(id, res),
-            Waiter::BarrierFlush => self.on_barrier_flush_done(),
+            Waiter::BarrierFlush => self.on_barrier_flush_done(now, res),
             Waiter::RsRead => self.on_rs_read_done(now, id, res),
             Waiter::CsumRead => self.on_csum_read_done(id, res),
             Waiter::OvRead => self.on_ov_read_done(id, res),

@@ -334,6 +334,89 @@ fn peer_lost_mid_write_completes_locally_and_marks_out_of_sync() {
 }
 
 #[test]
+fn a_local_write_error_marks_the_blocks_the_peer_wrote_out_of_sync() {
+    // Found by the simulation (EIO on the Primary's disk): the peer wrote the blocks, the
+    // local disk did not; without the bits no resync ever made the replicas equal again.
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 3 * 4096, block(9, 8192));
+    p.drain();
+    let (id, io) = p.a.pending_io.pop_front().expect("local write");
+    assert!(matches!(io, LocalIo::App { tag: 1 }));
+    p.a.r.handle_local_done(p.now, id, Err(Errno::EIO));
+    p.settle();
+    assert!(
+        p.b.disk[3 * 4096..5 * 4096] == block(9, 8192)[..],
+        "the peer has it"
+    );
+    assert!(matches!(p.a.completed[..], [(1, Err(_))]));
+    assert!(p.a.r.bitmap().is_set(3) && p.a.r.bitmap().is_set(4));
+    assert_eq!(p.a.r.bitmap().count(), 2);
+}
+
+/// Runs `p` until nothing moves, failing the first flush the B side submits; time does
+/// not advance.
+fn settle_failing_b_flush(p: &mut Pair) {
+    let mut failed = false;
+    for _ in 0..100_000 {
+        p.drain();
+        if let Some(f) = p.a_to_b.pop_front() {
+            p.b.receive(p.now, &f);
+            continue;
+        }
+        if let Some(f) = p.b_to_a.pop_front() {
+            p.a.receive(p.now, &f);
+            continue;
+        }
+        if !failed && let Some(&(id, LocalIo::Flush)) = p.b.pending_io.front() {
+            p.b.pending_io.pop_front();
+            p.b.r.handle_local_done(p.now, id, Err(Errno::EIO));
+            failed = true;
+            continue;
+        }
+        if p.a.complete_one(p.now) || p.b.complete_one(p.now) {
+            continue;
+        }
+        assert!(failed, "the barrier was flushed");
+        return;
+    }
+    panic!("did not settle");
+}
+
+#[test]
+fn a_failed_barrier_flush_is_not_acknowledged_but_retried() {
+    // Found by the simulation (a flush EIO on the Secondary, then its crash): the
+    // BARRIER_ACK after a failed flush made the Primary forget writes that were lost with
+    // the Secondary's cache, so no bit and no resync brought them back.
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(7, 4096));
+    settle_failing_b_flush(&mut p);
+    assert!(p.a.done(1), "WRITE_ACK answers the write");
+    // The link goes now: the epoch was never acknowledged, so the write is out of sync.
+    p.a.r.handle_link_down();
+    p.drain();
+    assert!(
+        p.a.r.bitmap().is_set(0),
+        "an unflushed epoch is not forgotten"
+    );
+
+    // With the link up, the flush is tried again after a while and then acknowledged.
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(7, 4096));
+    settle_failing_b_flush(&mut p);
+    let retry = p.b.r.poll_timeout().expect("a retry is scheduled");
+    assert!(retry > p.now);
+    p.settle();
+    assert!(p.b.flushes >= 1, "flushed on the retry");
+    p.a.r.handle_link_down();
+    p.drain();
+    assert_eq!(
+        p.a.r.bitmap().count(),
+        0,
+        "the acknowledged epoch is durable"
+    );
+}
+
+#[test]
 fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.write(1, 0, block(1, 4096));

@@ -335,6 +335,14 @@ impl Replicator {
         };
         let r = *r;
         self.writes.reqs.remove(&id);
+        if res.is_err()
+            && let Some((offset, len)) = r.range()
+        {
+            // The local disk failed the write while the peer may have it: the blocks
+            // differ, so they are out of sync (drbd_req_destroy sets out-of-sync unless
+            // both RQ_NET_OK and RQ_LOCAL_OK), before the answer.
+            self.mark_oos(offset, len);
+        }
         if let (Some(a), Some((offset, len))) = (self.al.as_mut(), r.range()) {
             a.end(super::al::extents(offset, len));
         }
