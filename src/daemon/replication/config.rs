@@ -32,6 +32,15 @@ fn scaled(view: &NodeView, name: &str, default: u64) -> Result<u64, String> {
 
 fn policy(view: &NodeView, name: &str) -> AfterSb {
     match view.net.get(name) {
+        // drbdadm's `convert_discard_opt`: discard-node-NAME is discard-local on NAME and
+        // discard-remote on the other node (the name is checked in `session_config`).
+        Some(v) if v.starts_with("discard-node-") => {
+            if v["discard-node-".len()..] == *view.node {
+                AfterSb::DiscardLocal
+            } else {
+                AfterSb::DiscardRemote
+            }
+        }
         Some("discard-younger-primary") => AfterSb::DiscardYoungerPrimary,
         Some("discard-older-primary") => AfterSb::DiscardOlderPrimary,
         Some("discard-zero-changes") => AfterSb::DiscardZeroChanges,
@@ -118,6 +127,19 @@ pub fn session_config(
         Protocol::B => WireProtocol::B,
         Protocol::C => WireProtocol::C,
     };
+    if let Some(node) = view
+        .net
+        .get("after-sb-0pri")
+        .and_then(|v| v.strip_prefix("discard-node-"))
+    {
+        let known = |names: &str| names.split(' ').any(|n| n == node);
+        if !known(&view.node) && !known(&peer.name) {
+            return Err(format!(
+                "after-sb-0pri discard-node-{node}: the node name is not known; valid node names are: '{} {}'",
+                view.node, peer.name
+            ));
+        }
+    }
     let mut conn = ConnConfig::new(peer.name.clone());
     conn.timers = timers;
     conn.auth = auth;
