@@ -448,7 +448,11 @@ impl Runtime {
                 let _ = std::thread::Builder::new()
                     .name("urbd-handler".into())
                     .spawn(move || match child.wait() {
-                        Ok(st) => tracing::info!(handler = name, "helper command: {name} exit code {}", st.code().unwrap_or(-1)),
+                        Ok(st) => tracing::info!(
+                            handler = name,
+                            "helper command: {name} exit code {}",
+                            st.code().unwrap_or(-1)
+                        ),
                         Err(e) => tracing::warn!(handler = name, "helper command: {name}: {e}"),
                     });
             }

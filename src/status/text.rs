@@ -118,7 +118,12 @@ pub fn status(r: &ResourceStatus) -> String {
 
 /// What `status` adds on a split-brained volume: how much each side changed and the exact
 /// commands of the seed's recovery (section 7.2.2) for either choice of victim.
-fn split_brain_advice(out: &mut String, r: &ResourceStatus, v: &VolumeStatus, sb: &SplitBrainStatus) {
+fn split_brain_advice(
+    out: &mut String,
+    r: &ResourceStatus,
+    v: &VolumeStatus,
+    sb: &SplitBrainStatus,
+) {
     let res = &r.resource;
     let me = &r.node;
     let peer = &sb.peer;
@@ -148,7 +153,10 @@ fn split_brain_advice(out: &mut String, r: &ResourceStatus, v: &VolumeStatus, sb
         "    The victim's changes are thrown away; it resyncs the blocks either side changed."
     );
     for (keep, victim) in [(me.as_str(), peer.as_str()), (peer.as_str(), me.as_str())] {
-        let _ = writeln!(out, "    To keep {keep}'s data (discard {victim}'s changes):");
+        let _ = writeln!(
+            out,
+            "    To keep {keep}'s data (discard {victim}'s changes):"
+        );
         let _ = writeln!(
             out,
             "      on {victim}: urbdadm disconnect {res}; urbdadm secondary {res}; urbdadm connect --discard-my-data {res}"
