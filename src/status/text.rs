@@ -226,6 +226,41 @@ mod tests {
         assert_eq!(dstate_line(&a), "Unconfigured");
     }
 
+    /// A split-brained volume: what each side changed and the seed's commands (7.2.2) for
+    /// either victim.
+    #[test]
+    fn split_brain_names_changes_and_commands() {
+        let mut a = v(0);
+        a.role = Role::Primary;
+        a.disk = DiskState::UpToDate;
+        a.protocol = Some('C');
+        a.split_brain = Some(crate::status::SplitBrainStatus {
+            peer: "braavos".into(),
+            local_changed_kib: 8,
+            peer_changed_kib: 4096,
+            local_uuids: [0xA1, 0xB1, 0, 0],
+            peer_uuids: [0xA2, 0xB1, 0, 0],
+        });
+        let s = status(&r(vec![a]));
+        let want = "optzimbra role:Primary
+  disk:UpToDate
+  peer connection:StandAlone
+  split-brain: both nodes changed data while disconnected; connecting is refused until you pick a victim
+    astapor (this node) changed 8 KiB, braavos changed 4096 KiB
+    UUIDs: astapor 00000000000000A1:00000000000000B1:0000000000000000:0000000000000000, braavos 00000000000000A2:00000000000000B1:0000000000000000:0000000000000000
+    The victim's changes are thrown away; it resyncs the blocks either side changed.
+    To keep astapor's data (discard braavos's changes):
+      on braavos: urbdadm disconnect optzimbra; urbdadm secondary optzimbra; urbdadm connect --discard-my-data optzimbra
+      on astapor: urbdadm disconnect optzimbra; urbdadm connect optzimbra
+    To keep braavos's data (discard astapor's changes):
+      on astapor: urbdadm disconnect optzimbra; urbdadm secondary optzimbra; urbdadm connect --discard-my-data optzimbra
+      on braavos: urbdadm disconnect optzimbra; urbdadm connect optzimbra
+    (stop what uses the victim's device first: `secondary` refuses while it is open)
+
+";
+        assert_eq!(s, want);
+    }
+
     #[test]
     fn status_layouts() {
         assert_eq!(
