@@ -673,6 +673,13 @@ fn partition_run(seed: u64) {
             cstate(n) == "WFConnection"
         });
     }
+    // connect on a connecting resource: a one-line note, nothing changes.
+    let r = a.adm(&["connect", "loop"]).ok();
+    assert!(
+        r.stdout.contains("already connecting") && r.stdout.contains("nothing to do"),
+        "{}",
+        r.stdout
+    );
     b.adm(&["primary", "loop"]).ok();
     let wa = random_writes(&mut rng, 0);
     let wb = random_writes(&mut rng, 8 * MIB);
@@ -778,4 +785,33 @@ fn partition_run(seed: u64) {
             && cstate(a) == "StandAlone"
             && cstate(b) == "StandAlone"
     });
+}
+
+/// `connect --discard-my-data` on a resource still looking for its peer is not lost: the
+/// note says it holds for the next handshake, which then resolves the split brain.
+#[test]
+fn discard_my_data_while_connecting_holds_for_the_next_handshake() {
+    let pair = pair_with("", "");
+    let (a, b) = (pair.alpha(), pair.beta());
+    diverge_and_connect(&pair, 1, 1, Primaries::Both);
+    check_refused(&pair, 0, SB_UNRESOLVED, true, 1, 1);
+    b.adm(&["secondary", "loop"]).ok();
+    b.adm(&["connect", "loop"]).ok();
+    let r = b.adm(&["connect", "--discard-my-data", "loop"]).ok();
+    assert!(
+        r.stdout.contains("already connecting")
+            && r.stdout
+                .contains("--discard-my-data applies to the next handshake"),
+        "{}",
+        r.stdout
+    );
+    a.adm(&["connect", "loop"]).ok();
+    wait_until(&pair, "resynced", SETTLE, || in_sync(a) && in_sync(b));
+    assert!(
+        b.log()
+            .contains("Split-Brain detected, manually solved. Sync from peer node")
+    );
+    assert_disks_identical(&pair);
+    let disk = std::fs::read(&b.data).expect("beta's disk");
+    assert!(disk[..MIB as usize] == alpha_data(1)[..]);
 }

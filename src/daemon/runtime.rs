@@ -279,6 +279,15 @@ impl Runtime {
                 any = true;
                 let cs = slot.core.state().conn;
                 match a {
+                    Admin::Connect {
+                        discard_my_data: true,
+                    } if cs != ConnState::StandAlone && cs < ConnState::WFReportParams => {
+                        // Still looking for the peer: the flag holds for the handshake to come.
+                        lines.push(format!(
+                            "{}: already connecting ({cs:?}); --discard-my-data applies to the next handshake",
+                            disk::label(&self.view, &slot.view)
+                        ));
+                    }
                     Admin::Connect { .. } if cs != ConnState::StandAlone => {
                         lines.push(format!(
                             "{}: already {} ({cs:?}); nothing to do",
