@@ -238,6 +238,10 @@ fn split_brain_is_detected_shown_and_handled() {
     assert_eq!(sb["peer"], "beta", "{sb}");
     assert_eq!(sb["local_changed_kib"], 1024, "{sb}");
     assert_eq!(sb["peer_changed_kib"], 2048, "{sb}");
+    let json = a.adm(&["proc", "--json"]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).expect("proc --json");
+    let sb = find_key(&v, "split_brain").expect("a split_brain field in proc --json");
+    assert_eq!(sb["local_changed_kib"], 1024, "{sb}");
 
     // The handler ran on both nodes with DRBD's environment.
     for (minor, peer) in [(0, "beta"), (1, "alpha")] {

@@ -2,6 +2,7 @@
 //! peer's state, the bitmap exchange and the start of a resync, and the connection's events.
 
 use super::*;
+use crate::core::HandshakeRefusal;
 
 impl Session {
     pub(super) fn on_packet(&mut self, now: Instant, ty: PacketType, f: u8, payload: Vec<u8>) {
@@ -296,6 +297,11 @@ impl Session {
                         peer: *theirs,
                     });
                     self.publish(now);
+                } else if why
+                    == crate::core::ConnRefusal::Handshake(HandshakeRefusal::TargetIsPrimary)
+                {
+                    tracing::error!(resource = %res, %peer,
+                        "{why} (this Primary's data was chosen to be overwritten; urbd never resyncs under a serving Primary: make it Secondary, then connect)");
                 } else {
                     tracing::error!(resource = %res, %peer, "{why}");
                 }
@@ -312,13 +318,17 @@ impl Session {
                 tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
                     "{}", decision.comparison);
                 self.on_decision_handlers(&decision);
+                // A split brain reported earlier is over once a handshake decides anything
+                // else (the Refused event that follows sets it again if not).
+                if decision.outcome != Handshake::Refuse(HandshakeRefusal::SplitBrain)
+                    && self.split_brain.take().is_some()
+                {
+                    self.publish(now);
+                }
                 if let Handshake::Refuse(_) = decision.outcome {
                     // The connection refuses next (Refused, CloseTransport): nothing of the
                     // data side starts.
                     return;
-                }
-                if self.split_brain.take().is_some() {
-                    self.publish(now);
                 }
                 if size_sect > 0 && size_sect * 512 < self.cfg.size_bytes {
                     // The smaller disk wins (the connection refused it if our data in use
