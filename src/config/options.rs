@@ -660,7 +660,13 @@ pub(crate) fn check_value(spec: &OptionSpec, value: &str) -> Result<String, Stri
             _ => Err("expected yes or no".into()),
         },
         ValueKind::Enum(words) => {
-            if words.contains(&value) {
+            // drbdadm also takes discard-node-NODENAME for after-sb-0pri (it becomes
+            // discard-local or discard-remote per node).
+            let discard_node = std::ptr::eq(words, AFTER_SB_0P)
+                && value
+                    .strip_prefix("discard-node-")
+                    .is_some_and(|n| !n.is_empty());
+            if words.contains(&value) || discard_node {
                 Ok(value.to_string())
             } else {
                 Err(format!("expected one of: {}", words.join(", ")))

@@ -739,3 +739,16 @@ fn shipped_examples_load_and_resolve() {
         }
     }
 }
+
+/// drbdadm's `discard-node-NODENAME` for after-sb-0pri (`convert_discard_opt` in
+/// drbd-utils `user/v84/drbdadm_main.c`); other policies keep their word lists.
+#[test]
+fn after_sb_0pri_takes_discard_node_name() {
+    let c = parse(&two_hosts("net { after-sb-0pri discard-node-b; }")).unwrap();
+    let v = c.resource("r").unwrap().for_node("a").unwrap();
+    assert_eq!(v.net.get("after-sb-0pri"), Some("discard-node-b"));
+    let e = err(&two_hosts("net { after-sb-0pri discard-node-; }"));
+    assert!(e.contains("expected one of"), "{e}");
+    let e = err(&two_hosts("net { after-sb-1pri discard-node-b; }"));
+    assert!(e.contains("expected one of"), "{e}");
+}

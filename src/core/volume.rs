@@ -299,7 +299,10 @@ impl Volume {
             && let Some(md) = self.md.as_mut()
             && md.uuids.bitmap == 0
         {
-            md.uuids.bitmap = md.uuids.current & !1;
+            // drbd_uuid_new_current: the current UUID goes to the bitmap slot as it is,
+            // bit 0 included (discard-younger/older-primary read it: set means this node
+            // was Primary when the link went).
+            md.uuids.bitmap = md.uuids.current;
             md.uuids.current = random;
             set_role_bit(&mut md.uuids, ns.role);
         }

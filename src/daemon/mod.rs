@@ -112,6 +112,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     tracing::info!(resource = %view.resource, %node, config = %config_path.display(), "starting");
 
     let mut runtime = runtime::Runtime::new(view, run_dir.clone());
+    runtime.set_config_path(std::fs::canonicalize(&config_path).unwrap_or(config_path.clone()));
     runtime.hold_lock(lock);
     let queue = server::queue();
     runtime.set_host(queue.host_factory());

@@ -47,6 +47,8 @@ pub struct Runtime {
     slots: Vec<Slot>,
     lock: Option<files::ResourceLock>,
     host: Option<HostFactory>,
+    /// The configuration file the daemon read (`DRBD_CONF` of the handlers).
+    config_path: Option<std::path::PathBuf>,
 }
 
 /// A fresh random value for a new current UUID.
@@ -103,7 +105,13 @@ impl Runtime {
             slots,
             lock: None,
             host: None,
+            config_path: None,
         }
+    }
+
+    /// The configuration file, for the handlers' `DRBD_CONF`.
+    pub fn set_config_path(&mut self, path: std::path::PathBuf) {
+        self.config_path = Some(path);
     }
 
     /// Where replication sessions send their calls (set before the first attach).
@@ -243,6 +251,27 @@ impl Runtime {
                 ),
             };
         }
+        if let Admin::Connect {
+            discard_my_data: true,
+        } = a
+        {
+            // DRBD's ERR_DISCARD_IMPOSSIBLE (drbd_nl.c, `check_net_options`): a Primary's
+            // data is what its users see; it cannot be the victim. Nothing changes.
+            if let Some(slot) = self
+                .slots
+                .iter()
+                .find(|s| s.core.state().role == crate::core::Role::Primary)
+            {
+                return Response::Failed {
+                    kind: FailKind::Config,
+                    message: format!(
+                        "(123) --discard-my-data not allowed when primary. {} is Primary: its data is the one in use; run `urbdadm secondary {}` first (the victim must be Secondary), or pick the other node as the victim",
+                        disk::label(&self.view, &slot.view),
+                        self.view.resource
+                    ),
+                };
+            }
+        }
         let mut any = false;
         let mut lines = Vec::new();
         for slot in &self.slots {
@@ -250,6 +279,15 @@ impl Runtime {
                 any = true;
                 let cs = slot.core.state().conn;
                 match a {
+                    Admin::Connect {
+                        discard_my_data: true,
+                    } if cs != ConnState::StandAlone && cs < ConnState::WFReportParams => {
+                        // Still looking for the peer: the flag holds for the handshake to come.
+                        lines.push(format!(
+                            "{}: already connecting ({cs:?}); --discard-my-data applies to the next handshake",
+                            disk::label(&self.view, &slot.view)
+                        ));
+                    }
                     Admin::Connect { .. } if cs != ConnState::StandAlone => {
                         lines.push(format!(
                             "{}: already {} ({cs:?}); nothing to do",
@@ -362,6 +400,13 @@ impl Runtime {
                 failed,
                 peer,
             } => core.handle_sync_finished(target, failed, peer),
+            PeerCall::Handler(h) => {
+                self.run_handler(i, h);
+                return PeerReply {
+                    local: self.local_disk(i),
+                    sync_uuid,
+                };
+            }
         }
         if let Err(e) = self.perform(i) {
             tracing::error!(error = %e, "applying the peer's state change");
@@ -369,6 +414,58 @@ impl Runtime {
         PeerReply {
             local: self.local_disk(i),
             sync_uuid,
+        }
+    }
+
+    /// Runs handler `h` of the `handlers` section, if configured, as drbdadm does
+    /// (`/bin/sh -c COMMAND` with DRBD's environment: DRBD_RESOURCE, DRBD_MINOR,
+    /// DRBD_VOLUME, DRBD_LL_DISK, DRBD_PEER, DRBD_PEERS, DRBD_PEER_AF, DRBD_PEER_ADDRESS,
+    /// DRBD_CONF; drbd-utils `user/v84/drbdadm_main.c`, `adm_khelper`). The event loop
+    /// does not wait for it: a thread reaps it and logs its exit status.
+    fn run_handler(&self, i: usize, h: replication::Handler) {
+        let name = h.name();
+        let Some(command) = self.view.handlers.get(name).map(str::to_owned) else {
+            tracing::info!(handler = name, "no {name} handler configured");
+            return;
+        };
+        let v = &self.slots[i].view;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&command)
+            .env("DRBD_RESOURCE", &self.view.resource)
+            .env("DRBD_MINOR", v.minor.to_string())
+            .env("DRBD_VOLUME", v.volume.to_string())
+            .env("DRBD_LL_DISK", &v.disk)
+            .stdin(std::process::Stdio::null());
+        if let Some(p) = &self.view.peer {
+            let af = if p.address.host.contains(':') {
+                "ipv6"
+            } else {
+                "ipv4"
+            };
+            cmd.env("DRBD_PEER", &p.name)
+                .env("DRBD_PEERS", &p.name)
+                .env("DRBD_PEER_AF", af)
+                .env("DRBD_PEER_ADDRESS", &p.address.host);
+        }
+        if let Some(c) = &self.config_path {
+            cmd.env("DRBD_CONF", c);
+        }
+        tracing::info!(handler = name, command = %command, "helper command: {name}");
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = std::thread::Builder::new()
+                    .name("urbd-handler".into())
+                    .spawn(move || match child.wait() {
+                        Ok(st) => tracing::info!(
+                            handler = name,
+                            "helper command: {name} exit code {}",
+                            st.code().unwrap_or(-1)
+                        ),
+                        Err(e) => tracing::warn!(handler = name, "helper command: {name}: {e}"),
+                    });
+            }
+            Err(e) => tracing::error!(handler = name, "cannot run the {name} handler: {e}"),
         }
     }
 
@@ -694,6 +791,22 @@ impl Runtime {
                             .map(replication::status_progress),
                         export: s.export.as_ref().and_then(|e| e.endpoint()),
                         kernel_device: Some(s.kernel.describe()),
+                        split_brain: peer.as_ref().and_then(|p| p.split_brain).map(|sb| {
+                            let u = |u: crate::meta::Uuids| {
+                                [u.current, u.bitmap, u.history[0], u.history[1]]
+                            };
+                            crate::status::SplitBrainStatus {
+                                peer: self
+                                    .view
+                                    .peer
+                                    .as_ref()
+                                    .map_or_else(|| "the peer".to_owned(), |p| p.name.clone()),
+                                local_changed_kib: sb.local_bits * 4,
+                                peer_changed_kib: sb.peer_bits * 4,
+                                local_uuids: u(sb.local),
+                                peer_uuids: u(sb.peer),
+                            }
+                        }),
                     }
                 })
                 .collect(),

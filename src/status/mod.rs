@@ -8,4 +8,4 @@ pub mod proc;
 pub mod progress;
 pub mod text;
 
-pub use model::{Counters, ResourceStatus, SyncProgress, VolumeStatus};
+pub use model::{Counters, ResourceStatus, SplitBrainStatus, SyncProgress, VolumeStatus};

@@ -100,6 +100,27 @@ pub struct VolumeStatus {
     /// attached`, `/dev/nbd0 not attached: this kernel has no nbd module; use the export`).
     #[serde(default)]
     pub kernel_device: Option<String>,
+    /// The last connection attempt found a split brain that no policy resolved: the
+    /// resource stays StandAlone until the operator picks a victim (`connect
+    /// --discard-my-data` there). Cleared by the next successful handshake.
+    #[serde(default)]
+    pub split_brain: Option<SplitBrainStatus>,
+}
+
+/// A split brain found at connect time and not resolved (DRBD logs "Split-Brain detected
+/// but unresolved, dropping connection!").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBrainStatus {
+    /// The peer's node name.
+    pub peer: String,
+    /// What this node changed since the two were last connected (its bitmap), KiB.
+    pub local_changed_kib: u64,
+    /// What the peer changed (the bitmap weight it sent with its UUIDs), KiB.
+    pub peer_changed_kib: u64,
+    /// This node's UUIDs (current, bitmap, history 1, history 2) at the handshake.
+    pub local_uuids: [u64; 4],
+    /// The peer's.
+    pub peer_uuids: [u64; 4],
 }
 
 /// A running resource on this node.

@@ -71,6 +71,15 @@ pub fn minor_lines(v: &VolumeStatus) -> String {
             v.oos_kib
         );
     }
+    if let Some(sb) = &v.split_brain {
+        // Beyond DRBD (whose /proc/drbd only says StandAlone): one indented line, after the
+        // counters, as the progress lines are, so parsers of the two fixed lines are safe.
+        let _ = writeln!(
+            out,
+            "\tsplit-brain: this node changed {} KiB, {} changed {} KiB; see `status`",
+            sb.local_changed_kib, sb.peer, sb.peer_changed_kib
+        );
+    }
     if v.cstate.shows_progress() {
         if let Some(p) = &v.sync {
             out.push_str(&progress::render(p, v.cstate));
@@ -129,6 +138,7 @@ mod tests {
             sync: None,
             export: None,
             kernel_device: None,
+            split_brain: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{ResourceStatus, VolumeStatus};
+use super::model::{ResourceStatus, SplitBrainStatus, VolumeStatus};
 
 /// A volume with no disk and no network configuration prints as `Unconfigured`.
 fn unconfigured(v: &VolumeStatus) -> bool {
@@ -107,8 +107,69 @@ pub fn status(r: &ResourceStatus) -> String {
             }
         }
     }
+    for v in &r.volumes {
+        if let Some(sb) = &v.split_brain {
+            split_brain_advice(&mut out, r, v, sb);
+        }
+    }
     out.push('\n');
     out
+}
+
+/// What `status` adds on a split-brained volume: how much each side changed and the exact
+/// commands of the seed's recovery (section 7.2.2) for either choice of victim.
+fn split_brain_advice(
+    out: &mut String,
+    r: &ResourceStatus,
+    v: &VolumeStatus,
+    sb: &SplitBrainStatus,
+) {
+    let res = &r.resource;
+    let me = &r.node;
+    let peer = &sb.peer;
+    let label = if r.volumes.len() == 1 && v.volume == 0 {
+        String::new()
+    } else {
+        format!(" (volume {})", v.volume)
+    };
+    let _ = writeln!(
+        out,
+        "  split-brain{label}: both nodes changed data while disconnected; connecting is refused until you pick a victim"
+    );
+    let _ = writeln!(
+        out,
+        "    {me} (this node) changed {} KiB, {peer} changed {} KiB",
+        sb.local_changed_kib, sb.peer_changed_kib
+    );
+    let fmt = |u: &[u64; 4]| format!("{:016X}:{:016X}:{:016X}:{:016X}", u[0], u[1], u[2], u[3]);
+    let _ = writeln!(
+        out,
+        "    UUIDs: {me} {}, {peer} {}",
+        fmt(&sb.local_uuids),
+        fmt(&sb.peer_uuids)
+    );
+    let _ = writeln!(
+        out,
+        "    The victim's changes are thrown away; it resyncs the blocks either side changed."
+    );
+    for (keep, victim) in [(me.as_str(), peer.as_str()), (peer.as_str(), me.as_str())] {
+        let _ = writeln!(
+            out,
+            "    To keep {keep}'s data (discard {victim}'s changes):"
+        );
+        let _ = writeln!(
+            out,
+            "      on {victim}: urbdadm disconnect {res}; urbdadm secondary {res}; urbdadm connect --discard-my-data {res}"
+        );
+        let _ = writeln!(
+            out,
+            "      on {keep}: urbdadm disconnect {res}; urbdadm connect {res}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "    (stop what uses the victim's device first: `secondary` refuses while it is open)"
+    );
 }
 
 #[cfg(test)]
@@ -140,6 +201,7 @@ mod tests {
             sync: None,
             export: None,
             kernel_device: None,
+            split_brain: None,
         }
     }
 
@@ -162,6 +224,41 @@ mod tests {
         a.disk = DiskState::Diskless;
         assert_eq!(role_line(&a), "Unconfigured");
         assert_eq!(dstate_line(&a), "Unconfigured");
+    }
+
+    /// A split-brained volume: what each side changed and the seed's commands (7.2.2) for
+    /// either victim.
+    #[test]
+    fn split_brain_names_changes_and_commands() {
+        let mut a = v(0);
+        a.role = Role::Primary;
+        a.disk = DiskState::UpToDate;
+        a.protocol = Some('C');
+        a.split_brain = Some(crate::status::SplitBrainStatus {
+            peer: "braavos".into(),
+            local_changed_kib: 8,
+            peer_changed_kib: 4096,
+            local_uuids: [0xA1, 0xB1, 0, 0],
+            peer_uuids: [0xA2, 0xB1, 0, 0],
+        });
+        let s = status(&r(vec![a]));
+        let want = "optzimbra role:Primary
+  disk:UpToDate
+  peer connection:StandAlone
+  split-brain: both nodes changed data while disconnected; connecting is refused until you pick a victim
+    astapor (this node) changed 8 KiB, braavos changed 4096 KiB
+    UUIDs: astapor 00000000000000A1:00000000000000B1:0000000000000000:0000000000000000, braavos 00000000000000A2:00000000000000B1:0000000000000000:0000000000000000
+    The victim's changes are thrown away; it resyncs the blocks either side changed.
+    To keep astapor's data (discard braavos's changes):
+      on braavos: urbdadm disconnect optzimbra; urbdadm secondary optzimbra; urbdadm connect --discard-my-data optzimbra
+      on astapor: urbdadm disconnect optzimbra; urbdadm connect optzimbra
+    To keep braavos's data (discard astapor's changes):
+      on astapor: urbdadm disconnect optzimbra; urbdadm secondary optzimbra; urbdadm connect --discard-my-data optzimbra
+      on braavos: urbdadm disconnect optzimbra; urbdadm connect optzimbra
+    (stop what uses the victim's device first: `secondary` refuses while it is open)
+
+";
+        assert_eq!(s, want);
     }
 
     #[test]

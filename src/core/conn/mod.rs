@@ -618,7 +618,23 @@ impl Connection {
                     .is_some_and(|(f, _)| f & conn_flags::DISCARD_MY_DATA != 0),
             policies: self.config.policies,
         };
-        let decision = sync_handshake(&input);
+        let mut decision = sync_handshake(&input);
+        // urbd's choices where DRBD changes a Primary's role inside the handshake:
+        // - `call-pri-lost-after-sb` picked this Primary as the victim (`demote_first`).
+        //   DRBD demotes it if the device is not in use and calls pri-lost-after-sb if it
+        //   is; urbd's Primary always serves its export, so it counts as in use: the split
+        //   brain stays unresolved (the host runs the handler; the operator demotes).
+        // - a Primary would become SyncTarget (`rr-conflict violently`): urbd never resyncs
+        //   under a serving Primary; refused as with `rr-conflict disconnect`.
+        if decision.demote_first {
+            decision.outcome = Handshake::Refuse(HandshakeRefusal::SplitBrain);
+            decision.split_brain = None;
+            decision.call_split_brain = true;
+        } else if matches!(decision.outcome, Handshake::SyncTarget { .. })
+            && l.role == Role::Primary
+        {
+            decision.outcome = Handshake::Refuse(HandshakeRefusal::TargetIsPrimary);
+        }
         self.event(ConnEvent::Decided {
             decision,
             local: l.uuids,

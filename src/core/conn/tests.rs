@@ -484,6 +484,72 @@ fn split_brain_then_discard_my_data() {
     );
 }
 
+/// Both promoted while apart, then `b` stepped down: one Primary (`a`), which changed less.
+fn primary_changed_less(policy: impl Fn(&mut ConnConfig) + Copy) -> Pair {
+    let mut a = node("b", synced(), policy);
+    let mut b = node("a", synced(), policy);
+    promote(&mut a.vol, false, 0xA000_0000_0000_0000);
+    promote(&mut b.vol, false, 0xB000_0000_0000_0000);
+    assert_eq!(
+        b.vol.handle_admin(AdminCmd::Secondary, 0),
+        Ok(Outcome::Changed)
+    );
+    while b.vol.poll_action().is_some() {}
+    a.refresh(5);
+    b.refresh(7);
+    let mut p = Pair::new(a, b);
+    p.connect();
+    p.settle();
+    p
+}
+
+/// after-sb-1pri call-pri-lost-after-sb picks the Primary as the victim. DRBD demotes it
+/// unless its device is in use, and then calls pri-lost-after-sb and keeps the split brain
+/// unresolved. urbd's Primary always serves its export: the decision says
+/// `demote_first` and the split brain stays unresolved (the host runs the handlers).
+#[test]
+fn call_pri_lost_after_sb_never_discards_a_primary() {
+    let p = primary_changed_less(|c| {
+        c.policies.after_sb_0p = crate::core::AfterSb::DiscardLeastChanges;
+        c.policies.after_sb_1p = crate::core::AfterSb::CallHelper;
+    });
+    assert_eq!(p.a.conn.state(), ConnState::StandAlone);
+    assert!(matches!(
+        p.a.refusals()[..],
+        [ConnRefusal::SplitBrain { .. }]
+    ));
+    let d =
+        p.a.events
+            .iter()
+            .find_map(|(_, e)| match e {
+                ConnEvent::Decided { decision, .. } => Some(*decision),
+                _ => None,
+            })
+            .expect("a decision");
+    assert!(d.demote_first && d.call_split_brain, "{d:?}");
+    assert_eq!(d.outcome, Handshake::Refuse(HandshakeRefusal::SplitBrain));
+}
+
+/// rr-conflict violently: DRBD lets a Primary become SyncTarget; urbd refuses as with
+/// rr-conflict disconnect ("I shall become SyncTarget, but I am primary!").
+#[test]
+fn a_primary_never_becomes_sync_target() {
+    let p = primary_changed_less(|c| {
+        c.policies.after_sb_0p = crate::core::AfterSb::DiscardLeastChanges;
+        c.policies.after_sb_1p = crate::core::AfterSb::Violently;
+        c.policies.rr_conflict = crate::core::AfterSb::Violently;
+    });
+    assert_eq!(p.a.conn.state(), ConnState::StandAlone);
+    assert_eq!(
+        p.a.refusals(),
+        [ConnRefusal::Handshake(HandshakeRefusal::TargetIsPrimary)]
+    );
+    assert_eq!(
+        p.a.decisions(),
+        [Handshake::Refuse(HandshakeRefusal::TargetIsPrimary)]
+    );
+}
+
 /// `drbd_do_auth`: with different shared secrets each side's HMAC check fails
 /// ("Authentication of peer failed"), both refuse, nothing is decided.
 #[test]

@@ -32,6 +32,15 @@ fn scaled(view: &NodeView, name: &str, default: u64) -> Result<u64, String> {
 
 fn policy(view: &NodeView, name: &str) -> AfterSb {
     match view.net.get(name) {
+        // drbdadm's `convert_discard_opt`: discard-node-NAME is discard-local on NAME and
+        // discard-remote on the other node (the name is checked in `session_config`).
+        Some(v) if v.starts_with("discard-node-") => {
+            if v["discard-node-".len()..] == *view.node {
+                AfterSb::DiscardLocal
+            } else {
+                AfterSb::DiscardRemote
+            }
+        }
         Some("discard-younger-primary") => AfterSb::DiscardYoungerPrimary,
         Some("discard-older-primary") => AfterSb::DiscardOlderPrimary,
         Some("discard-zero-changes") => AfterSb::DiscardZeroChanges,
@@ -118,6 +127,19 @@ pub fn session_config(
         Protocol::B => WireProtocol::B,
         Protocol::C => WireProtocol::C,
     };
+    if let Some(node) = view
+        .net
+        .get("after-sb-0pri")
+        .and_then(|v| v.strip_prefix("discard-node-"))
+    {
+        let known = |names: &str| names.split(' ').any(|n| n == node);
+        if !known(&view.node) && !known(&peer.name) {
+            return Err(format!(
+                "after-sb-0pri discard-node-{node}: the node name is not known; valid node names are: '{} {}'",
+                view.node, peer.name
+            ));
+        }
+    }
     let mut conn = ConnConfig::new(peer.name.clone());
     conn.timers = timers;
     conn.auth = auth;
@@ -182,5 +204,61 @@ pub fn status_progress(p: crate::core::repl::SyncProgress) -> crate::status::Syn
         mark_left_bits: p.mark_left_kib / 4,
         elapsed_secs: p.elapsed.as_secs(),
         want_kib_per_sec: p.want_kib_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn view(node: &str, net: &str) -> NodeView {
+        let text = format!(
+            "resource r {{ net {{ {net} }}
+  on a {{ device minor 0; disk /d0; meta-disk internal; address 127.0.0.1:7000; }}
+  on b {{ device minor 1; disk /d1; meta-disk internal; address 127.0.0.1:7001; }}
+}}"
+        );
+        let c = Config::parse_str(&text, "t.res").expect("parse");
+        c.resource("r").expect("r").for_node(node).expect("node")
+    }
+
+    #[test]
+    fn discard_node_name_is_local_on_that_node_and_remote_on_the_other() {
+        let net = "after-sb-0pri discard-node-b;";
+        assert_eq!(
+            policy(&view("b", net), "after-sb-0pri"),
+            AfterSb::DiscardLocal
+        );
+        assert_eq!(
+            policy(&view("a", net), "after-sb-0pri"),
+            AfterSb::DiscardRemote
+        );
+        assert_eq!(
+            policy(
+                &view("a", "after-sb-1pri call-pri-lost-after-sb;"),
+                "after-sb-1pri"
+            ),
+            AfterSb::CallHelper
+        );
+        assert_eq!(policy(&view("a", ""), "rr-conflict"), AfterSb::Disconnect);
+    }
+
+    #[test]
+    fn discard_node_of_an_unknown_node_is_refused() {
+        let v = view("a", "after-sb-0pri discard-node-c;");
+        let local = LocalDisk {
+            uuids: crate::meta::Uuids::default(),
+            role: crate::core::Role::Secondary,
+            disk: crate::core::DiskState::UpToDate,
+            crashed_primary: false,
+            oos_bits: 0,
+            backing_sect: 2048,
+            user_sect: 0,
+            current_sect: 0,
+        };
+        let e = session_config(&v, &v.volumes[0], local, 1 << 20, false, None)
+            .expect_err("unknown node");
+        assert!(e.contains("discard-node-c") && e.contains("'a b'"), "{e}");
     }
 }

@@ -66,6 +66,46 @@ pub enum PeerCall {
         /// The peer's UUIDs from the handshake.
         peer: Option<Uuids>,
     },
+    /// Run a handler of the `handlers` section (DRBD's `drbd_khelper`).
+    Handler(Handler),
+}
+
+/// The handlers the connection calls (`handlers { NAME "command"; }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// `split-brain`: a split brain no policy resolved.
+    SplitBrain,
+    /// `initial-split-brain`: a split brain was detected (resolved or not).
+    InitialSplitBrain,
+    /// `pri-lost-after-sb`: a policy chose this Primary as the split-brain victim.
+    PriLostAfterSb,
+    /// `pri-lost`: `rr-conflict call-pri-lost`: this Primary should become SyncTarget.
+    PriLost,
+}
+
+impl Handler {
+    /// The handler's name in the `handlers` section.
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::SplitBrain => "split-brain",
+            Handler::InitialSplitBrain => "initial-split-brain",
+            Handler::PriLostAfterSb => "pri-lost-after-sb",
+            Handler::PriLost => "pri-lost",
+        }
+    }
+}
+
+/// A split brain the last handshake found and did not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitBrainSeen {
+    /// This node's bitmap weight (4 KiB blocks changed) at the handshake.
+    pub local_bits: u64,
+    /// The peer's, from its P_UUIDS.
+    pub peer_bits: u64,
+    /// This node's UUIDs.
+    pub local: Uuids,
+    /// The peer's.
+    pub peer: Uuids,
 }
 
 /// The event loop's answer: the local disk as it stands now, and for
@@ -187,6 +227,8 @@ pub struct PeerStatus {
     pub user_paused: bool,
     /// `pause-sync` on the peer (proc's `p` flag).
     pub peer_paused: bool,
+    /// The last handshake found a split brain it did not resolve.
+    pub split_brain: Option<SplitBrainSeen>,
 }
 
 /// The running session of one volume.

@@ -2,6 +2,7 @@
 //! peer's state, the bitmap exchange and the start of a resync, and the connection's events.
 
 use super::*;
+use crate::core::HandshakeRefusal;
 
 impl Session {
     pub(super) fn on_packet(&mut self, now: Instant, ty: PacketType, f: u8, payload: Vec<u8>) {
@@ -21,12 +22,17 @@ impl Session {
                     history: u.history,
                 });
             }
+            Packet::Uuids(u) => {
+                // What the peer changed, for the split-brain report (the connection
+                // compares it in `drbd_sync_handshake`).
+                self.handshake_peer_bits = u.bitmap_bits;
+                self.conn.handle_packet(now, Packet::Uuids(u))
+            }
             Packet::Hello(_)
             | Packet::AuthChallenge(_)
             | Packet::AuthResponse(_)
             | Packet::ReportParams(_)
             | Packet::Sizes(_)
-            | Packet::Uuids(_)
             | Packet::Ping
             | Packet::PingAck
             | Packet::Disconnect
@@ -280,9 +286,23 @@ impl Session {
                     peer: theirs,
                 } = &why
                 {
+                    let local_bits = self.conn.local().oos_bits;
+                    let peer_bits = self.handshake_peer_bits;
                     tracing::error!(resource = %res, %peer,
-                        "{why} local UUIDs {}, peer UUIDs {} (connect --discard-my-data on the node whose changes are to be thrown away)",
-                        fmt_uuids(local), fmt_uuids(theirs));
+                        "{why} local UUIDs {}, peer UUIDs {}; changed since last connected: this node {} KiB, {peer} {} KiB (connect --discard-my-data on the node whose changes are to be thrown away; `urbdadm status {res}` prints the commands)",
+                        fmt_uuids(local), fmt_uuids(theirs), local_bits * 4, peer_bits * 4);
+                    self.split_brain = Some(super::super::SplitBrainSeen {
+                        local_bits,
+                        peer_bits,
+                        local: *local,
+                        peer: *theirs,
+                    });
+                    self.publish(now);
+                } else if why
+                    == crate::core::ConnRefusal::Handshake(HandshakeRefusal::TargetIsPrimary)
+                {
+                    tracing::error!(resource = %res, %peer,
+                        "{why} (this Primary's data was chosen to be overwritten; urbd never resyncs under a serving Primary: make it Secondary, then connect)");
                 } else {
                     tracing::error!(resource = %res, %peer, "{why}");
                 }
@@ -298,6 +318,19 @@ impl Session {
             } => {
                 tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
                     "{}", decision.comparison);
+                self.on_decision_handlers(&decision);
+                // A split brain reported earlier is over once a handshake decides anything
+                // else (the Refused event that follows sets it again if not).
+                if decision.outcome != Handshake::Refuse(HandshakeRefusal::SplitBrain)
+                    && self.split_brain.take().is_some()
+                {
+                    self.publish(now);
+                }
+                if let Handshake::Refuse(_) = decision.outcome {
+                    // The connection refuses next (Refused, CloseTransport): nothing of the
+                    // data side starts.
+                    return;
+                }
                 if size_sect > 0 && size_sect * 512 < self.cfg.size_bytes {
                     // The smaller disk wins (the connection refused it if our data in use
                     // would not fit).
@@ -321,8 +354,44 @@ impl Session {
                 self.report();
                 let local = *self.conn.local();
                 self.send_state(local);
-                let _ = now;
             }
+        }
+    }
+
+    /// DRBD's log lines for a split brain the handshake resolved, and the handlers the
+    /// decision calls (`drbd_khelper` in `drbd_sync_handshake`).
+    fn on_decision_handlers(&mut self, d: &crate::core::HandshakeDecision) {
+        use crate::core::SplitBrainResolution;
+        let res = self.cfg.resource.clone();
+        let peer = self.cfg.link.peer_name.clone();
+        let from = match d.outcome {
+            Handshake::SyncSource { .. } => "this",
+            _ => "peer",
+        };
+        match d.split_brain {
+            Some(SplitBrainResolution::Automatic { primaries }) => {
+                tracing::warn!(resource = %res, %peer,
+                    "Split-Brain detected, {primaries} primaries, automatically solved. Sync from {from} node")
+            }
+            Some(SplitBrainResolution::Manual) => {
+                tracing::warn!(resource = %res, %peer,
+                    "Split-Brain detected, manually solved. Sync from {from} node")
+            }
+            None => {}
+        }
+        if d.call_initial_split_brain {
+            self.call(PeerCall::Handler(super::super::Handler::InitialSplitBrain));
+        }
+        if d.demote_first {
+            tracing::error!(resource = %res, %peer,
+                "after-sb policy call-pri-lost-after-sb chose this Primary's data to discard; urbd does not demote a serving Primary during the handshake: calling the pri-lost-after-sb handler and staying StandAlone (make this node Secondary, then connect)");
+            self.call(PeerCall::Handler(super::super::Handler::PriLostAfterSb));
+        }
+        if d.call_pri_lost {
+            self.call(PeerCall::Handler(super::super::Handler::PriLost));
+        }
+        if d.call_split_brain {
+            self.call(PeerCall::Handler(super::super::Handler::SplitBrain));
         }
     }
 

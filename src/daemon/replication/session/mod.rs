@@ -181,6 +181,11 @@ pub(super) struct Session {
     same_csum_blocks: u64,
     /// Blocks the last online verify found different.
     verify_found: u64,
+    /// The bitmap weight the peer sent with its P_UUIDS during the handshake (what it
+    /// changed since the two were last connected), for the split-brain report.
+    handshake_peer_bits: u64,
+    /// The last handshake's unresolved split brain (cleared by a successful one).
+    split_brain: Option<super::SplitBrainSeen>,
 }
 
 impl Session {
@@ -263,6 +268,8 @@ impl Session {
             bm_written: (Instant::now(), u64::MAX),
             oos_reported_at: Instant::now(),
             verify_found: 0,
+            handshake_peer_bits: 0,
+            split_brain: None,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -745,6 +752,7 @@ impl Session {
             verify_found_blocks: self.verify_found,
             user_paused: self.user_paused,
             peer_paused: self.peer_paused,
+            split_brain: self.split_brain,
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
