@@ -17,7 +17,7 @@
 //! (parent of the temporary folder, default the system's). A summary table is printed at
 //! the end. Every daemon and nbdkit is stopped and the folder removed, also on a panic.
 //!
-//! Run: `cargo bench --bench resync` (about 5 minutes at 1 GiB on 2 vCPUs).
+//! Run: `cargo bench --bench resync` (5-10 minutes at 1 GiB on 2 shared vCPUs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
