@@ -254,6 +254,12 @@ impl Session {
         match e {
             ConnEvent::StateChanged { from, to } => {
                 tracing::info!(resource = %res, %peer, "conn( {from:?} -> {to:?} )");
+                if to == ConnState::StandAlone {
+                    // StandAlone does not listen: the peer's dials are refused, not
+                    // queued up to cross our next connect.
+                    self.stop_connector();
+                    self.listener = None;
+                }
                 self.report();
             }
             ConnEvent::Connect => self.start_connector(),

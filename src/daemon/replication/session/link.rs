@@ -9,13 +9,24 @@ impl Session {
         if self.connector.is_some() || self.stopping {
             return;
         }
+        if self.listener.is_none() {
+            match Listener::bind(self.cfg.link.local) {
+                Ok(l) => self.listener = Some(Arc::new(l)),
+                Err(e) => {
+                    tracing::error!(resource = %self.cfg.resource, "cannot listen on {} for the peer: {e}", self.cfg.link.local);
+                    let _ = self.tx.send(Input::LinkGaveUp(format!(
+                        "cannot listen on {}: {e}",
+                        self.cfg.link.local
+                    )));
+                    return;
+                }
+            }
+        }
+        let Some(listener) = self.listener.clone() else {
+            return;
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let (listener, cfg, tx, flag) = (
-            self.listener.clone(),
-            self.cfg.link.clone(),
-            self.tx.clone(),
-            stop.clone(),
-        );
+        let (cfg, tx, flag) = (self.cfg.link.clone(), self.tx.clone(), stop.clone());
         let mut x = self.next_random();
         let spawned = std::thread::Builder::new()
             .name("urbd-connect".into())

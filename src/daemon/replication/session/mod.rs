@@ -124,7 +124,10 @@ pub(super) struct Session {
     /// burst of acks or data costs one system call and one wakeup of the peer's receiver.
     out_data: Vec<u8>,
     out_meta: Vec<u8>,
-    listener: Arc<Listener>,
+    /// Listening for the peer while not StandAlone (a StandAlone node refuses the peer's
+    /// dials instead of collecting them in its backlog, where they went stale and crossed
+    /// the node's own dial at the next `connect`).
+    listener: Option<Arc<Listener>>,
     connector: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     link: Option<LinkIo>,
     generation: u64,
@@ -236,7 +239,7 @@ impl Session {
             disk_done: Vec::new(),
             out_data: Vec::new(),
             out_meta: Vec::new(),
-            listener: Arc::new(listener),
+            listener: Some(Arc::new(listener)),
             connector: None,
             link: None,
             generation: 0,
