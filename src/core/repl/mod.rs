@@ -88,8 +88,8 @@ impl Default for ReplConfig {
             protocol: WireProtocol::C,
             flush_at_barrier: true,
             resync_rate_kib: 250,
-            max_rs_requests: 32,
-            rs_max_bits: 32,
+            max_rs_requests: 16,
+            rs_max_bits: 128,
             csums: false,
             controller: None,
         }
@@ -701,6 +701,10 @@ impl Replicator {
 
 /// Bytes of digest per 4 KiB block in CSUM_RS_REQUEST and OV_REPLY.
 pub const DIGEST_PER_BLOCK: usize = 4;
+
+/// Blocks one checksum or verify request covers at most (its digests fill
+/// [`crate::wire::MAX_DIGEST`]).
+pub const DIGEST_MAX_BITS: u64 = crate::wire::MAX_DIGEST as u64 / DIGEST_PER_BLOCK as u64;
 
 /// The digests the peer compares for `csums-alg` and online verify: the CRC32C
 /// (big-endian) of every 4 KiB block of `data`, concatenated, so a difference is found

@@ -199,6 +199,13 @@ impl Replicator {
     fn pump_target(&mut self, now: Instant) {
         let bits = self.bitmap.bits();
         let rate = self.config.resync_rate_kib;
+        // Plain requests may be large (fewer round trips); checksum requests carry one
+        // digest per block and stay within the digest cap.
+        let max_bits = if self.config.csums {
+            self.config.rs_max_bits.min(super::DIGEST_MAX_BITS)
+        } else {
+            self.config.rs_max_bits
+        };
         if let Some(ctl) = self.resync.controller.as_mut()
             && !self.resync.paused
             && self.resync.next_send.is_none_or(|t| t <= now)
@@ -233,7 +240,7 @@ impl Replicator {
                 break;
             }
             let mut n = 1;
-            while n < self.config.rs_max_bits && first + n < bits && self.bitmap.is_set(first + n) {
+            while n < max_bits && first + n < bits && self.bitmap.is_set(first + n) {
                 n += 1;
             }
             self.resync.cursor = first + n;

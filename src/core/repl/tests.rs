@@ -536,8 +536,9 @@ fn resync_honours_the_rate() {
     p.b.r.start_sync(p.now, SyncSide::Target);
     p.settle();
     let took = p.now - t0;
-    // 4 MiB at 1 MiB/s.
-    assert!(took >= Duration::from_millis(3800), "{took:?}");
+    // 4 MiB at 1 MiB/s: eight 512 KiB requests, the first at once, the last after 3.5 s
+    // (the peer answers instantly here).
+    assert!(took >= Duration::from_millis(3400), "{took:?}");
     assert!(took <= Duration::from_millis(4200), "{took:?}");
     assert!(p.a.disk == p.b.disk, "replicas differ");
 }

@@ -141,7 +141,12 @@ impl Replicator {
                 break;
             }
             let first = self.verify.cursor;
-            let n = self.config.rs_max_bits.min(bits - first).max(1);
+            let n = self
+                .config
+                .rs_max_bits
+                .min(super::DIGEST_MAX_BITS)
+                .min(bits - first)
+                .max(1);
             self.verify.cursor = first + n;
             let block_id = self.id();
             self.verify.requests.insert(block_id, (first, n));
