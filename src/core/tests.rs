@@ -484,6 +484,11 @@ fn flag_formula() {
 
 /// The handshake input between two volumes as they stand (no policies, no discard).
 fn handshake_between(a: &Volume, b: &Volume, a_resolves: bool) -> Handshake {
+    decision_between(a, b, a_resolves).outcome
+}
+
+/// The whole decision between two volumes as they stand (no policies, no discard).
+fn decision_between(a: &Volume, b: &Volume, a_resolves: bool) -> HandshakeDecision {
     let side = |v: &Volume| Side {
         uuids: v.uuids().expect("attached"),
         crashed_primary: false,
@@ -506,7 +511,7 @@ fn handshake_between(a: &Volume, b: &Volume, a_resolves: bool) -> Handshake {
         peer_discard_my_data: false,
         policies: Policies::default(),
     };
-    sync_handshake(&input).outcome
+    sync_handshake(&input)
 }
 
 /// The seed's first sync: primary --force on one fresh disk, full sync, then both UUID
@@ -582,4 +587,62 @@ fn full_sync_then_reconnect_then_bitmap_resync() {
         handshake_between(&b, &a, false),
         Handshake::SyncTarget { full: false }
     );
+}
+
+/// A SyncSource whose SYNC_UUID never reaches the peer (the link breaks right after the
+/// bitmap exchange), again and again: each start moves the bitmap UUID on and pushes the
+/// old one into the history; the next handshake's rule 71 undoes that ("Last syncUUID did
+/// not get through, corrected") and the repair must be kept, or after three tries the
+/// common ancestor has left the history and the peers look unrelated (seed
+/// 0x895d058bd9582e82 of the simulation).
+#[test]
+fn lost_sync_uuid_repair_is_applied() {
+    let x = 0x5EED_0000_0000_1000;
+    let info = attach_info(
+        Uuids {
+            current: x,
+            ..Uuids::default()
+        },
+        MdFlags::AL_CLEAN | C | W,
+    );
+    let mut a = attached(info, Fencing::DontCare);
+    let b = attached(info, Fencing::DontCare);
+    assert_eq!(
+        a.handle_admin(AdminCmd::Primary { force: false }, RANDOM),
+        Ok(Outcome::Changed)
+    );
+    a.handle_peer(
+        ConnState::WFConnection,
+        Role::Unknown,
+        DiskState::DUnknown,
+        RANDOM,
+    );
+    drain(&mut a);
+    assert_eq!(a.uuids().unwrap().bitmap, x);
+    for round in 0..5 {
+        let d = decision_between(&a, &b, true);
+        assert_eq!(
+            d.outcome,
+            Handshake::SyncSource { full: false },
+            "round {round}: {} {:x?} {:x?}",
+            d.comparison,
+            a.uuids(),
+            b.uuids()
+        );
+        if round > 0 {
+            assert_eq!(d.comparison.rule, 71, "round {round}");
+        }
+        if let Some(r) = d.comparison.local_repair {
+            a.handle_uuid_repair(r);
+            assert!(
+                drain(&mut a)
+                    .iter()
+                    .any(|x| matches!(x, Action::PersistSuperblock { update, .. } if update.uuids.bitmap == r.bitmap)),
+                "the repair is written to the meta data"
+            );
+        }
+        // The SYNC_UUID is lost with the link.
+        a.handle_sync_source_start(RANDOM);
+        drain(&mut a);
+    }
 }

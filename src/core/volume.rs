@@ -328,6 +328,24 @@ impl Volume {
         sync_uuid
     }
 
+    /// The handshake repaired our UUIDs (`drbd_uuid_compare` rules 34 and 71: a lost
+    /// resync-finished or SYNC_UUID packet; DRBD moves the history in place and writes the
+    /// meta data). Only the bitmap UUID and the history change; the current UUID (and its
+    /// role bit) stays. Without this, every interrupted start of a resync as SyncSource
+    /// pushes one more bitmap UUID into the history until the common ancestor falls out
+    /// and the peers look unrelated.
+    pub fn handle_uuid_repair(&mut self, repaired: Uuids) {
+        let Some(md) = self.md.as_mut() else {
+            return;
+        };
+        if (md.uuids.bitmap, md.uuids.history) == (repaired.bitmap, repaired.history) {
+            return;
+        }
+        md.uuids.bitmap = repaired.bitmap;
+        md.uuids.history = repaired.history;
+        self.after_state_change(false);
+    }
+
     /// This node becomes SyncTarget with the source's sync UUID (`receive_sync_uuid`):
     /// current UUID := it, bitmap UUID cleared, the disk Inconsistent until the end.
     pub fn handle_sync_target_start(&mut self, sync_uuid: u64) {

@@ -727,7 +727,13 @@ impl Node {
                         self.conn.local().crashed_primary
                     ),
                 ));
-                self.peer_uuids = Some(peer_uuids);
+                // Rules 34/71 repaired our UUIDs, rules 35/51 our copy of the peer's (the
+                // peer repairs its own): DRBD keeps both.
+                if let Some(r) = decision.comparison.local_repair {
+                    self.vol.handle_uuid_repair(r);
+                    self.perform();
+                }
+                self.peer_uuids = Some(decision.comparison.peer_repair.unwrap_or(peer_uuids));
                 self.peer_role = self.conn.peer_role();
                 self.peer_disk = self.conn.peer_disk();
                 self.repl.handle_link_up();

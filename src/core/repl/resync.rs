@@ -97,14 +97,14 @@ impl Resync {
         self.controller = Some(ctl);
     }
 
+    /// The resync ends (finished, or the link went down). Reads still in flight are
+    /// forgotten: their completions find no request and release their buffers. Keeping
+    /// them would answer a request of the old connection on the next one, before that
+    /// one's resync started (DRBD's `conn_disconnect` waits for the old peer requests
+    /// before a new connection can start), and the target would see an RS_DATA_REPLY it
+    /// never asked for.
     pub(super) fn stop(&mut self) {
-        let reads = std::mem::take(&mut self.reads);
-        let csum_reads = std::mem::take(&mut self.csum_reads);
-        *self = Resync {
-            reads,
-            csum_reads,
-            ..Resync::default()
-        };
+        *self = Resync::default();
     }
 
     pub(super) fn progress(&self, now: Instant) -> Option<SyncProgress> {

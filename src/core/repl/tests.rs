@@ -1008,3 +1008,60 @@ fn an_eviction_flushes_the_data_disk_before_the_al_transaction() {
         "the flush went through the action, not the test"
     );
 }
+
+/// The source's read for a resync request completes after the link went down and came
+/// back up, before the new resync starts: the reply must not go out on the new link (the
+/// target has no such request; simulation seed 0x3a27d21838171a0a).
+#[test]
+fn a_resync_read_of_a_lost_link_is_not_answered_on_the_next() {
+    let cfg = ReplConfig {
+        resync_rate_kib: 100_000,
+        ..ReplConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.a.r.set_all_out_of_sync();
+    p.b.r.set_all_out_of_sync();
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    p.drain();
+    // The target's requests reach the source, which starts reading.
+    while let Some(f) = p.b_to_a.pop_front() {
+        p.a.receive(p.now, &f);
+    }
+    p.drain();
+    assert!(
+        p.a.pending_io
+            .iter()
+            .any(|(_, io)| matches!(io, LocalIo::Read { .. })),
+        "the source reads"
+    );
+    // The link breaks and comes back; the reads complete before a new resync starts.
+    p.a_to_b.clear();
+    p.a.r.handle_link_down();
+    p.b.r.handle_link_down();
+    p.drain();
+    p.a_to_b.clear();
+    p.b_to_a.clear();
+    p.a.r.handle_link_up();
+    p.b.r.handle_link_up();
+    while p.a.complete_one(p.now) {}
+    p.drain();
+    let replies = p
+        .a_to_b
+        .iter()
+        .filter(|f| {
+            matches!(
+                Frame::decode(f),
+                Ok(Some((
+                    Frame {
+                        packet: Packet::RsDataReply(_),
+                        ..
+                    },
+                    _
+                )))
+            )
+        })
+        .count();
+    assert_eq!(replies, 0, "a reply to a request of the old link went out");
+    assert!(p.a.bufs.is_empty(), "the read buffers are released");
+}
