@@ -393,6 +393,7 @@ impl Runtime {
                 }
                 self.reexport(i);
             }
+            PeerCall::UuidRepair(u) => core.handle_uuid_repair(u),
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
             PeerCall::SyncFinished {

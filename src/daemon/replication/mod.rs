@@ -53,6 +53,9 @@ pub enum PeerCall {
         /// The new size.
         size_sect: u64,
     },
+    /// The handshake repaired this node's UUIDs (DRBD's rules 34/71: a SYNC_UUID lost with
+    /// the link); record them before anything else.
+    UuidRepair(Uuids),
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.

@@ -346,7 +346,14 @@ impl Session {
                     self.cfg.size_bytes = size_sect * 512;
                     self.repl.handle_resize(size_sect * 512);
                 }
-                self.peer_uuids = Some(peer_uuids);
+                // DRBD's repair of the UUIDs after a SYNC_UUID lost with the link (rules
+                // 34/71 here, 35/51 for our copy of the peer's): without it each such cut
+                // pushes one more UUID into the history until the common ancestor falls out
+                // and the nodes look unrelated (found by the simulation).
+                if let Some(r) = decision.comparison.local_repair {
+                    self.call(PeerCall::UuidRepair(r));
+                }
+                self.peer_uuids = Some(decision.comparison.peer_repair.unwrap_or(peer_uuids));
                 self.peer_role = self.conn.peer_role();
                 self.peer_disk = self.conn.peer_disk();
                 self.repl.handle_link_up();
