@@ -102,6 +102,8 @@ pub struct Connection {
     phase: Phase,
     discard_my_data: bool,
     transport_up: bool,
+    /// When the current transport came up (for the reconnect delay after a loss).
+    up_since: Option<Instant>,
     accepted: bool,
     challenge: [u8; CHALLENGE_LEN],
     agreed: Option<Agreed>,
@@ -134,6 +136,7 @@ impl Connection {
             phase: Phase::Hello,
             discard_my_data: false,
             transport_up: false,
+            up_since: None,
             accepted: false,
             challenge: [0; CHALLENGE_LEN],
             agreed: None,
@@ -220,6 +223,7 @@ impl Connection {
             return;
         }
         self.transport_up = true;
+        self.up_since = Some(now);
         self.accepted = up.accepted;
         self.challenge = up.random;
         self.phase = Phase::Hello;
@@ -677,15 +681,31 @@ impl Connection {
         self.lose(now, LostReason::Protocol(e), true);
     }
 
-    /// Give up the transport and retry after `connect-int`.
+    /// Give up the transport and try again: at once after an orderly disconnect of the
+    /// peer, a handshake restarted on purpose, or the loss of a link that had been up for
+    /// `connect-int` (DRBD's receiver reconnects, listening, right after a loss); after
+    /// `connect-int` when the attempt itself failed (no tight loop with a peer that keeps
+    /// failing the handshake).
     fn lose(&mut self, now: Instant, why: LostReason, _host_knows: bool) {
+        let connect_int = self.config.timers.connect_int;
+        let was_up_long = self
+            .up_since
+            .take()
+            .is_some_and(|t| now.saturating_duration_since(t) >= connect_int);
+        let at_once = match why {
+            LostReason::PeerDisconnected | LostReason::LocalChanged => true,
+            LostReason::Transport | LostReason::PingTimeout => was_up_long,
+            LostReason::HandshakeTimeout | LostReason::Protocol(_) => false,
+        };
         self.event(ConnEvent::TransportLost(why));
         // Even when the host reported the loss itself it gets CloseTransport: that is where
         // it closes its sockets and tells the data side the peer is gone.
         self.close_transport();
         self.timers.stop_all();
-        self.timers
-            .set(Timer::Reconnect, now + self.config.timers.connect_int);
+        self.timers.set(
+            Timer::Reconnect,
+            if at_once { now } else { now + connect_int },
+        );
         self.set_state(ConnState::WFConnection);
     }
 
