@@ -49,15 +49,7 @@ impl Completions {
         if let Ok(mut q) = self.done.lock() {
             q.append(batch);
         }
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-        let _ = unsafe {
-            libc::write(
-                self.efd.as_raw_fd(),
-                (&raw const one).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        super::inbox::ring_eventfd(self.efd.as_raw_fd());
     }
 
     fn take(&self) -> Vec<Done> {

@@ -25,16 +25,15 @@ struct Bell {
 
 impl Bell {
     fn ring(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-        let _ = unsafe {
-            libc::write(
-                self.efd.as_raw_fd(),
-                (&raw const one).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        ring_eventfd(self.efd.as_raw_fd());
     }
+}
+
+/// Adds 1 to the eventfd `fd` (wakes whoever reads or polls it).
+pub(super) fn ring_eventfd(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a valid u64 to an eventfd the caller owns.
+    let _ = unsafe { libc::write(fd, (&raw const one).cast(), std::mem::size_of::<u64>()) };
 }
 
 /// The producers' end (cloned freely).
