@@ -26,6 +26,7 @@ impl Session {
                 // What the peer changed, for the split-brain report (the connection
                 // compares it in `drbd_sync_handshake`).
                 self.handshake_peer_bits = u.bitmap_bits;
+                self.refresh_local_oos();
                 self.conn.handle_packet(now, Packet::Uuids(u))
             }
             Packet::Hello(_)
@@ -236,7 +237,8 @@ impl Session {
         }
     }
 
-    pub(super) fn started_sync(&mut self, now: Instant, side: SyncSide, local: LocalDisk) {
+    pub(super) fn started_sync(&mut self, now: Instant, side: SyncSide, mut local: LocalDisk) {
+        local.oos_bits = self.repl.bitmap().count();
         self.conn.handle_local(local);
         let kib = self.repl.oos_kib();
         tracing::info!(resource = %self.cfg.resource, "Began resync as {} (will sync {kib} KB [{} bits set]).",

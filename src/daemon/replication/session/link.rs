@@ -108,6 +108,7 @@ impl Session {
         });
         let mut random = [0u8; crate::core::conn::CHALLENGE_LEN];
         let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        self.refresh_local_oos();
         self.conn.handle_transport_up(
             now,
             TransportUp {

@@ -502,8 +502,9 @@ impl Session {
     }
 
     /// The local disk changed: remember it for the next handshake; tell the peer.
-    fn on_local(&mut self, local: LocalDisk) {
+    fn on_local(&mut self, mut local: LocalDisk) {
         let old = *self.conn.local();
+        local.oos_bits = self.repl.bitmap().count();
         self.conn.handle_local(local);
         if !self.linked_and_decided() {
             return;
@@ -524,6 +525,16 @@ impl Session {
         if self.last_state_sent != Some((local.role, local.disk)) {
             self.send_state(local);
         }
+    }
+
+    /// The connection's copy of the local disk takes the bitmap's count as it is now: the
+    /// event loop's copy lags (out-of-sync-only reports are rate-limited), and the
+    /// handshake sends and compares this count (`discard-least-changes`, the split-brain
+    /// report).
+    pub(super) fn refresh_local_oos(&mut self) {
+        let mut local = *self.conn.local();
+        local.oos_bits = self.repl.bitmap().count();
+        self.conn.handle_local(local);
     }
 
     fn linked_and_decided(&self) -> bool {
