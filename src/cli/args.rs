@@ -125,8 +125,11 @@ pub enum Command {
     PauseSync(Resources),
     /// Resume a paused resync.
     ResumeSync(Resources),
-    /// Mark the local disk Outdated.
+    /// Mark the local disk Outdated (offline, in the metadata, when the resource is down).
     Outdate(Resources),
+    /// Resume I/O frozen by fencing (resource-and-stonith) without waiting for the
+    /// fence-peer handler.
+    ResumeIo(Resources),
     /// Wait until the resource is connected.
     WaitConnect(Resources),
     /// Bring a running resource in line with the configuration file.
@@ -182,6 +185,7 @@ impl Command {
             Command::PauseSync(_) => "pause-sync",
             Command::ResumeSync(_) => "resume-sync",
             Command::Outdate(_) => "outdate",
+            Command::ResumeIo(_) => "resume-io",
             Command::WaitConnect(_) => "wait-connect",
             Command::Adjust(_) => "adjust",
             Command::Proc { .. } => "proc",
@@ -235,6 +239,7 @@ impl Command {
             | Command::PauseSync(res)
             | Command::ResumeSync(res)
             | Command::Outdate(res)
+            | Command::ResumeIo(res)
             | Command::WaitConnect(res)
             | Command::Adjust(res) => &res.names,
             Command::Status { res, .. } | Command::Dump(res) | Command::Events(res) => &res.names,
@@ -282,6 +287,7 @@ mod tests {
             "pause-sync",
             "resume-sync",
             "outdate",
+            "resume-io",
             "wait-connect",
             "adjust",
             "proc",

@@ -223,6 +223,76 @@ fn lock_down_resource(
     }
 }
 
+/// `urbdadm outdate RES`: as drbdadm's `adm_outdate`, the running daemon marks the disk
+/// Outdated (`drbdsetup outdate`); a resource that is down has its metadata changed in
+/// place (`drbdmeta outdate`: `MDF_WAS_UP_TO_DATE` cleared; an inconsistent disk is
+/// refused with exit code 5).
+pub fn outdate(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    let targets = ctx.targets(names)?;
+    let run_dir = crate::control::RunDir::from_env();
+    for t in &targets {
+        if ctx.dry_run {
+            let dev = meta_device(t);
+            print(&format!(
+                "drbdsetup-84 outdate {} || drbdmeta {} v08 {} {} outdate\n",
+                t.volume.minor,
+                t.volume.minor,
+                dev.path.display(),
+                dev.layout.drbdmeta_index()
+            ))?;
+            continue;
+        }
+        std::fs::create_dir_all(run_dir.path()).map_err(|e| {
+            CliError::exec(
+                anyhow::Error::new(e).context(format!("creating {}", run_dir.path().display())),
+            )
+        })?;
+        match crate::daemon::files::ResourceLock::acquire(&run_dir, &t.view.resource) {
+            Ok(lock) => {
+                let r = outdate_offline(t);
+                lock.release();
+                r?;
+            }
+            Err(crate::daemon::DaemonError::AlreadyUp { .. }) => {
+                super::cmd_daemon::per_volume(
+                    ctx,
+                    std::slice::from_ref(&t.view.resource),
+                    "outdate",
+                    |_| crate::control::Request::Outdate {
+                        volume: Some(t.volume.volume),
+                    },
+                )?;
+            }
+            Err(e) => return Err(CliError::exec(e)),
+        }
+    }
+    Ok(())
+}
+
+/// drbdmeta's `outdate` on metadata nobody uses: clear `MDF_WAS_UP_TO_DATE` of a
+/// consistent disk; the superblock is the only block written.
+fn outdate_offline(t: &Target) -> Result<(), CliError> {
+    let dev = meta_device(t);
+    let md = meta::read_md(&dev)?;
+    let mut sb = md.superblock.clone();
+    if !sb.flags.contains(meta::MdFlags::CONSISTENT) {
+        return Err(CliError::with_code(
+            5,
+            format!(
+                "{}: Device is inconsistent. ({}: an Inconsistent disk cannot be Outdated; nothing was written)",
+                t.label(),
+                dev.path.display()
+            ),
+        ));
+    }
+    if !sb.flags.contains(meta::MdFlags::WAS_UP_TO_DATE) {
+        return Ok(());
+    }
+    sb.flags.set(meta::MdFlags::WAS_UP_TO_DATE, false);
+    meta::write_superblock(&dev, &sb)?;
+    Ok(())
+}
+
 fn apply_al_one(t: &Target) -> Result<(), CliError> {
     let dev = meta_device(t);
     let before = meta::read_md(&dev)?;

@@ -155,6 +155,12 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::ResumeSync(res) => {
             sync_cmd(cli, res, crate::core::SyncCmd::ResumeSync, "resume-sync")
         }
+        Command::Outdate(res) => cmd_meta::outdate(&Context::load(cli)?, &res.names),
+        Command::ResumeIo(res) => {
+            cmd_daemon::per_volume(&Context::load(cli)?, &res.names, "resume-io", |volume| {
+                crate::control::Request::ResumeIo { volume }
+            })
+        }
         other => Err(CliError::not_built(&other.describe(), arrives_with(other))),
     }
 }
@@ -175,7 +181,6 @@ fn sync_cmd(
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::Outdate(_) => "outdate and fencing",
         Command::Events(_) => "the state-change event stream",
         Command::Adjust(_) => "online reconfiguration (adjust)",
         _ => "a later version",

@@ -61,6 +61,16 @@ pub enum Request {
         /// Volume number.
         volume: Option<u32>,
     },
+    /// `outdate`: mark the disk Outdated.
+    Outdate {
+        /// Volume number.
+        volume: Option<u32>,
+    },
+    /// `resume-io`: resume I/O frozen by fencing.
+    ResumeIo {
+        /// Volume number.
+        volume: Option<u32>,
+    },
     /// `role`: `Primary/Unknown` per volume.
     Role {
         /// Volume number.

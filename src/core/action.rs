@@ -39,6 +39,21 @@ pub enum Action {
         /// Why not, or `None` to serve.
         reason: Option<&'static str>,
     },
+    /// Run the `fence-peer` handler (asynchronously) and hand its exit code to
+    /// `Volume::handle_fence_result` with this `connect_count`: a Primary lost a peer whose
+    /// disk was not known to be Outdated (`conn_try_outdate_peer_async`).
+    FencePeer {
+        /// Volume number.
+        volume: u32,
+        /// Connections established so far: a verdict for an older connection is ignored.
+        connect_count: u64,
+    },
+    /// Frozen I/O (`susp_fen`) may resume: the peer is fenced, the connection is back, or
+    /// the operator said `resume-io`. Requests held since the loss complete.
+    ResumeIo {
+        /// Volume number.
+        volume: u32,
+    },
     /// The backing disk of volume `volume` is no longer used: close the data and meta
     /// devices (after the superblock write queued before this action).
     CloseDisk {

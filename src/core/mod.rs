@@ -18,6 +18,7 @@
 
 mod action;
 pub mod conn;
+mod fence;
 mod refusal;
 pub mod repl;
 mod state;
@@ -34,6 +35,7 @@ pub use conn::{
     ConnAdmin, ConnConfig, ConnEvent, ConnRefusal, Connection, LocalDisk, LostReason, NetTimers,
     TransportUp,
 };
+pub use fence::{FenceChange, FenceOutcome, FenceVerdict};
 pub use refusal::{Refusal, VolumeRefusal};
 pub use state::{ConnState, DiskState, Role};
 pub use sync_cmd::{SyncCmd, check_sync_cmd};

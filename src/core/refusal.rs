@@ -17,6 +17,12 @@ pub enum Refusal {
     /// Outdated disks.
     #[error("State change failed: (-2) Need access to UpToDate data")]
     NoUpToDateDisk,
+    /// `SS_CONNECTED_OUTDATES` (-6): `outdate` while Connected (the peer would not know).
+    #[error("State change failed: (-6) Refusing to be Outdated while Connected")]
+    ConnectedOutdates,
+    /// `SS_LOWER_THAN_OUTDATED` (-16): `outdate` of a disk that is Inconsistent or worse.
+    #[error("State change failed: (-16) Disk state is lower than outdated")]
+    LowerThanOutdated,
     /// `SS_PRIMARY_NOP` (-7): fencing is configured and the peer could not be outdated.
     #[error("State change failed: (-7) Refusing to be Primary while peer is not outdated")]
     PrimaryNop,
@@ -72,6 +78,8 @@ impl Refusal {
             Refusal::TwoPrimaries => -1,
             Refusal::NoUpToDateDisk => -2,
             Refusal::PrimaryNop => -7,
+            Refusal::ConnectedOutdates => -6,
+            Refusal::LowerThanOutdated => -16,
             Refusal::IsDiskless => -11,
             Refusal::DeviceInUse => -12,
             Refusal::InTransientState => -18,
@@ -86,10 +94,12 @@ impl Refusal {
     }
 
     /// The exit code drbdsetup 8.4 exits with for this error (and drbdadm passes on):
-    /// 17 for "no UpToDate disk", 11 for other state changes, 10 for failures.
+    /// 17 for "no UpToDate disk", 5 for "lower than outdated", 11 for other state
+    /// changes, 10 for failures.
     pub fn exit_code(self) -> u8 {
         match self {
             Refusal::NoUpToDateDisk => 17,
+            Refusal::LowerThanOutdated => 5,
             Refusal::DiskConfigured | Refusal::PauseIsSet | Refusal::PauseIsClear => 10,
             _ => 11,
         }
@@ -135,6 +145,8 @@ mod tests {
             Refusal::DeviceInUse,
             Refusal::InTransientState,
             Refusal::DiskConfigured,
+            Refusal::ConnectedOutdates,
+            Refusal::LowerThanOutdated,
         ] {
             assert!(r.to_string().contains(&format!("({})", r.number())), "{r}");
         }

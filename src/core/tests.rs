@@ -184,7 +184,7 @@ fn promotion_rules() {
             force: false,
             result: Ok(UpToDate),
         },
-        // Consistent with fencing: no handler can outdate the peer.
+        // Consistent with fencing, the fence-peer handler broken: the peer is not outdated.
         Case {
             flags: C | W,
             fencing: Fencing::ResourceOnly,
@@ -217,7 +217,20 @@ fn promotion_rules() {
             c.fencing,
         );
         let before = (v.state(), v.uuids(), v.md_flags());
-        let got = v.handle_admin(AdminCmd::Primary { force: c.force }, RANDOM);
+        let mut got = v.handle_admin(AdminCmd::Primary { force: c.force }, RANDOM);
+        if got == Ok(Outcome::NeedFence) {
+            // No fence-peer handler: drbdadm's exit code 0, "broken".
+            assert_eq!(c.fencing, Fencing::ResourceOnly, "case {i}");
+            assert!(
+                v.poll_action().is_none(),
+                "case {i}: NeedFence queued an action"
+            );
+            assert_eq!(
+                v.handle_fence_result(None, FenceVerdict::Broken(0)),
+                FenceOutcome::Broken
+            );
+            got = v.handle_admin(AdminCmd::Primary { force: c.force }, RANDOM);
+        }
         match c.result {
             Err(e) => {
                 assert_eq!(got, Err(e), "case {i}");
@@ -645,4 +658,306 @@ fn lost_sync_uuid_repair_is_applied() {
         a.handle_sync_source_start(RANDOM);
         drain(&mut a);
     }
+}
+
+// ----- outdate and fencing ----------------------------------------------------------------
+
+fn uuids_0x1000() -> Uuids {
+    Uuids {
+        current: 0x1000,
+        ..Uuids::default()
+    }
+}
+
+/// `outdate` (drbd_adm_outdate): which states accept it, with DRBD's errors, and what it
+/// leaves in the flags.
+#[test]
+fn outdate_rules() {
+    use DiskState::*;
+    // UpToDate, StandAlone Secondary: Outdated, MDF_WAS_UP_TO_DATE cleared.
+    let mut v = attached(attach_info(uuids_0x1000(), C | W), Fencing::DontCare);
+    assert_eq!(v.handle_admin(AdminCmd::Outdate, 0), Ok(Outcome::Changed));
+    assert_eq!(v.state().disk, Outdated);
+    assert_eq!(v.md_flags(), Some(MdFlags(C)));
+    assert!(matches!(
+        drain(&mut v).first(),
+        Some(Action::PersistSuperblock { .. })
+    ));
+    // Twice: nothing to do.
+    assert_eq!(
+        v.handle_admin(AdminCmd::Outdate, 0),
+        Ok(Outcome::NothingToDo)
+    );
+    // An Outdated disk is not promoted without --force; with it, it is.
+    assert_eq!(
+        v.handle_admin(AdminCmd::Primary { force: false }, RANDOM),
+        Err(Refusal::NoUpToDateDisk)
+    );
+    assert_eq!(
+        v.handle_admin(AdminCmd::Primary { force: true }, RANDOM),
+        Ok(Outcome::Changed)
+    );
+
+    // Refusals change nothing.
+    let refused = |mut v: Volume, want: Refusal| {
+        drain(&mut v);
+        let before = (v.state(), v.md_flags());
+        assert_eq!(v.handle_admin(AdminCmd::Outdate, 0), Err(want));
+        assert_eq!((v.state(), v.md_flags()), before);
+        assert!(v.poll_action().is_none());
+    };
+    // Inconsistent: lower than outdated.
+    refused(
+        attached(fresh(), Fencing::DontCare),
+        Refusal::LowerThanOutdated,
+    );
+    // Diskless.
+    refused(
+        Volume::new(config(Fencing::DontCare)),
+        Refusal::LowerThanOutdated,
+    );
+    // Connected.
+    let mut v = attached(attach_info(uuids_0x1000(), C | W), Fencing::DontCare);
+    v.handle_peer(ConnState::Connected, Role::Secondary, UpToDate, RANDOM);
+    refused(v, Refusal::ConnectedOutdates);
+    // A disconnected Primary would have no UpToDate data.
+    let mut v = attached(attach_info(uuids_0x1000(), C | W), Fencing::DontCare);
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    refused(v, Refusal::NoUpToDateDisk);
+}
+
+/// A StandAlone UpToDate Secondary with `fencing resource-only` (it was connected and in
+/// sync, then lost the peer).
+fn fenced_secondary() -> Volume {
+    let mut v = attached(
+        attach_info(uuids_0x1000(), C | W | O),
+        Fencing::ResourceOnly,
+    );
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    v.handle_peer(
+        ConnState::WFConnection,
+        Role::Unknown,
+        DiskState::DUnknown,
+        RANDOM,
+    );
+    drain(&mut v);
+    assert_eq!(v.state().disk, DiskState::UpToDate);
+    assert_eq!(v.state().pdsk, DiskState::DUnknown);
+    v
+}
+
+/// `primary` without a connection under fencing (drbd_set_role + conn_try_outdate_peer):
+/// each exit code of the fence-peer handler, with and without --force.
+#[test]
+fn promotion_asks_the_fence_peer_handler() {
+    use DiskState::*;
+    // (exit code, force, result, disk after, pdsk after)
+    type Row = (Option<i32>, bool, Result<(), Refusal>, DiskState, DiskState);
+    let table: &[Row] = &[
+        (Some(4), false, Ok(()), UpToDate, Outdated),
+        (Some(7), false, Ok(()), UpToDate, Outdated),
+        (Some(5), false, Ok(()), UpToDate, Outdated),
+        (Some(3), false, Ok(()), UpToDate, Inconsistent),
+        // The peer is Primary: this node outdates itself and cannot be promoted.
+        (
+            Some(6),
+            false,
+            Err(Refusal::NoUpToDateDisk),
+            Outdated,
+            DUnknown,
+        ),
+        (Some(1), false, Err(Refusal::PrimaryNop), UpToDate, DUnknown),
+        (None, false, Err(Refusal::PrimaryNop), UpToDate, DUnknown),
+        // "Forced into split brain situation!"
+        (Some(1), true, Ok(()), UpToDate, Outdated),
+    ];
+    for &(code, force, ref want, disk, pdsk) in table {
+        let mut v = fenced_secondary();
+        let before = (v.state(), v.uuids(), v.md_flags());
+        assert_eq!(
+            v.handle_admin(AdminCmd::Primary { force }, RANDOM),
+            Ok(Outcome::NeedFence),
+            "{code:?}"
+        );
+        assert_eq!((v.state(), v.uuids(), v.md_flags()), before);
+        assert!(v.poll_action().is_none());
+        v.handle_fence_result(None, FenceVerdict::from_exit(code));
+        let got = v.handle_admin(AdminCmd::Primary { force }, RANDOM);
+        match want {
+            Ok(()) => {
+                assert_eq!(got, Ok(Outcome::Changed), "{code:?} force {force}");
+                assert_eq!(v.state().role, Role::Primary);
+            }
+            Err(e) => {
+                assert_eq!(got, Err(*e), "{code:?}");
+                assert_eq!(v.state().role, Role::Secondary);
+            }
+        }
+        assert_eq!(
+            (v.state().disk, v.state().pdsk),
+            (disk, pdsk),
+            "{code:?} force {force}"
+        );
+        // A later promotion asks the handler again.
+        if *want == Err(Refusal::PrimaryNop) {
+            assert_eq!(
+                v.handle_admin(AdminCmd::Primary { force }, RANDOM),
+                Ok(Outcome::NeedFence)
+            );
+        }
+    }
+    // A Consistent disk (attached with fencing, peer not known Outdated): the handler's
+    // "peer outdated" makes it UpToDate.
+    let mut v = attached(attach_info(uuids_0x1000(), C | W), Fencing::ResourceOnly);
+    assert_eq!(v.state().disk, Consistent);
+    assert_eq!(
+        v.handle_admin(AdminCmd::Primary { force: false }, RANDOM),
+        Ok(Outcome::NeedFence)
+    );
+    v.handle_fence_result(None, FenceVerdict::PeerOutdated);
+    assert_eq!(
+        v.handle_admin(AdminCmd::Primary { force: false }, RANDOM),
+        Ok(Outcome::Changed)
+    );
+    assert_eq!((v.state().disk, v.state().pdsk), (UpToDate, Outdated));
+    assert!(v.md_flags().unwrap().contains(C | W | O | P));
+}
+
+/// A connected UpToDate/UpToDate Primary with `fencing`.
+fn connected_primary(fencing: Fencing) -> Volume {
+    let mut v = attached(attach_info(uuids_0x1000(), C | W | O), fencing);
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    drain(&mut v);
+    v
+}
+
+fn lose_peer(v: &mut Volume) -> Vec<Action> {
+    v.handle_peer(
+        ConnState::NetworkFailure,
+        Role::Unknown,
+        DiskState::DUnknown,
+        RANDOM,
+    );
+    v.handle_peer(
+        ConnState::WFConnection,
+        Role::Unknown,
+        DiskState::DUnknown,
+        RANDOM,
+    );
+    drain(v)
+}
+
+fn fence_peer_count(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::FencePeer { connect_count, .. } => Some(*connect_count),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Primary that loses its peer (conn_disconnect): fence-peer runs once; under
+/// resource-and-stonith I/O freezes until a verdict says the peer is fenced.
+#[test]
+fn lost_peer_is_fenced() {
+    use DiskState::*;
+    // resource-and-stonith: frozen, then "stonithed" resumes.
+    let mut v = connected_primary(Fencing::ResourceAndStonith);
+    assert!(!v.suspended());
+    let actions = lose_peer(&mut v);
+    assert_eq!(fence_peer_count(&actions), vec![1]);
+    assert!(v.suspended());
+    // A broken handler: still frozen.
+    assert_eq!(
+        v.handle_fence_result(Some(1), FenceVerdict::Broken(1)),
+        FenceOutcome::Broken
+    );
+    assert!(v.suspended());
+    // A verdict for an older connection is ignored.
+    assert_eq!(
+        v.handle_fence_result(Some(0), FenceVerdict::PeerStonithed),
+        FenceOutcome::Ignored
+    );
+    assert!(v.suspended());
+    assert_eq!(
+        v.handle_fence_result(Some(1), FenceVerdict::PeerStonithed),
+        FenceOutcome::Applied {
+            text: "peer was stonithed",
+            resumed: true
+        }
+    );
+    assert!(!v.suspended());
+    assert_eq!(v.state().pdsk, Outdated);
+    assert!(v.md_flags().unwrap().contains(O));
+    let actions = drain(&mut v);
+    assert!(actions.iter().any(|a| matches!(a, Action::ResumeIo { .. })));
+
+    // "peer is active": a Primary cannot outdate itself; nothing changes, still frozen.
+    let mut v = connected_primary(Fencing::ResourceAndStonith);
+    lose_peer(&mut v);
+    assert_eq!(
+        v.handle_fence_result(Some(1), FenceVerdict::PeerPrimary),
+        FenceOutcome::Refused(Refusal::NoUpToDateDisk)
+    );
+    assert!(v.suspended());
+    assert_eq!(v.state().disk, UpToDate);
+    // The operator resumes.
+    assert_eq!(v.handle_admin(AdminCmd::ResumeIo, 0), Ok(Outcome::Changed));
+    assert!(!v.suspended());
+    assert_eq!(
+        v.handle_admin(AdminCmd::ResumeIo, 0),
+        Ok(Outcome::NothingToDo)
+    );
+
+    // The connection comes back while frozen: resumed, and the late verdict is ignored.
+    let mut v = connected_primary(Fencing::ResourceAndStonith);
+    lose_peer(&mut v);
+    v.handle_peer(ConnState::Connected, Role::Secondary, UpToDate, RANDOM);
+    assert!(!v.suspended());
+    assert!(
+        drain(&mut v)
+            .iter()
+            .any(|a| matches!(a, Action::ResumeIo { .. }))
+    );
+    assert_eq!(
+        v.handle_fence_result(Some(1), FenceVerdict::PeerOutdated),
+        FenceOutcome::Ignored
+    );
+    assert_eq!(v.state().pdsk, UpToDate);
+
+    // resource-only: the handler runs, nothing freezes.
+    let mut v = connected_primary(Fencing::ResourceOnly);
+    assert_eq!(fence_peer_count(&lose_peer(&mut v)), vec![1]);
+    assert!(!v.suspended());
+    v.handle_fence_result(Some(1), FenceVerdict::PeerOutdated);
+    assert_eq!(v.state().pdsk, Outdated);
+
+    // No fencing, a Secondary, or a peer already Outdated: no handler.
+    let mut v = connected_primary(Fencing::DontCare);
+    assert!(fence_peer_count(&lose_peer(&mut v)).is_empty());
+    let mut v = attached(
+        attach_info(uuids_0x1000(), C | W | O),
+        Fencing::ResourceAndStonith,
+    );
+    v.handle_peer(ConnState::Connected, Role::Primary, UpToDate, RANDOM);
+    assert!(fence_peer_count(&lose_peer(&mut v)).is_empty());
+    assert!(!v.suspended());
+    let mut v = connected_primary(Fencing::ResourceAndStonith);
+    v.handle_peer(ConnState::Connected, Role::Secondary, Outdated, RANDOM);
+    assert!(fence_peer_count(&lose_peer(&mut v)).is_empty());
+    assert!(!v.suspended());
 }

@@ -88,6 +88,16 @@ pub fn is_valid_state(ns: &State, ctx: &Context) -> Result<(), Refusal> {
     if ns.role == Role::Primary && ns.disk < DiskState::UpToDate && ns.pdsk < DiskState::UpToDate {
         return Err(Refusal::NoUpToDateDisk);
     }
+    if matches!(
+        ns.conn,
+        ConnState::Connected
+            | ConnState::WFBitMapS
+            | ConnState::SyncSource
+            | ConnState::PausedSyncS
+    ) && ns.disk == DiskState::Outdated
+    {
+        return Err(Refusal::ConnectedOutdates);
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use crate::meta::{MdFlags, UUID_JUST_CREATED, Uuids};
 
 use super::action::{Action, MdUpdate};
+use super::fence::{FenceChange, FenceOutcome, FenceVerdict};
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
 use super::validity::{self, Context, Fencing, State};
@@ -55,6 +56,10 @@ pub enum AdminCmd {
     Detach,
     /// `down`: demote, then detach (DRBD's `drbd_adm_down`).
     Down,
+    /// `outdate`: mark the disk Outdated (`drbd_adm_outdate`).
+    Outdate,
+    /// `resume-io`: resume I/O frozen by fencing (`drbd_adm_resume_io`).
+    ResumeIo,
 }
 
 /// Whether an accepted request changed anything.
@@ -64,6 +69,11 @@ pub enum Outcome {
     Changed,
     /// Already in the requested state (DRBD's `SS_NOTHING_TO_DO`): nothing queued.
     NothingToDo,
+    /// `primary` needs the `fence-peer` handler's verdict first (fencing is set and the
+    /// peer is not known to be Outdated): run it, pass its exit code to
+    /// [`Volume::handle_fence_result`] with no connect count, then ask again. Nothing
+    /// changed yet.
+    NeedFence,
 }
 
 /// Metadata held while a disk is attached.
@@ -86,6 +96,13 @@ pub struct Volume {
     md: Option<Md>,
     open_count: usize,
     actions: VecDeque<Action>,
+    /// I/O frozen by fencing (`susp_fen`): a Primary under `resource-and-stonith` lost its
+    /// peer and the fence-peer handler has not said yet that the peer is fenced.
+    susp_fen: bool,
+    /// Connections established so far (DRBD's `connect_cnt`).
+    connect_count: u64,
+    /// The promotion in progress has had its fence-peer verdict.
+    fence_tried: bool,
 }
 
 /// Bound on queued actions: a request queues at most a handful, and the host drains the
@@ -107,6 +124,9 @@ impl Volume {
             md: None,
             open_count: 0,
             actions: VecDeque::new(),
+            susp_fen: false,
+            connect_count: 0,
+            fence_tried: false,
         }
     }
 
@@ -140,6 +160,11 @@ impl Volume {
     /// DRBD's `CRASHED_PRIMARY`: the disk says it was Primary when it went away.
     pub fn crashed_primary(&self) -> bool {
         self.md.is_some_and(|m| m.crashed_primary)
+    }
+
+    /// I/O is frozen by fencing (`susp_fen`; /proc/drbd's `s`).
+    pub fn suspended(&self) -> bool {
+        self.susp_fen
     }
 
     /// Known out-of-sync data, KiB (the bitmap's weight).
@@ -239,6 +264,12 @@ impl Volume {
             AdminCmd::Primary { force } => self.promote(force, random),
             AdminCmd::Secondary => self.demote(),
             AdminCmd::Detach => self.detach(),
+            AdminCmd::Outdate => self.outdate(),
+            AdminCmd::ResumeIo => Ok(if self.resume_io() {
+                Outcome::Changed
+            } else {
+                Outcome::NothingToDo
+            }),
             AdminCmd::Down => {
                 let demoted = self.demote()?;
                 let detached = self.detach()?;
@@ -278,13 +309,44 @@ impl Volume {
         let mut ns = os;
         ns.conn = conn;
         ns.peer = peer;
-        ns.pdsk = if self.md.is_some() {
-            pdsk
-        } else {
+        ns.pdsk = if self.md.is_none() {
             DiskState::DUnknown
+        } else if conn < ConnState::Connected
+            && pdsk == DiskState::DUnknown
+            && (DiskState::Inconsistent..=DiskState::Outdated).contains(&os.pdsk)
+        {
+            // `sanitize_state`: without a connection a peer known to be Inconsistent or
+            // Outdated (fenced, or `MDF_PEER_OUT_DATED` at attach) stays so.
+            os.pdsk
+        } else {
+            pdsk
         };
         if ns == os {
             return;
+        }
+        if os.conn < ConnState::Connected && ns.conn >= ConnState::Connected {
+            self.connect_count += 1;
+            // The connection is back: frozen I/O resumes (`after_state_ch`, case 2).
+            self.resume_io();
+        }
+        // `conn_disconnect`: a Primary that loses a peer not known to be Outdated asks the
+        // fence-peer handler; under resource-and-stonith its I/O freezes until the answer
+        // (`sanitize_state`: susp_fen).
+        if self.config.fencing != Fencing::DontCare
+            && os.conn >= ConnState::Connected
+            && ns.conn < ConnState::Connected
+            && os.role == Role::Primary
+            && os.pdsk >= DiskState::Consistent
+            && os.disk >= DiskState::Consistent
+            && self.md.is_some()
+        {
+            if self.config.fencing == Fencing::ResourceAndStonith {
+                self.susp_fen = true;
+            }
+            self.queue(Action::FencePeer {
+                volume: self.config.volume,
+                connect_count: self.connect_count,
+            });
         }
         let had_peer_disk = os.pdsk >= DiskState::Inconsistent
             && os.pdsk != DiskState::DUnknown
@@ -308,6 +370,52 @@ impl Volume {
         }
         self.state = ns;
         self.after_state_change(false);
+    }
+
+    /// The fence-peer handler's verdict (`conn_try_outdate_peer`). `connect_count` is the
+    /// one of [`Action::FencePeer`] (the asynchronous call after a lost connection): a
+    /// verdict that arrives after the connection came back is ignored. `None`: the call a
+    /// promotion asked for ([`Outcome::NeedFence`]).
+    pub fn handle_fence_result(
+        &mut self,
+        connect_count: Option<u64>,
+        verdict: FenceVerdict,
+    ) -> FenceOutcome {
+        if connect_count.is_none() {
+            self.fence_tried = true;
+        }
+        if matches!(verdict, FenceVerdict::Broken(_)) {
+            return FenceOutcome::Broken;
+        }
+        if self.state.conn >= ConnState::WFReportParams
+            || connect_count.is_some_and(|c| c != self.connect_count)
+        {
+            return FenceOutcome::Ignored;
+        }
+        let (change, text) = verdict.change(self.state.disk);
+        if self.md.is_none() {
+            return FenceOutcome::Applied {
+                text,
+                resumed: false,
+            };
+        }
+        let os = self.state;
+        let mut ns = os;
+        match change {
+            Some(FenceChange::Peer(d)) => ns.pdsk = d,
+            Some(FenceChange::Local(d)) => ns.disk = d,
+            None => {}
+        }
+        if ns != os {
+            if let Err(r) = validity::check_transition(&os, &ns, &self.context()) {
+                return FenceOutcome::Refused(r);
+            }
+            self.state = ns;
+            self.after_state_change(false);
+        }
+        // Case 1 of `conn_set_state`: the peer is fenced, frozen I/O resumes.
+        let resumed = self.susp_fen && self.state.pdsk <= DiskState::Outdated && self.resume_io();
+        FenceOutcome::Applied { text, resumed }
     }
 
     /// This node becomes SyncSource (`drbd_gen_and_send_sync_uuid`): the bitmap UUID
@@ -423,8 +531,16 @@ impl Volume {
         }
     }
 
-    /// `drbd_set_role(R_PRIMARY, force)`.
+    /// `drbd_set_role(R_PRIMARY, force)`, which may first need the fence-peer handler.
     fn promote(&mut self, force: bool, random: u64) -> Result<Outcome, Refusal> {
+        let r = self.try_promote(force, random);
+        if r != Ok(Outcome::NeedFence) {
+            self.fence_tried = false;
+        }
+        r
+    }
+
+    fn try_promote(&mut self, force: bool, random: u64) -> Result<Outcome, Refusal> {
         if self.state.role == Role::Primary {
             return Ok(Outcome::NothingToDo);
         }
@@ -454,14 +570,20 @@ impl Volume {
                 {
                     tried_outdate = true;
                     // conn_try_outdate_peer(): without fencing the peer counts as
-                    // outdated; with fencing the fence-peer handler would have to say so,
-                    // and urbd runs no handlers yet.
+                    // outdated; with fencing the fence-peer handler must say so.
                     if self.config.fencing == Fencing::DontCare {
+                        ns.disk = DiskState::UpToDate;
+                    } else if !self.fence_tried {
+                        return Ok(Outcome::NeedFence);
+                    } else if os.pdsk <= DiskState::Outdated {
                         ns.disk = DiskState::UpToDate;
                     }
                 }
                 Err(Refusal::PrimaryNop) if !tried_nop => {
                     tried_nop = true;
+                    if !self.fence_tried {
+                        return Ok(Outcome::NeedFence);
+                    }
                     if force {
                         // "Forced into split brain situation!"
                         ns.pdsk = DiskState::Outdated;
@@ -502,6 +624,37 @@ impl Volume {
         }
         self.after_state_change(false);
         Ok(Outcome::Changed)
+    }
+
+    /// `drbd_adm_outdate()`: the disk becomes Outdated (`is_valid_state`, then
+    /// `is_valid_soft_transition`'s `SS_LOWER_THAN_OUTDATED`).
+    fn outdate(&mut self) -> Result<Outcome, Refusal> {
+        let os = self.state;
+        if os.disk == DiskState::Outdated {
+            return Ok(Outcome::NothingToDo);
+        }
+        let mut ns = os;
+        ns.disk = DiskState::Outdated;
+        validity::check_transition(&os, &ns, &self.context())?;
+        if os.disk < DiskState::Outdated && os.disk != DiskState::Attaching {
+            return Err(Refusal::LowerThanOutdated);
+        }
+        self.state = ns;
+        self.after_state_change(false);
+        Ok(Outcome::Changed)
+    }
+
+    /// `drbd_adm_resume_io()` (and the automatic resumes): frozen I/O continues. True if
+    /// it was frozen.
+    fn resume_io(&mut self) -> bool {
+        if !self.susp_fen {
+            return false;
+        }
+        self.susp_fen = false;
+        self.queue(Action::ResumeIo {
+            volume: self.config.volume,
+        });
+        true
     }
 
     /// `drbd_adm_detach()`: through Failed to Diskless. A Diskless volume has nothing to

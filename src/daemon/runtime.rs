@@ -3,7 +3,10 @@
 
 use crate::config::{NodeView, VolumeView};
 use crate::control::{FailKind, Request, Response, RunDir};
-use crate::core::{Action, AdminCmd, ConnState, Fencing, Outcome, Refusal, Volume, VolumeConfig};
+use crate::core::{
+    Action, AdminCmd, ConnState, FenceOutcome, FenceVerdict, Fencing, Outcome, Refusal, Volume,
+    VolumeConfig,
+};
 use crate::status::{ResourceStatus, VolumeStatus, text};
 
 use super::disk::{self, AttachedDisk};
@@ -366,6 +369,13 @@ impl Runtime {
     /// A call of volume 0's replication session (the sessions serve volume 0 for now),
     /// answered through the session's queue.
     pub fn handle_peer_call(&mut self, call: PeerCall) {
+        if let PeerCall::FenceResult {
+            connect_count,
+            code,
+        } = call
+        {
+            return self.fence_result(0, Some(connect_count), code);
+        }
         let reply = self.apply_peer_call(call);
         if let Some(p) = &self.slots[0].peer {
             p.deliver(call, reply);
@@ -401,6 +411,7 @@ impl Runtime {
                 failed,
                 peer,
             } => core.handle_sync_finished(target, failed, peer),
+            PeerCall::FenceResult { .. } => {}
             PeerCall::Handler(h) => {
                 self.run_handler(i, h);
                 return PeerReply {
@@ -425,10 +436,30 @@ impl Runtime {
     /// does not wait for it: a thread reaps it and logs its exit status.
     fn run_handler(&self, i: usize, h: replication::Handler) {
         let name = h.name();
-        let Some(command) = self.view.handlers.get(name).map(str::to_owned) else {
+        let Some(mut cmd) = self.handler_command(i, name) else {
             tracing::info!(handler = name, "no {name} handler configured");
             return;
         };
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = std::thread::Builder::new()
+                    .name("urbd-handler".into())
+                    .spawn(move || match child.wait() {
+                        Ok(st) => tracing::info!(
+                            handler = name,
+                            "helper command: {name} exit code {}",
+                            st.code().unwrap_or(-1)
+                        ),
+                        Err(e) => tracing::warn!(handler = name, "helper command: {name}: {e}"),
+                    });
+            }
+            Err(e) => tracing::error!(handler = name, "cannot run the {name} handler: {e}"),
+        }
+    }
+
+    /// The command of handler `name` with DRBD's environment, if one is configured.
+    fn handler_command(&self, i: usize, name: &str) -> Option<std::process::Command> {
+        let command = self.view.handlers.get(name)?.to_owned();
         let v = &self.slots[i].view;
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -453,20 +484,124 @@ impl Runtime {
             cmd.env("DRBD_CONF", c);
         }
         tracing::info!(handler = name, command = %command, "helper command: {name}");
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = std::thread::Builder::new()
-                    .name("urbd-handler".into())
-                    .spawn(move || match child.wait() {
-                        Ok(st) => tracing::info!(
-                            handler = name,
-                            "helper command: {name} exit code {}",
-                            st.code().unwrap_or(-1)
-                        ),
-                        Err(e) => tracing::warn!(handler = name, "helper command: {name}: {e}"),
-                    });
+        Some(cmd)
+    }
+
+    /// Starts the fence-peer handler for a lost connection; its exit code comes back into
+    /// the event loop as [`PeerCall::FenceResult`]. Without a handler the verdict is
+    /// "broken" at once (exit code 0, as drbdadm's missing handler gives DRBD).
+    fn start_fence_peer(&self, i: usize, connect_count: u64) {
+        let Some(host) = self.host.clone() else {
+            return;
+        };
+        let host = host();
+        let Some(mut cmd) = self.handler_command(i, "fence-peer") else {
+            tracing::error!(
+                "fencing is set but no fence-peer handler is configured; I/O stays frozen (resource-and-stonith) until the peer is back or `resume-io`"
+            );
+            host.notify(PeerCall::FenceResult {
+                connect_count,
+                code: Some(0),
+            });
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("urbd-fence-peer".into())
+            .spawn(move || {
+                let code = match cmd.status() {
+                    Ok(st) => st.code(),
+                    Err(e) => {
+                        tracing::error!("cannot run the fence-peer handler: {e}");
+                        None
+                    }
+                };
+                host.notify(PeerCall::FenceResult {
+                    connect_count,
+                    code,
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the fence-peer handler: {e}");
+        }
+    }
+
+    /// Runs the fence-peer handler for a promotion and waits for it, at most
+    /// [`FENCE_PEER_WAIT`] (the control client waits 60 s for its answer); a handler that
+    /// takes longer is killed and counts as broken.
+    fn fence_peer_now(&self, i: usize) -> Option<i32> {
+        let Some(mut cmd) = self.handler_command(i, "fence-peer") else {
+            tracing::error!("fencing is set but no fence-peer handler is configured");
+            return Some(0);
+        };
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot run the fence-peer handler: {e}");
+                return None;
             }
-            Err(e) => tracing::error!(handler = name, "cannot run the {name} handler: {e}"),
+        };
+        let deadline = std::time::Instant::now() + FENCE_PEER_WAIT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return st.code(),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    tracing::error!(
+                        "the fence-peer handler did not answer within {} s; killed, counted as broken",
+                        FENCE_PEER_WAIT.as_secs()
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!("waiting for the fence-peer handler: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A fence-peer verdict for slot `i`: into the core, logged as DRBD logs it, and the
+    /// session told what changed.
+    fn fence_result(&mut self, i: usize, connect_count: Option<u64>, code: Option<i32>) {
+        let verdict = FenceVerdict::from_exit(code);
+        let outcome = self.slots[i]
+            .core
+            .handle_fence_result(connect_count, verdict);
+        match outcome {
+            FenceOutcome::Applied { text, resumed } => {
+                if verdict == FenceVerdict::PeerPrimary {
+                    tracing::warn!("Peer is primary, outdating myself.");
+                }
+                tracing::info!(
+                    "fence-peer helper returned {} ({text}){}",
+                    verdict.code(),
+                    if resumed { "; I/O resumed" } else { "" }
+                );
+            }
+            FenceOutcome::Broken => tracing::error!(
+                "fence-peer helper broken, returned {}{}",
+                verdict.code(),
+                if self.slots[i].core.suspended() {
+                    "; I/O stays frozen until the peer is back or `resume-io`"
+                } else {
+                    ""
+                }
+            ),
+            FenceOutcome::Ignored => tracing::info!("Ignoring fence-peer exit code"),
+            FenceOutcome::Refused(r) => {
+                tracing::error!("fence-peer helper returned {}: {r}", verdict.code())
+            }
+        }
+        if let Err(e) = self.perform(i) {
+            tracing::error!(error = %e, "recording the fence-peer verdict");
+        }
+        let local = self.local_disk(i);
+        if let Some(p) = &self.slots[i].peer {
+            p.admin(Admin::Local(local));
         }
     }
 
@@ -476,8 +611,15 @@ impl Runtime {
         let slot = &mut self.slots[i];
         let label = disk::label(&self.view, &slot.view);
         let mut failure = None;
+        let mut fence = None;
         while let Some(action) = slot.core.poll_action() {
             match action {
+                Action::FencePeer { connect_count, .. } => fence = Some(connect_count),
+                Action::ResumeIo { .. } => {
+                    if let Some(p) = &slot.peer {
+                        p.admin(Admin::ResumeIo);
+                    }
+                }
                 Action::PersistSuperblock { update, .. } => {
                     if failure.is_some() {
                         continue;
@@ -511,6 +653,9 @@ impl Runtime {
                     slot.disk = None;
                 }
             }
+        }
+        if let Some(connect_count) = fence {
+            self.start_fence_peer(i, connect_count);
         }
         match failure {
             Some(e) => Err(e),
@@ -547,7 +692,21 @@ impl Runtime {
                 return *response;
             }
             let minor = slot.view.minor;
-            match slot.core.handle_admin(cmd, random_u64()) {
+            let mut result = slot.core.handle_admin(cmd, random_u64());
+            if result == Ok(Outcome::NeedFence) {
+                // drbd_set_role: the peer must be outdated first (conn_try_outdate_peer).
+                let code = self.fence_peer_now(i);
+                self.fence_result(i, None, code);
+                result = self.slots[i].core.handle_admin(cmd, random_u64());
+            }
+            match result {
+                Ok(Outcome::NeedFence) => {
+                    tracing::error!(minor, ?cmd, "the promotion asked for fencing twice");
+                    return Response::Refused {
+                        minor,
+                        refusal: Refusal::PrimaryNop,
+                    };
+                }
                 Err(refusal) => {
                     tracing::info!(minor, ?cmd, %refusal, "refused");
                     return Response::Refused { minor, refusal };
@@ -632,6 +791,8 @@ impl Runtime {
             Request::Primary { volume, force } => self.admin(volume, AdminCmd::Primary { force }),
             Request::Secondary { volume } => self.admin(volume, AdminCmd::Secondary),
             Request::Detach { volume } => self.admin(volume, AdminCmd::Detach),
+            Request::Outdate { volume } => self.admin(volume, AdminCmd::Outdate),
+            Request::ResumeIo { volume } => self.admin(volume, AdminCmd::ResumeIo),
             Request::Attach { volume } => self.attach_request(volume),
             Request::Down => return self.down(),
             Request::Connect { discard_my_data } => {
@@ -773,7 +934,7 @@ impl Runtime {
                         peer_disk: st.pdsk,
                         cstate: st.conn,
                         protocol: self.view.peer.as_ref().map(|_| protocol_letter(&self.view)),
-                        suspended: false,
+                        suspended: s.core.suspended() || peer.as_ref().is_some_and(|p| p.frozen),
                         user_isp: peer.as_ref().is_some_and(|p| p.user_paused),
                         peer_isp: peer.as_ref().is_some_and(|p| p.peer_paused),
                         write_ordering: write_ordering(&s.view),
@@ -821,6 +982,9 @@ impl Runtime {
         }
     }
 }
+
+/// How long a promotion waits for the fence-peer handler.
+const FENCE_PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// The protocol letter /proc/drbd shows.
 fn protocol_letter(view: &NodeView) -> char {

@@ -348,6 +348,8 @@ impl Node {
             match a {
                 Action::PersistSuperblock { update, .. } => self.meta.sb = update,
                 Action::SetServing { .. } | Action::CloseDisk { .. } => {}
+                // The simulated nodes run with `fencing dont-care` (no handler to call).
+                Action::FencePeer { .. } | Action::ResumeIo { .. } => {}
             }
         }
     }

@@ -30,6 +30,7 @@ pub fn urbdadm() -> Command {
 }
 
 /// Output of a finished command, decoded for assertions.
+#[derive(Debug)]
 pub struct Ran {
     pub code: i32,
     pub stdout: String,

@@ -132,6 +132,8 @@ pub struct PairOpts {
     pub protocol: [char; 2],
     /// `disk { resync-rate R; }`.
     pub resync_rate: String,
+    /// More text inside that `disk` section (both nodes), e.g. `fencing resource-only;`.
+    pub disk: String,
     /// More text inside `resource loop { ... }` for each node, e.g.
     /// `net { cram-hmac-alg sha256; shared-secret "x"; }`.
     pub extra: [String; 2],
@@ -144,6 +146,7 @@ impl Default for PairOpts {
             data_bytes: DATA_BYTES,
             protocol: ['C', 'C'],
             resync_rate: "1000M".into(),
+            disk: String::new(),
             extra: [String::new(), String::new()],
         }
     }
@@ -194,11 +197,12 @@ impl Pair {
         let (pa, pb) = super::free_port_pair();
         let text = |i: usize| {
             format!(
-                "resource loop {{\n  protocol {};\n  disk {{ resync-rate {}; }}\n{}\
+                "resource loop {{\n  protocol {};\n  disk {{ resync-rate {}; {} }}\n{}\
                  on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:{pa}; }}\n\
                  on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n",
                 opts.protocol[i],
                 opts.resync_rate,
+                opts.disk,
                 opts.extra[i],
                 meta("alpha"),
                 meta("beta"),

@@ -1,6 +1,7 @@
 //! The NBD data path's backend when the volume replicates: reads go straight to the local
 //! disk on the NBD thread's ring; writes, trims, zeroes and flushes go to the replication
 //! session, which answers through a queue and an eventfd read armed on the same ring.
+//! While fencing freezes I/O, reads wait here too (parked until the session thaws).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ const MAX_FORWARDED: usize = 512;
 pub struct Completions {
     done: Mutex<Vec<Done>>,
     efd: OwnedFd,
+    /// I/O is frozen by fencing: reads are parked too.
+    frozen: AtomicBool,
 }
 
 impl Completions {
@@ -37,7 +40,21 @@ impl Completions {
         Ok(Arc::new(Completions {
             done: Mutex::new(Vec::new()),
             efd,
+            frozen: AtomicBool::new(false),
         }))
+    }
+
+    /// Called by the session: I/O freezes (`true`) or continues; continuing rings the
+    /// doorbell so that parked reads start.
+    pub fn set_frozen(&self, on: bool) {
+        let was = self.frozen.swap(on, Ordering::AcqRel);
+        if was && !on {
+            super::inbox::ring_eventfd(self.efd.as_raw_fd());
+        }
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
     }
 
     /// Called by the session: these requests are finished (`batch` is emptied). One
@@ -70,6 +87,8 @@ pub struct ReplBackend {
     session: InputTx,
     completions: Arc<Completions>,
     forwarded: usize,
+    /// Reads that arrived while I/O was frozen.
+    parked: Vec<(u64, Op)>,
     armed: bool,
     wake_buf: Box<[u8; 8]>,
 }
@@ -88,6 +107,7 @@ impl ReplBackend {
             session,
             completions,
             forwarded: 0,
+            parked: Vec::new(),
             armed: false,
             wake_buf: Box::new([0; 8]),
         }
@@ -128,6 +148,14 @@ impl Backend for ReplBackend {
     }
 
     fn submit(&mut self, ctx: &mut IoCtx<'_>, tag: u64, op: Op) {
+        if matches!(op, Op::Read { .. })
+            && self.completions.is_frozen()
+            && !self.local_only.load(Ordering::Acquire)
+        {
+            self.parked.push((tag, op));
+            self.arm(ctx);
+            return;
+        }
         if matches!(op, Op::Read { .. }) || self.local_only.load(Ordering::Acquire) {
             return self.local.submit(ctx, tag, op);
         }
@@ -160,7 +188,12 @@ impl Backend for ReplBackend {
         self.armed = false;
         tracing::trace!(res, forwarded = self.forwarded, "replication doorbell rang");
         self.collect(ctx);
-        if self.forwarded > 0 {
+        if !self.completions.is_frozen() {
+            for (tag, op) in std::mem::take(&mut self.parked) {
+                self.local.submit(ctx, tag, op);
+            }
+        }
+        if self.forwarded > 0 || !self.parked.is_empty() {
             self.arm(ctx);
         }
     }
@@ -168,7 +201,7 @@ impl Backend for ReplBackend {
     fn in_flight(&self) -> usize {
         // The doorbell read is armed only while requests are forwarded: every forwarded
         // request rings it once answered, so it never outlives them.
-        self.local.in_flight() + self.forwarded
+        self.local.in_flight() + self.forwarded + self.parked.len()
     }
 
     fn has_room(&self) -> bool {

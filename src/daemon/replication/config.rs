@@ -192,6 +192,7 @@ pub fn session_config(
         local,
         ko_count: u32::try_from(scaled(view, "ko-count", 7)?).unwrap_or(u32::MAX),
         meta,
+        fencing: crate::core::Fencing::from_option(volume.disk_opts.get("fencing")),
     }))
 }
 

@@ -71,6 +71,14 @@ pub enum PeerCall {
     },
     /// Run a handler of the `handlers` section (DRBD's `drbd_khelper`).
     Handler(Handler),
+    /// Not a session's call: the fence-peer handler started for a lost connection has
+    /// exited (the runtime posts it into its own loop; no answer goes to the session).
+    FenceResult {
+        /// The connect count of the core's `FencePeer` action.
+        connect_count: u64,
+        /// The exit code (`None`: killed by a signal, or it could not run).
+        code: Option<i32>,
+    },
 }
 
 /// The handlers the connection calls (`handlers { NAME "command"; }`).
@@ -151,6 +159,8 @@ pub enum Admin {
     InvalidateRemote,
     /// `pause-sync` (true) / `resume-sync` (false).
     PauseSync(bool),
+    /// Frozen I/O may continue (the peer is fenced, or `resume-io`).
+    ResumeIo,
 }
 
 /// Everything the session reacts to.
@@ -232,6 +242,8 @@ pub struct PeerStatus {
     pub peer_paused: bool,
     /// The last handshake found a split brain it did not resolve.
     pub split_brain: Option<SplitBrainSeen>,
+    /// Application I/O is frozen by fencing (`resource-and-stonith`).
+    pub frozen: bool,
 }
 
 /// The running session of one volume.

@@ -256,6 +256,12 @@ impl Session {
         match e {
             ConnEvent::StateChanged { from, to } => {
                 tracing::info!(resource = %res, %peer, "conn( {from:?} -> {to:?} )");
+                if to >= ConnState::Connected {
+                    // The peer is back: what was frozen goes on (DRBD resends; here the
+                    // writes completed locally are in the bitmap and the handshake's
+                    // resync moves them).
+                    self.thaw("the connection is back");
+                }
                 if to == ConnState::StandAlone {
                     // StandAlone does not listen: the peer's dials are refused, not
                     // queued up to cross our next connect.
@@ -266,6 +272,7 @@ impl Session {
             }
             ConnEvent::Connect => self.start_connector(),
             ConnEvent::CloseTransport => {
+                self.freeze_if_fencing();
                 self.peer_waits.clear();
                 self.close_link();
                 self.repl.handle_link_down();

@@ -50,6 +50,9 @@ pub struct SessionConfig {
     /// The meta-disk, for activity-log transactions and bitmap write-back (`None`: keep
     /// no activity log).
     pub meta: Option<(crate::meta::MetaDevice, crate::meta::Metadata)>,
+    /// The `fencing` disk option: under `resource-and-stonith` a Primary that loses its
+    /// peer freezes application I/O until the event loop says the peer is fenced.
+    pub fencing: crate::core::Fencing,
 }
 
 /// How long the loop sleeps at most (status refresh).
@@ -189,6 +192,9 @@ pub(super) struct Session {
     handshake_peer_bits: u64,
     /// The last handshake's unresolved split brain (cleared by a successful one).
     split_brain: Option<super::SplitBrainSeen>,
+    /// Application I/O frozen by fencing: requests wait in `held`, answers in `app_done`.
+    frozen: bool,
+    held: std::collections::VecDeque<(u64, Op)>,
 }
 
 impl Session {
@@ -273,6 +279,8 @@ impl Session {
             verify_found: 0,
             handshake_peer_bits: 0,
             split_brain: None,
+            frozen: false,
+            held: std::collections::VecDeque::new(),
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -346,8 +354,41 @@ impl Session {
     /// frames queued for the peer.
     fn flush_out(&mut self) {
         self.disk.flush();
-        self.completions.push_all(&mut self.app_done);
+        if !self.frozen {
+            self.completions.push_all(&mut self.app_done);
+        }
         self.flush_link();
+    }
+
+    /// `resource-and-stonith`: the link to the peer is going while this node is Primary
+    /// and the peer's disk was good, so the peer may be promoted by the cluster. Nothing
+    /// completes (not even the writes in flight, which now complete locally) and nothing
+    /// new starts until the event loop says the peer is fenced (`susp_fen`).
+    pub(super) fn freeze_if_fencing(&mut self) {
+        if self.cfg.fencing == crate::core::Fencing::ResourceAndStonith
+            && self.conn.local().role == Role::Primary
+            && self.conn.local().disk >= DiskState::Consistent
+            && self.peer_disk >= DiskState::Consistent
+            && !self.frozen
+        {
+            tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
+                "peer lost under fencing resource-and-stonith: I/O frozen until the fence-peer handler answers");
+            self.frozen = true;
+            self.completions.set_frozen(true);
+        }
+    }
+
+    /// Frozen I/O continues: answers held back go out, held requests start.
+    fn thaw(&mut self, why: &str) {
+        if !self.frozen {
+            return;
+        }
+        tracing::info!(resource = %self.cfg.resource, held = self.held.len(), answers = self.app_done.len(), "I/O resumed: {why}");
+        self.frozen = false;
+        self.completions.set_frozen(false);
+        while let Some((tag, op)) = self.held.pop_front() {
+            self.on_app(tag, op);
+        }
     }
 
     /// Writes the bitmap back if it changed and the last write-back is old enough.
@@ -416,7 +457,10 @@ impl Session {
         self.flush_link();
         self.close_link();
         // Anything still forwarded by the data path gets an answer.
-        for (tag, op) in self.app_ops.drain() {
+        self.frozen = false;
+        self.completions.set_frozen(false);
+        let held: Vec<_> = self.held.drain(..).collect();
+        for (tag, op) in self.app_ops.drain().chain(held) {
             self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EIO),
@@ -498,6 +542,7 @@ impl Session {
             Admin::Invalidate => self.start_full_sync(SyncSide::Target),
             Admin::InvalidateRemote => self.start_full_sync(SyncSide::Source),
             Admin::PauseSync(on) => self.set_user_paused(now, on),
+            Admin::ResumeIo => self.thaw("the peer is fenced, or resume-io"),
         }
     }
 
@@ -565,6 +610,10 @@ impl Session {
 
     fn on_app(&mut self, tag: u64, op: Op) {
         tracing::trace!(tag, op = op.name(), "application request");
+        if self.frozen {
+            self.held.push_back((tag, op));
+            return;
+        }
         let kind = match &op {
             Op::Flush => {
                 self.repl.handle_app_flush(tag);
@@ -767,6 +816,7 @@ impl Session {
             user_paused: self.user_paused,
             peer_paused: self.peer_paused,
             split_brain: self.split_brain,
+            frozen: self.frozen,
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
