@@ -27,7 +27,10 @@ fn sample() -> Vec<u8> {
     w.finish().expect("finish")
 }
 
-fn read_all(bytes: &[u8]) -> Result<(Header, Vec<(Record, Vec<u8>)>), ReadError> {
+/// The header and each record with its data.
+type Parsed = (Header, Vec<(Record, Vec<u8>)>);
+
+fn read_all(bytes: &[u8]) -> Result<Parsed, ReadError> {
     let mut r = SaveReader::new(bytes)?;
     let mut out = Vec::new();
     let mut buf = Vec::new();

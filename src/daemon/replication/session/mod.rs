@@ -4,6 +4,7 @@
 mod actions;
 mod exchange;
 mod link;
+mod sb_save;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -50,6 +51,21 @@ pub struct SessionConfig {
     /// The meta-disk, for activity-log transactions and bitmap write-back (`None`: keep
     /// no activity log).
     pub meta: Option<(crate::meta::MetaDevice, crate::meta::Metadata)>,
+    /// Where and how this node saves its blocks when it is a split-brain victim.
+    pub sb_save: SbSaveConfig,
+}
+
+/// The split-brain save settings of a volume.
+#[derive(Debug, Clone)]
+pub struct SbSaveConfig {
+    /// The resource's state folder (`/var/lib/urbd/RES`).
+    pub dir: std::path::PathBuf,
+    /// This node's name (for the file's header).
+    pub node: String,
+    /// The volume number.
+    pub volume: u32,
+    /// How much may be saved.
+    pub limit: crate::sbsave::SaveLimit,
 }
 
 /// How long the loop sleeps at most (status refresh).
@@ -189,6 +205,8 @@ pub(super) struct Session {
     handshake_peer_bits: u64,
     /// The last handshake's unresolved split brain (cleared by a successful one).
     split_brain: Option<super::SplitBrainSeen>,
+    /// A split-brain save in progress: local disk operations wait for it.
+    sb_save: Option<sb_save::Pending>,
 }
 
 impl Session {
@@ -273,6 +291,7 @@ impl Session {
             verify_found: 0,
             handshake_peer_bits: 0,
             split_brain: None,
+            sb_save: None,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -412,6 +431,7 @@ impl Session {
     }
 
     fn shutdown(mut self) -> Bitmap {
+        self.finish_split_brain_save();
         self.stop_connector();
         self.flush_link();
         self.close_link();
@@ -471,6 +491,7 @@ impl Session {
                 }
             }
             Input::Admin(a) => self.on_admin(now, a),
+            Input::SplitBrainSaved(r) => self.on_split_brain_saved(now, r),
             Input::Reply { call, reply } => self.on_reply(now, call, reply),
             Input::Stop => {
                 self.stopping = true;
