@@ -11,6 +11,7 @@
 //!   injected faults.
 //! - [`nbd`]: the NBD server (io_uring loop, handshake, requests, replies) and a small client.
 //! - [`wire`]: the peer protocol codec (frames, packets, version negotiation, auth bytes).
+//! - [`sbsave`]: split-brain saves: the victim's discarded blocks, kept in a file.
 //! - [`core`]: the sans-IO state machine of roles, disk states and generation UUIDs.
 //! - [`control`]: the urbdadm <-> urbd request/response protocol on a unix socket.
 //! - [`status`]: renderers for /proc/drbd (8.4), `status` (9 style) and JSON.
@@ -28,5 +29,6 @@ pub mod fuzzing;
 pub mod io;
 pub mod meta;
 pub mod nbd;
+pub mod sbsave;
 pub mod status;
 pub mod wire;

@@ -142,6 +142,28 @@ pub enum Command {
     },
     /// Stream state changes.
     Events(MaybeResources),
+    /// List the split-brain saves: what a split-brain victim saved of its own changes before
+    /// the resync overwrote them (in /var/lib/urbd/RES, or $URBD_STATE_DIR/RES).
+    SplitBrainSaves {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        res: MaybeResources,
+    },
+    /// Write a split-brain save back, each block at its offset, onto a device or file
+    /// (created if missing). The whole file is checked first: a damaged one writes nothing.
+    RestoreSplitBrainSave {
+        /// The save file (from `split-brain-saves`).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The device or file to write the blocks onto.
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        /// Write even onto the disk or device of a resource that is up.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
     Demo(DemoArgs),
 }
@@ -190,6 +212,8 @@ impl Command {
             Command::Adjust(_) => "adjust",
             Command::Proc { .. } => "proc",
             Command::Events(_) => "events",
+            Command::SplitBrainSaves { .. } => "split-brain-saves",
+            Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
         }
     }
@@ -205,8 +229,16 @@ impl Command {
                 discard_my_data: true,
                 ..
             } => words.push("--discard-my-data".into()),
-            Command::Status { json: true, .. } | Command::Proc { json: true } => {
-                words.push("--json".into())
+            Command::Status { json: true, .. }
+            | Command::Proc { json: true }
+            | Command::SplitBrainSaves { json: true, .. } => words.push("--json".into()),
+            Command::RestoreSplitBrainSave { file, to, force } => {
+                words.push(file.display().to_string());
+                words.push("--to".into());
+                words.push(to.display().to_string());
+                if *force {
+                    words.push("--force".into());
+                }
             }
             _ => {}
         }
@@ -242,8 +274,11 @@ impl Command {
             | Command::ResumeIo(res)
             | Command::WaitConnect(res)
             | Command::Adjust(res) => &res.names,
-            Command::Status { res, .. } | Command::Dump(res) | Command::Events(res) => &res.names,
-            Command::Proc { .. } | Command::Demo(_) => &[],
+            Command::Status { res, .. }
+            | Command::Dump(res)
+            | Command::Events(res)
+            | Command::SplitBrainSaves { res, .. } => &res.names,
+            Command::Proc { .. } | Command::Demo(_) | Command::RestoreSplitBrainSave { .. } => &[],
         }
     }
 }
@@ -292,11 +327,16 @@ mod tests {
             "adjust",
             "proc",
             "events",
+            "split-brain-saves",
+            "restore-split-brain-save",
             "demo",
         ] {
             assert!(names.contains(&name), "missing subcommand {name}");
             let parsed = Cli::try_parse_from(match name {
-                "proc" | "demo" | "dump" | "status" | "events" => vec!["urbdadm", name],
+                "proc" | "demo" | "dump" | "status" | "events" | "split-brain-saves" => {
+                    vec!["urbdadm", name]
+                }
+                "restore-split-brain-save" => vec!["urbdadm", name, "F", "--to", "P"],
                 _ => vec!["urbdadm", name, "r0"],
             })
             .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -10,6 +10,7 @@ pub mod argv;
 mod cmd_config;
 mod cmd_daemon;
 mod cmd_meta;
+mod cmd_sbsave;
 pub mod context;
 mod demo;
 pub mod error;
@@ -137,6 +138,10 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             cmd_daemon::per_resource(&Context::load(cli)?, &res.names, "disconnect", || {
                 crate::control::Request::Disconnect
             })
+        }
+        Command::SplitBrainSaves { json, res } => cmd_sbsave::list(&res.names, *json),
+        Command::RestoreSplitBrainSave { file, to, force } => {
+            cmd_sbsave::restore(cli, file, to, *force)
         }
         Command::WaitConnect(res) => cmd_daemon::wait_connect(&Context::load(cli)?, &res.names),
         Command::Verify(res) => sync_cmd(cli, res, crate::core::SyncCmd::Verify, "verify"),

@@ -12,7 +12,7 @@ pub mod protocol;
 
 pub use client::{Client, call};
 pub use error::ControlError;
-pub use paths::RunDir;
+pub use paths::{RunDir, StateDir};
 pub use protocol::{
     Envelope, FailKind, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Request, Response, read_message,
     write_message,

@@ -70,3 +70,33 @@ impl RunDir {
         out
     }
 }
+
+/// Default state directory: what the daemon keeps across restarts besides the metadata
+/// (split-brain saves, one folder per resource).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/urbd";
+/// Environment variable that overrides it.
+pub const STATE_DIR_ENV: &str = "URBD_STATE_DIR";
+
+/// The state directory (`/var/lib/urbd`, or `URBD_STATE_DIR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    /// `URBD_STATE_DIR` if set and not empty, else `/var/lib/urbd`.
+    pub fn from_env() -> Self {
+        match std::env::var_os(STATE_DIR_ENV) {
+            Some(d) if !d.is_empty() => StateDir(PathBuf::from(d)),
+            _ => StateDir(PathBuf::from(DEFAULT_STATE_DIR)),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The folder of `resource` (its split-brain saves).
+    pub fn resource(&self, resource: &str) -> PathBuf {
+        self.0.join(resource)
+    }
+}

@@ -56,15 +56,28 @@ pub struct Node {
 }
 
 impl Node {
-    /// `urbdadm -c CONF --node NAME ARGS...` with this node's run directory.
+    /// `urbdadm -c CONF --node NAME ARGS...` with this node's run and state directories.
     pub fn adm(&self, args: &[&str]) -> Ran {
+        self.adm_env(&[], args)
+    }
+
+    /// [`Node::adm`] with more environment (which a daemon started by `up` inherits).
+    pub fn adm_env(&self, env: &[(&str, &str)], args: &[&str]) -> Ran {
         let mut cmd = super::urbdadm();
         cmd.env("URBD_RUN_DIR", &self.run_dir)
+            .env("URBD_STATE_DIR", self.state_dir())
+            .envs(env.iter().copied())
             .arg("-c")
             .arg(&self.conf)
             .args(["--node", self.name])
             .args(args);
         run_bounded(&mut cmd)
+    }
+
+    /// The node's state directory (split-brain saves): inside its run directory, so each
+    /// test and node has its own.
+    pub fn state_dir(&self) -> PathBuf {
+        self.run_dir.join("state")
     }
 
     /// Size of the data disk file.
@@ -283,6 +296,7 @@ impl Drop for Pair {
             // is already panicking aborts, and the daemons would outlive the test).
             let mut cmd = super::urbdadm();
             cmd.env("URBD_RUN_DIR", &n.run_dir)
+                .env("URBD_STATE_DIR", n.state_dir())
                 .arg("-c")
                 .arg(&n.conf)
                 .args(["--node", n.name, "down", "loop"]);

@@ -193,6 +193,12 @@ pub fn session_config(
         ko_count: u32::try_from(scaled(view, "ko-count", 7)?).unwrap_or(u32::MAX),
         meta,
         fencing: crate::core::Fencing::from_option(volume.disk_opts.get("fencing")),
+        sb_save: super::session::SbSaveConfig {
+            dir: crate::control::StateDir::from_env().resource(&view.resource),
+            node: view.node.clone(),
+            volume: volume.volume,
+            limit: crate::sbsave::SaveLimit::from_env()?,
+        },
     }))
 }
 

@@ -30,7 +30,7 @@ use crate::wire::PacketType;
 
 pub use bridge::{Completions, ReplBackend};
 pub use config::{session_config, status_progress};
-pub use session::SessionConfig;
+pub use session::{SbSaveConfig, SessionConfig};
 
 use super::peer::Link;
 
@@ -206,6 +206,8 @@ pub enum Input {
         /// Its answer.
         reply: PeerReply,
     },
+    /// The split-brain save finished (or failed, with why).
+    SplitBrainSaved(Result<crate::sbsave::Saved, String>),
     /// Go down: disconnect, finish what is in flight, exit.
     Stop,
 }

@@ -209,6 +209,10 @@ impl Session {
     }
 
     pub(super) fn local_io(&mut self, id: u64, io: LocalIo) {
+        // Nothing touches the disk while a split-brain save reads it.
+        let Some(io) = self.hold_local_io(id, io) else {
+            return;
+        };
         let (job, op) = match io {
             LocalIo::App { tag } => match self.app_ops.remove(&tag) {
                 Some(op) => (Job::App(tag), op),

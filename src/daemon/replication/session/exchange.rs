@@ -215,6 +215,10 @@ impl Session {
     pub(super) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
         match self.phase {
             Phase::WaitSyncUuid => {
+                if self.hold_sync_uuid(uuid) {
+                    // The resync starts once the split-brain save is durable.
+                    return;
+                }
                 // Nothing is written before the metadata says Inconsistent (the answer
                 // starts the resync).
                 self.phase = Phase::AwaitTarget;
@@ -276,6 +280,7 @@ impl Session {
                 self.peer_waits.clear();
                 self.close_link();
                 self.repl.handle_link_down();
+                self.sb_save_link_down(now);
                 // What is out of sync from now on is in the bitmap; write it back (DRBD
                 // writes the bitmap out on disconnect).
                 self.write_bitmap();
@@ -344,6 +349,15 @@ impl Session {
                 if let Handshake::Refuse(_) = decision.outcome {
                     // The connection refuses next (Refused, CloseTransport): nothing of the
                     // data side starts.
+                    return;
+                }
+                // The victim of a resolved split brain saves its own changes (the bitmap
+                // holds only those until the exchange merges the peer's) before anything
+                // overwrites them; a save that cannot be made refuses the resync.
+                if let (Handshake::SyncTarget { .. }, Some(resolution)) =
+                    (decision.outcome, decision.split_brain)
+                    && !self.start_split_brain_save(now, resolution, peer_uuids)
+                {
                     return;
                 }
                 if size_sect > 0 && size_sect * 512 < self.cfg.size_bytes {

@@ -4,6 +4,7 @@
 mod actions;
 mod exchange;
 mod link;
+mod sb_save;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -53,6 +54,21 @@ pub struct SessionConfig {
     /// The `fencing` disk option: under `resource-and-stonith` a Primary that loses its
     /// peer freezes application I/O until the event loop says the peer is fenced.
     pub fencing: crate::core::Fencing,
+    /// Where and how this node saves its blocks when it is a split-brain victim.
+    pub sb_save: SbSaveConfig,
+}
+
+/// The split-brain save settings of a volume.
+#[derive(Debug, Clone)]
+pub struct SbSaveConfig {
+    /// The resource's state folder (`/var/lib/urbd/RES`).
+    pub dir: std::path::PathBuf,
+    /// This node's name (for the file's header).
+    pub node: String,
+    /// The volume number.
+    pub volume: u32,
+    /// How much may be saved.
+    pub limit: crate::sbsave::SaveLimit,
 }
 
 /// How long the loop sleeps at most (status refresh).
@@ -195,6 +211,8 @@ pub(super) struct Session {
     /// Application I/O frozen by fencing: requests wait in `held`, answers in `app_done`.
     frozen: bool,
     held: std::collections::VecDeque<(u64, Op)>,
+    /// A split-brain save in progress: local disk operations wait for it.
+    sb_save: Option<sb_save::Pending>,
 }
 
 impl Session {
@@ -281,6 +299,7 @@ impl Session {
             split_brain: None,
             frozen: false,
             held: std::collections::VecDeque::new(),
+            sb_save: None,
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -453,6 +472,7 @@ impl Session {
     }
 
     fn shutdown(mut self) -> Bitmap {
+        self.finish_split_brain_save();
         self.stop_connector();
         self.flush_link();
         self.close_link();
@@ -515,6 +535,7 @@ impl Session {
                 }
             }
             Input::Admin(a) => self.on_admin(now, a),
+            Input::SplitBrainSaved(r) => self.on_split_brain_saved(now, r),
             Input::Reply { call, reply } => self.on_reply(now, call, reply),
             Input::Stop => {
                 self.stopping = true;
