@@ -131,9 +131,12 @@ pub const SYNCED_ALPHA: &str = "cs:Connected ro:Primary/Secondary ds:UpToDate/Up
 pub const SYNCED_BETA: &str = "cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate";
 
 /// Waits until alpha is Primary and both are Connected UpToDate/UpToDate with no sync lines.
+/// The limit grows with the disk (a full sync of 1 GiB on a loaded 2-core machine has run
+/// at 15 MiB/s): [`SETTLE`] plus a second per 8 MiB.
 #[track_caller]
 pub fn wait_synced(pair: &Pair) {
-    wait_until(pair, "Connected UpToDate/UpToDate on both", SETTLE, || {
+    let limit = SETTLE + Duration::from_secs(pair.alpha().data_bytes() / (8 * MIB));
+    wait_until(pair, "Connected UpToDate/UpToDate on both", limit, || {
         let (a, b) = (proc_lines(pair.alpha()), proc_lines(pair.beta()));
         a.len() == 2
             && b.len() == 2
