@@ -363,3 +363,137 @@ fn tls_certificate_for_another_node_is_refused() {
         "{log}"
     );
 }
+
+// ----- control socket ----------------------------------------------------------------------
+
+/// `urbdadm ARGS` for `n`, run as uid 65534 (nobody) with primary group `gid` and the
+/// supplementary `groups` (none: `--clear-groups`), through setpriv.
+fn adm_as_nobody(n: &Node, gid: u32, groups: &[u32], args: &[&str]) -> util::Ran {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.arg("--reuid=65534").arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_urbdadm"))
+        .env_remove("URBD_NODE")
+        .env_remove("URBD_LOG")
+        .env("URBD_KERNEL_NBD", "0")
+        .env("URBD_RUN_DIR", &n.run_dir)
+        .arg("-c")
+        .arg(&n.conf)
+        .args(["--node", n.name])
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    util::run_within(&mut cmd, Duration::from_secs(20))
+        .unwrap_or_else(|r| panic!("urbdadm as nobody hung: {}", r.stderr))
+}
+
+fn mode_and_group(path: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).expect("stat the socket");
+    (m.mode() & 0o7777, m.gid())
+}
+
+/// Lets uid 65534 reach the configuration and the run directory (the test's folder is
+/// 0700).
+fn open_folders(pair: &Pair) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [pair._dir.path(), pair.alpha().run_dir.as_path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Without `control-group`: the socket is 0600, a non-root user is refused by the kernel
+/// (a clear message from urbdadm), and, when the file mode would let it in, by the daemon.
+#[test]
+fn control_socket_is_root_only_by_default() {
+    if !util::have_root() || !util::have_tool("setpriv") {
+        return;
+    }
+    let pair = Pair::with_metadata();
+    let a = pair.alpha();
+    a.adm(&["up", "loop"]).ok();
+    open_folders(&pair);
+    let sock = a.socket();
+    assert_eq!(mode_and_group(&sock).0, 0o600);
+
+    let out = adm_as_nobody(a, 65534, &[], &["cstate", "loop"]);
+    let stderr = &out.stderr;
+    assert!(out.code != 0, "nobody drove the resource: {stderr}");
+    assert!(
+        stderr.contains("permission denied") && stderr.contains("only root"),
+        "{stderr}"
+    );
+
+    // The daemon's own check, when the file mode is too open.
+    chmod(&sock, 0o666);
+    let out = adm_as_nobody(a, 65534, &[], &["disconnect", "loop"]);
+    let stderr = &out.stderr;
+    assert!(out.code != 0, "nobody drove the resource: {stderr}");
+    assert!(
+        stderr.contains("permission denied: only root may drive resource loop (uid 65534"),
+        "{stderr}"
+    );
+    assert!(a.log().contains("control request refused"), "{}", a.log());
+    assert_eq!(
+        cstate(a),
+        "WFConnection",
+        "the refused disconnect changed nothing"
+    );
+    // Root still can.
+    a.adm(&["disconnect", "loop"]).ok();
+}
+
+/// With `control-group nogroup`: the socket is 0660 root:nogroup; a user whose primary or
+/// supplementary group it is may drive the resource, anyone else is refused.
+#[test]
+fn control_group_members_may_drive_the_socket() {
+    if !util::have_root() || !util::have_tool("setpriv") {
+        return;
+    }
+    let gid = 65534; // nogroup on Debian
+    let opts = PairOpts {
+        after: [
+            "urbd-options loop { control-group nogroup; }\n".into(),
+            String::new(),
+        ],
+        ..PairOpts::default()
+    };
+    let pair = Pair::with_metadata_opts(&opts);
+    let a = pair.alpha();
+    a.adm(&["up", "loop"]).ok();
+    open_folders(&pair);
+    let sock = a.socket();
+    assert_eq!(mode_and_group(&sock), (0o660, gid));
+
+    for (primary, groups) in [(gid, vec![]), (1, vec![gid])] {
+        let out = adm_as_nobody(a, primary, &groups, &["cstate", "loop"]);
+        assert!(
+            out.code == 0,
+            "gid {primary} groups {groups:?}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stdout.trim(), "WFConnection");
+    }
+    let out = adm_as_nobody(a, 1, &[], &["cstate", "loop"]);
+    let stderr = &out.stderr;
+    assert!(out.code != 0, "a non-member drove the resource");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+
+    chmod(&sock, 0o666);
+    let out = adm_as_nobody(a, 1, &[], &["cstate", "loop"]);
+    let stderr = &out.stderr;
+    assert!(out.code != 0, "a non-member drove the resource");
+    assert!(
+        stderr.contains("uid 65534 is neither root nor in group nogroup"),
+        "{stderr}"
+    );
+}
