@@ -497,3 +497,41 @@ fn control_group_members_may_drive_the_socket() {
         "{stderr}"
     );
 }
+
+/// A TLS file that cannot be used stops `up` with a message naming the file and setting.
+#[test]
+fn tls_file_errors_name_the_file() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let d = certs.path();
+    let ca = Ca::new(d, "ca");
+    let leaf = ca.issue(d, "alpha", &["alpha"]);
+    let missing = d.join("missing-key.pem");
+    let not_pem = d.join("not-a-cert.pem");
+    fs::write(&not_pem, "hello\n").expect("write");
+    for (cert, key, what, path) in [
+        (&leaf.cert, &missing, "tls-key", &missing),
+        (&not_pem, &leaf.key, "tls-cert", &not_pem),
+        (&leaf.cert, &ca.cert, "tls-key", &ca.cert),
+    ] {
+        let text = format!(
+            "urbd-options loop {{ tls-cert \"{}\"; tls-key \"{}\"; tls-ca \"{}\"; }}\n",
+            cert.display(),
+            key.display(),
+            ca.cert.display()
+        );
+        let pair = Pair::with_metadata_opts(&PairOpts {
+            after: [text, String::new()],
+            ..PairOpts::default()
+        });
+        let a = pair.alpha();
+        let out = a.adm(&["up", "loop"]);
+        assert_ne!(out.code, 0, "up with a bad {what} succeeded");
+        assert!(
+            out.stderr.contains(what) && out.stderr.contains(&path.display().to_string()),
+            "{what} {}: {}",
+            path.display(),
+            out.stderr
+        );
+        assert!(a.pid().is_none(), "no daemon is left running");
+    }
+}
