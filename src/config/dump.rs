@@ -266,6 +266,18 @@ fn urbd_options(o: &mut Out, u: &UrbdOptions) {
     if let Some(a) = &u.nbd_listen {
         o.line(&format!("{:<16} {};", "nbd-listen", address_text(a)));
     }
+    if let Some(t) = &u.tls {
+        for (name, path) in [
+            ("tls-cert", &t.cert),
+            ("tls-key", &t.key),
+            ("tls-ca", &t.ca),
+        ] {
+            o.line(&format!("{name:<16} {};", esc(&path.to_string_lossy())));
+        }
+    }
+    if let Some(g) = &u.control_group {
+        o.line(&format!("{:<16} {};", "control-group", esc(g)));
+    }
     o.indent -= 1;
     o.buf.push_str("}\n\n");
 }

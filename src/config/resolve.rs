@@ -80,6 +80,11 @@ pub struct NodeView {
     /// `nbd-listen` of the resource's `urbd-options` section: also serve the NBD export
     /// on this TCP address. `None` when not set (the unix socket only).
     pub nbd_listen: Option<SocketAddr>,
+    /// `tls-cert`/`tls-key`/`tls-ca` of the `urbd-options` section: the replication link
+    /// runs over TLS with these files. `None`: in clear.
+    pub tls: Option<crate::config::urbd::TlsFiles>,
+    /// `control-group` of the `urbd-options` section.
+    pub control_group: Option<String>,
 }
 
 /// The resource's sections with `common` inherited (step 1).
@@ -244,6 +249,8 @@ impl Resource {
             options: s.options,
             handlers: s.handlers,
             nbd_listen: self.urbd.as_ref().and_then(|u| u.nbd_listen),
+            tls: self.urbd.as_ref().and_then(|u| u.tls.clone()),
+            control_group: self.urbd.as_ref().and_then(|u| u.control_group.clone()),
         })
     }
 }

@@ -45,6 +45,12 @@ impl Client {
                     socket,
                 })
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(ControlError::Denied {
+                    resource: resource.to_owned(),
+                    socket,
+                })
+            }
             Err(source) => Err(ControlError::Io { socket, source }),
         }
     }

@@ -13,6 +13,14 @@ pub enum ControlError {
         /// The socket tried.
         socket: PathBuf,
     },
+    /// The socket's mode keeps this user out.
+    #[error("permission denied on {}: only root, or a member of the control-group set in urbd-options {resource}, may drive resource {resource}", socket.display())]
+    Denied {
+        /// The resource.
+        resource: String,
+        /// The socket tried.
+        socket: PathBuf,
+    },
     /// A message was longer than [`super::MAX_MESSAGE_BYTES`].
     #[error("control message longer than {max} bytes")]
     TooLong {

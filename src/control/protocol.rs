@@ -109,6 +109,8 @@ pub enum FailKind {
     Io,
     /// The disk or its metadata does not fit (create-md not run, sizes disagree).
     Config,
+    /// The client may not drive this resource (not root, not in its `control-group`).
+    Denied,
 }
 
 /// The daemon's answer.

@@ -8,6 +8,7 @@
 //! core -> I/O; `runtime/kernel`: /dev/nbdN attached while a volume serves), `server` (socket, signals, event loop), `export` (the seam to the data
 //! path), `error`.
 
+pub mod access;
 pub mod args;
 pub mod disk;
 pub mod error;
@@ -105,6 +106,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
         .for_node(&node)
         .map_err(|e| DaemonError::Config(e.to_string()))?;
 
+    let access = access::ControlAccess::new(&view.resource, view.control_group.as_deref())?;
     let run_dir = RunDir::from_env();
     std::fs::create_dir_all(run_dir.path())
         .map_err(|e| DaemonError::io(format!("creating {}", run_dir.path().display()), e))?;
@@ -132,6 +134,14 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
             return Err(DaemonError::io(format!("binding {}", socket.display()), e));
         }
     };
+    if let Err(e) = access.secure_socket(&socket) {
+        runtime.terminate();
+        runtime.release_files();
+        return Err(DaemonError::io(
+            format!("setting the mode of {}", socket.display()),
+            e,
+        ));
+    }
     let pid_path = run_dir.pid(runtime.resource());
     if let Err(e) = files::write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes()) {
         runtime.terminate();
@@ -146,7 +156,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     if args.ready_on_stdout {
         report_ready();
     }
-    server::run(&mut runtime, listener, queue)
+    server::run(&mut runtime, listener, queue, access)
         .map_err(|e| DaemonError::io("starting the control threads", e))?;
     tracing::info!("down");
     Ok(())

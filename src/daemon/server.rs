@@ -13,6 +13,7 @@ use crate::control::{ControlError, FailKind, Response, write_message};
 
 use std::sync::Arc;
 
+use super::access::ControlAccess;
 use super::replication::{Host, PeerCall};
 use super::runtime::{HostFactory, Next, Runtime};
 
@@ -66,10 +67,15 @@ impl Host for LoopHost {
 }
 
 /// Runs until `down` or SIGTERM/SIGINT. Returns when the resource is down.
-pub fn run(runtime: &mut Runtime, listener: UnixListener, queue: Queue) -> std::io::Result<()> {
+pub fn run(
+    runtime: &mut Runtime,
+    listener: UnixListener,
+    queue: Queue,
+    access: ControlAccess,
+) -> std::io::Result<()> {
     let Queue { tx, rx } = queue;
     spawn_signals(tx.clone())?;
-    spawn_acceptor(listener, tx)?;
+    spawn_acceptor(listener, tx, access)?;
     event_loop(runtime, &rx);
     Ok(())
 }
@@ -124,14 +130,18 @@ fn spawn_signals(tx: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn spawn_acceptor(listener: UnixListener, tx: Sender<Event>) -> std::io::Result<()> {
+fn spawn_acceptor(
+    listener: UnixListener,
+    tx: Sender<Event>,
+    access: ControlAccess,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
                     Ok(s) => {
-                        if serve(s, &tx).is_err() {
+                        if serve(s, &tx, &access).is_err() {
                             // The event loop is gone: the daemon is exiting.
                             return;
                         }
@@ -144,11 +154,26 @@ fn spawn_acceptor(listener: UnixListener, tx: Sender<Event>) -> std::io::Result<
 }
 
 /// One connection: one request, one answer. Err only when the event loop has stopped.
-fn serve(stream: UnixStream, tx: &Sender<Event>) -> Result<(), ()> {
+///
+/// A client that may not drive the resource gets its request read (bounded in size and
+/// time, so that it is not cut off while it writes) and answered with the refusal; the
+/// request never reaches the event loop.
+fn serve(stream: UnixStream, tx: &Sender<Event>, access: &ControlAccess) -> Result<(), ()> {
     let _ = stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+    let allowed = access.check(&stream);
     let mut reader = BufReader::new(&stream);
     let response = match read_request(&mut reader) {
+        Ok(_) if allowed.is_err() => {
+            let message = allowed.err().map(|d| {
+                tracing::warn!(uid = d.uid, "control request refused: {}", d.message);
+                d.message
+            });
+            Response::Failed {
+                kind: FailKind::Denied,
+                message: message.unwrap_or_default(),
+            }
+        }
         Ok(request) => {
             let (reply_tx, reply_rx) = mpsc::sync_channel(1);
             let (written_tx, written_rx) = mpsc::sync_channel(1);

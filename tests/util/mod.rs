@@ -7,6 +7,7 @@ pub mod nbd;
 pub mod pair;
 pub mod proxy;
 pub mod repl;
+pub mod tls;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,11 @@ pub fn urbdadm() -> Command {
             std::env::temp_dir().join("urbd-test-run-unused"),
         )
         .stdin(Stdio::null());
+    // URBD_TEST_LOG=debug: the daemons log at that level (for a post-mortem with
+    // URBD_TEST_KEEP=1).
+    if let Ok(level) = std::env::var("URBD_TEST_LOG") {
+        cmd.env("URBD_LOG", level);
+    }
     cmd
 }
 

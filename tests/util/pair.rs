@@ -150,6 +150,9 @@ pub struct PairOpts {
     /// More text inside `resource loop { ... }` for each node, e.g.
     /// `net { cram-hmac-alg sha256; shared-secret "x"; }`.
     pub extra: [String; 2],
+    /// More text after the resource for each node, e.g. an `urbd-options loop { ... }`
+    /// section.
+    pub after: [String; 2],
 }
 
 impl Default for PairOpts {
@@ -161,6 +164,7 @@ impl Default for PairOpts {
             resync_rate: "1000M".into(),
             disk: String::new(),
             extra: [String::new(), String::new()],
+            after: [String::new(), String::new()],
         }
     }
 }
@@ -212,13 +216,14 @@ impl Pair {
             format!(
                 "resource loop {{\n  protocol {};\n  disk {{ resync-rate {}; {} }}\n{}\
                  on alpha {{ device minor 0; disk \"{d}/alpha.img\"; {} address 127.0.0.1:{pa}; }}\n\
-                 on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n",
+                 on beta {{ device minor 1; disk \"{d}/beta.img\"; {} address 127.0.0.1:{pb}; }}\n}}\n{}",
                 opts.protocol[i],
                 opts.resync_rate,
                 opts.disk,
                 opts.extra[i],
                 meta("alpha"),
                 meta("beta"),
+                opts.after[i],
                 d = d.display()
             )
         };

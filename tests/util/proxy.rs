@@ -21,6 +21,9 @@ use std::time::Duration;
 /// Forwarded connections at most; more are reset.
 pub const MAX_PIPES: usize = 64;
 
+/// Bytes recorded per connection and direction at most ([`Proxy::recorded`]).
+pub const MAX_RECORDED: usize = 256 << 20;
+
 /// How long dialing the target may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +49,9 @@ impl Pipe {
     }
 }
 
+/// The bytes one direction of one connection carried.
+type Record = Arc<Mutex<Vec<u8>>>;
+
 struct Shared {
     target: SocketAddr,
     stop: AtomicBool,
@@ -53,6 +59,9 @@ struct Shared {
     pipes: Mutex<Vec<Pipe>>,
     forwarded: AtomicU64,
     refused: AtomicU64,
+    /// Per forwarded connection, in accept order: what the client sent, what the server
+    /// sent (each up to [`MAX_RECORDED`] bytes).
+    recorded: Mutex<Vec<[Record; 2]>>,
 }
 
 /// A running proxy on 127.0.0.1 (a free port) to one target.
@@ -80,8 +89,9 @@ fn set_linger_zero(s: &TcpStream) {
     }
 }
 
-/// Copies `from` to `to` until either ends; then ends both directions of both.
-fn copy(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either ends; then ends both directions of both. Appends
+/// what it copies to `record` (up to [`MAX_RECORDED`] bytes).
+fn copy(mut from: TcpStream, mut to: TcpStream, record: Record) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         match from.read(&mut buf) {
@@ -91,6 +101,10 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
                 return;
             }
             Ok(n) => {
+                if let Ok(mut r) = record.lock() {
+                    let room = MAX_RECORDED.saturating_sub(r.len()).min(n);
+                    r.extend_from_slice(&buf[..room]);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -118,6 +132,7 @@ impl Proxy {
             pipes: Mutex::new(Vec::new()),
             forwarded: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            recorded: Mutex::new(Vec::new()),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
@@ -153,6 +168,20 @@ impl Proxy {
     /// Connections forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// What each forwarded connection carried so far, in accept order: (bytes from the
+    /// client, bytes from the server), each up to [`MAX_RECORDED`].
+    pub fn recorded(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let rec = self.shared.recorded.lock().expect("recorded");
+        rec.iter()
+            .map(|[c, s]| {
+                (
+                    c.lock().expect("record").clone(),
+                    s.lock().expect("record").clone(),
+                )
+            })
+            .collect()
     }
 
     /// Connections reset because the link was cut (or too many were open).
@@ -232,9 +261,12 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
             reset(client, &sh);
             continue;
         };
+        let rec: [Record; 2] = Default::default();
+        let (rc, rs) = (rec[0].clone(), rec[1].clone());
+        sh.recorded.lock().expect("recorded").push(rec);
         let threads = vec![
-            std::thread::spawn(move || copy(c1, s1)),
-            std::thread::spawn(move || copy(s2, c2)),
+            std::thread::spawn(move || copy(c1, s1, rc)),
+            std::thread::spawn(move || copy(s2, c2, rs)),
         ];
         sh.forwarded.fetch_add(1, Ordering::SeqCst);
         let pipe = Pipe {

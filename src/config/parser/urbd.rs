@@ -4,7 +4,7 @@
 use super::{Parser, Result};
 use crate::config::error::{ConfigError, Location};
 use crate::config::lexer::TokenKind;
-use crate::config::urbd::{KEYWORD, OPTION_NAMES, UrbdOptions, socket_addr};
+use crate::config::urbd::{KEYWORD, OPTION_NAMES, TlsFiles, UrbdOptions, socket_addr};
 
 impl Parser<'_> {
     /// The rest of the section after its keyword: the resource name, then the options up
@@ -17,11 +17,16 @@ impl Parser<'_> {
             OPTION_NAMES.join(", ")
         );
         let mut u = UrbdOptions::new(name, name_at);
-        let mut nbd_listen_at: Option<Location> = None;
+        // Where each option was first written, to refuse a second one.
+        let mut seen: Vec<(&'static str, Location)> = Vec::new();
+        let mut tls: [Option<(std::path::PathBuf, Location)>; 3] = [None, None, None];
         loop {
             let (kind, at) = self.bump();
             let w = match kind {
-                TokenKind::Punct('}') => return Ok(u),
+                TokenKind::Punct('}') => {
+                    u.tls = tls_files(&u.resource, tls, &at)?;
+                    return Ok(u);
+                }
                 TokenKind::Word(w) => w,
                 other => {
                     return Err(ConfigError::Syntax {
@@ -31,31 +36,105 @@ impl Parser<'_> {
                     });
                 }
             };
-            match w.as_str() {
+            let Some(&name) = OPTION_NAMES.iter().find(|n| **n == w) else {
+                return Err(ConfigError::Unknown {
+                    at,
+                    what: "option",
+                    word: w,
+                    section: ctx,
+                });
+            };
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                return Err(ConfigError::Duplicate {
+                    at,
+                    what: "option".into(),
+                    name: format!("{}: {name}", u.resource),
+                    first: first.clone(),
+                });
+            }
+            seen.push((name, at.clone()));
+            match name {
                 "nbd-listen" => {
-                    if let Some(first) = &nbd_listen_at {
-                        return Err(ConfigError::Duplicate {
-                            at,
-                            what: "option".into(),
-                            name: format!("{}: nbd-listen", u.resource),
-                            first: first.clone(),
-                        });
-                    }
                     let value_at = self.here();
                     let addr = self.parse_address_value()?;
                     self.punct(';')?;
                     u.nbd_listen = Some(socket_addr(&addr, "nbd-listen", &value_at)?);
-                    nbd_listen_at = Some(at);
                 }
-                _ => {
-                    return Err(ConfigError::Unknown {
-                        at,
-                        what: "option",
-                        word: w,
-                        section: ctx,
-                    });
+                "tls-cert" | "tls-key" | "tls-ca" => {
+                    let (path, value_at) = self.string("a file name")?;
+                    self.punct(';')?;
+                    if path.is_empty() {
+                        return Err(ConfigError::InvalidValue {
+                            at: value_at,
+                            option: name.to_string(),
+                            value: path,
+                            reason: "a file name is needed".into(),
+                        });
+                    }
+                    let slot = match name {
+                        "tls-cert" => 0,
+                        "tls-key" => 1,
+                        _ => 2,
+                    };
+                    tls[slot] = Some((path.into(), at));
                 }
+                "control-group" => {
+                    let (group, value_at) = self.string("a group name")?;
+                    self.punct(';')?;
+                    if !is_group_name(&group) {
+                        return Err(ConfigError::InvalidValue {
+                            at: value_at,
+                            option: name.to_string(),
+                            value: group,
+                            reason: "not a group name (letters, digits, '_', '-', '.'; not starting with '-')".into(),
+                        });
+                    }
+                    u.control_group = Some(group);
+                }
+                _ => unreachable!("every name of OPTION_NAMES has an arm"),
             }
         }
     }
+}
+
+/// The TLS files of a section: all three of `tls-cert`, `tls-key`, `tls-ca`, or none (a
+/// half-configured TLS must not silently run in clear).
+fn tls_files(
+    resource: &str,
+    [cert, key, ca]: [Option<(std::path::PathBuf, Location)>; 3],
+    close: &Location,
+) -> Result<Option<TlsFiles>> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some((cert, _)), Some((key, _)), Some((ca, _))) => Ok(Some(TlsFiles { cert, key, ca })),
+        (cert, key, ca) => {
+            let at = [&cert, &key, &ca]
+                .into_iter()
+                .flatten()
+                .map(|(_, at)| at.clone())
+                .next()
+                .unwrap_or_else(|| close.clone());
+            let missing: Vec<&str> = [("tls-cert", &cert), ("tls-key", &key), ("tls-ca", &ca)]
+                .into_iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| n)
+                .collect();
+            Err(ConfigError::Invalid {
+                at,
+                message: format!(
+                    "{KEYWORD} {resource}: TLS needs tls-cert, tls-key and tls-ca together; missing: {}",
+                    missing.join(", ")
+                ),
+            })
+        }
+    }
+}
+
+/// A POSIX-portable group name (what `groupadd` accepts by default, less '$').
+fn is_group_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

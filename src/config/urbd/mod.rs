@@ -10,13 +10,22 @@
 //! the resource), at most one section per resource. Its settings apply to the resource on
 //! every node and reach the daemon through [`super::NodeView`].
 //!
-//! Options (one so far):
+//! Options (each at most once):
 //! - `nbd-listen [ipv4|ipv6] ADDR:PORT;`: also serve the resource's NBD export on this
 //!   TCP address (default: the unix socket only). The address is written like DRBD's
 //!   `address`: `0.0.0.0:10809`, `ipv4 10.0.0.1:10809`, `ipv6 [::1]:10809`. IPv6 zone
 //!   indexes (`fe80::1%eth0`) are refused: a listen address does not need one.
+//! - `tls-cert PATH; tls-key PATH; tls-ca PATH;` (all three or none): the replication link
+//!   runs over TLS 1.3 with mutual authentication: this node presents the certificate chain
+//!   in `tls-cert` (PEM) with the private key in `tls-key` (PEM), and accepts a peer only
+//!   if its certificate chains to a certificate in `tls-ca` (PEM) and names the peer's host
+//!   name (a subjectAltName DNS entry equal to the peer's `on` section name). The paths
+//!   are the same on every node (each machine holds its own files there).
+//! - `control-group NAME;`: members of this group may drive the resource's control socket
+//!   besides root (the socket becomes 0660 with that group; default 0600, root only).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -27,7 +36,13 @@ use super::model::{Address, AddressFamily, Resource};
 pub(crate) const KEYWORD: &str = "urbd-options";
 
 /// The option names the section accepts, for messages.
-pub(crate) const OPTION_NAMES: &[&str] = &["nbd-listen"];
+pub(crate) const OPTION_NAMES: &[&str] = &[
+    "nbd-listen",
+    "tls-cert",
+    "tls-key",
+    "tls-ca",
+    "control-group",
+];
 
 /// One `urbd-options NAME { ... }` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +53,22 @@ pub struct UrbdOptions {
     pub at: Location,
     /// `nbd-listen`: the TCP address to serve the NBD export on, besides the unix socket.
     pub nbd_listen: Option<SocketAddr>,
+    /// `tls-cert`, `tls-key`, `tls-ca`: TLS for the replication link (all three or none,
+    /// checked by the parser).
+    pub tls: Option<TlsFiles>,
+    /// `control-group`: the group that may drive the control socket besides root.
+    pub control_group: Option<String>,
+}
+
+/// The PEM files of a node's TLS identity and of the authority it trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsFiles {
+    /// This node's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The certificates a peer's chain must end at.
+    pub ca: PathBuf,
 }
 
 impl UrbdOptions {
@@ -46,6 +77,8 @@ impl UrbdOptions {
             resource,
             at,
             nbd_listen: None,
+            tls: None,
+            control_group: None,
         }
     }
 }

@@ -194,7 +194,7 @@ fn unknown_option_names_the_section() {
             e.to_string(),
             format!(
                 "t.conf:6:3: unknown option '{word}' in urbd-options section of resource r \
-                 (urbd options: nbd-listen)"
+                 (urbd options: nbd-listen, tls-cert, tls-key, tls-ca, control-group)"
             )
         );
     }
@@ -317,4 +317,66 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn tls_files_and_control_group_reach_every_node() {
+    let text = format!(
+        "{}urbd-options r {{\n  tls-cert /etc/urbd/node.pem;\n  tls-key \"/etc/urbd/node key.pem\";\n  tls-ca /etc/urbd/ca.pem;\n  control-group drbd-admins;\n}}\n",
+        res("r", 7000)
+    );
+    let c = parse(&text).unwrap();
+    for node in ["a", "b"] {
+        let v = c.resource("r").unwrap().for_node(node).unwrap();
+        let t = v.tls.expect("tls");
+        assert_eq!(t.cert, std::path::PathBuf::from("/etc/urbd/node.pem"));
+        assert_eq!(t.key, std::path::PathBuf::from("/etc/urbd/node key.pem"));
+        assert_eq!(t.ca, std::path::PathBuf::from("/etc/urbd/ca.pem"));
+        assert_eq!(v.control_group.as_deref(), Some("drbd-admins"));
+    }
+    let dumped = dump_with(&c, None, &DumpOptions::default()).unwrap();
+    assert!(
+        dumped.contains("tls-key          \"/etc/urbd/node key.pem\";"),
+        "{dumped}"
+    );
+    assert!(dumped.contains("control-group    drbd-admins;"), "{dumped}");
+    // The dump reads back to the same settings.
+    let again = parse(&dumped).unwrap();
+    assert_eq!(
+        again.urbd_options("r"),
+        c.urbd_options("r")
+            .map(|u| {
+                let mut u = u.clone();
+                u.at = again.urbd_options("r").unwrap().at.clone();
+                u
+            })
+            .as_ref()
+    );
+}
+
+#[test]
+fn tls_needs_all_three_files() {
+    for (given, missing) in [
+        ("tls-cert /c;", "tls-key, tls-ca"),
+        ("tls-cert /c; tls-key /k;", "tls-ca"),
+        ("tls-ca /a; tls-key /k;", "tls-cert"),
+    ] {
+        let e = err(&format!("{}urbd-options r {{ {given} }}", res("r", 7000)));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("TLS needs tls-cert, tls-key and tls-ca"),
+            "{msg}"
+        );
+        assert!(msg.ends_with(&format!("missing: {missing}")), "{msg}");
+    }
+    let e = err(&format!(
+        "{}urbd-options r {{ tls-ca /a; tls-ca /b; }}",
+        res("r", 7000)
+    ));
+    assert!(e.to_string().contains("already used"), "{e}");
+    let e = err(&format!(
+        "{}urbd-options r {{ control-group -x; }}",
+        res("r", 7000)
+    ));
+    assert!(e.to_string().contains("not a group name"), "{e}");
 }

@@ -40,6 +40,8 @@ use thiserror::Error;
 use crate::wire::{Frame, FrameHeader, HEADER_LEN, Packet, PacketType};
 
 use super::sock;
+use super::stream::PeerStream;
+use super::tls::PeerTls;
 
 /// How long a node that holds both sockets waits before it returns them, so that a cross
 /// the peer is still detecting shows up first (DRBD waits `ping-timeout`/10, 50 ms by
@@ -87,8 +89,59 @@ pub struct Link {
     /// This node accepted the meta socket: it holds DRBD's `RESOLVE_CONFLICTS` and breaks
     /// ties. Exactly one of the two nodes of a link says so.
     pub accepted: bool,
+    /// This node dialed the data socket (it is the TLS client on it; the meta socket's
+    /// client is the node that did not accept it).
+    pub data_dialed: bool,
     /// The peer's configured address ([`LinkConfig::peer`]).
     pub peer_addr: SocketAddr,
+}
+
+/// The two sockets of a link ready for the session: in clear, or each inside its own TLS
+/// connection ([`Link::secure`]).
+#[derive(Debug)]
+pub struct PeerLink {
+    /// The data socket.
+    pub data: PeerStream,
+    /// The meta socket.
+    pub meta: PeerStream,
+    /// As [`Link::accepted`].
+    pub accepted: bool,
+}
+
+impl Link {
+    /// The link as the session uses it: without `tls`, the sockets as they are; with it,
+    /// each socket after a TLS handshake (data first, then meta: both nodes take them in
+    /// that order), each bounded by `timeout`. On an error both sockets are shut down;
+    /// the error names the socket.
+    pub fn secure(self, tls: Option<&PeerTls>, timeout: Duration) -> Result<PeerLink, io::Error> {
+        let Some(tls) = tls else {
+            return Ok(PeerLink {
+                data: PeerStream::Plain(self.data),
+                meta: PeerStream::Plain(self.meta),
+                accepted: self.accepted,
+            });
+        };
+        let meta_clone = self.meta.try_clone();
+        let data = tls
+            .secure(self.data, self.data_dialed, timeout)
+            .map_err(|e| {
+                if let Ok(m) = &meta_clone {
+                    let _ = m.shutdown(std::net::Shutdown::Both);
+                }
+                io::Error::new(e.kind(), format!("TLS on the data socket: {e}"))
+            })?;
+        let meta = tls
+            .secure(self.meta, !self.accepted, timeout)
+            .map_err(|e| {
+                let _ = data.shutdown(std::net::Shutdown::Both);
+                io::Error::new(e.kind(), format!("TLS on the meta socket: {e}"))
+            })?;
+        Ok(PeerLink {
+            data,
+            meta,
+            accepted: self.accepted,
+        })
+    }
 }
 
 /// Why [`establish`] gave up. Failed dials and bad incoming connections are not errors
@@ -568,6 +621,7 @@ impl<'a, R: FnMut() -> u64> Attempt<'a, R> {
             data: data.stream,
             meta: meta.stream,
             accepted,
+            data_dialed: data.dialed,
             peer_addr: self.cfg.peer,
         })
     }

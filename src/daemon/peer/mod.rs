@@ -5,6 +5,8 @@
 //!   DRBD's `drbd_connect`: dial and accept until a data and a meta socket exist), [`Link`].
 //! - `framed`: [`FrameReader`] and [`write_frame`] over the wire codec.
 //! - `sock`: the socket calls std lacks (source-bound, stoppable dial; poll; keep-alive).
+//! - `tls`: [`PeerTls`], the TLS handshake of each socket when `tls-*` is configured;
+//!   `stream`: [`PeerStream`], a socket in clear or inside TLS, as the session uses it.
 //!
 //! What the sockets carry after the initial frames (HELLO, authentication, the setup
 //! sequence) is decided by `core::conn`; this module only moves frames.
@@ -12,7 +14,10 @@
 mod framed;
 mod link;
 mod sock;
+mod stream;
+mod tls;
 
 pub use framed::{FrameError, FrameReader, write_frame};
-pub use link::{Link, LinkConfig, LinkError, Listener, SETTLE, establish};
-pub(crate) use sock::is_open;
+pub use link::{Link, LinkConfig, LinkError, Listener, PeerLink, SETTLE, establish};
+pub use stream::{PeerStream, TlsStream};
+pub use tls::{PeerTls, TlsConfigError, load_certs, load_key, load_roots};

@@ -11,7 +11,7 @@ use crate::core::{AfterSb, Policies};
 use crate::io::{BackendSpec, CacheMode};
 use crate::wire::WireProtocol;
 
-use super::super::peer::LinkConfig;
+use super::super::peer::{LinkConfig, PeerTls};
 use super::SessionConfig;
 
 fn socket_addr(a: &Address) -> Result<SocketAddr, String> {
@@ -176,8 +176,13 @@ pub fn session_config(
         CacheMode::Cached
     };
     disk.size_limit = Some(size_bytes);
+    let tls = match &view.tls {
+        None => None,
+        Some(files) => Some(PeerTls::load(files, &peer.name).map_err(|e| e.to_string())?),
+    };
     Ok(Some(SessionConfig {
         resource: view.resource.clone(),
+        tls,
         link: LinkConfig {
             local: socket_addr(&view.address)?,
             peer: socket_addr(&peer.address)?,

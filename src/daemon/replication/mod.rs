@@ -32,7 +32,7 @@ pub use bridge::{Completions, ReplBackend};
 pub use config::{session_config, status_progress};
 pub use session::{SbSaveConfig, SessionConfig};
 
-use super::peer::Link;
+use super::peer::PeerLink;
 
 /// A request of the session to the daemon's event loop, which owns the volume's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,7 @@ pub enum Input {
         op: Op,
     },
     /// The connector established the two sockets.
-    Linked(Link),
+    Linked(PeerLink),
     /// The connector cannot work (configuration error).
     LinkGaveUp(String),
     /// A frame from the peer.

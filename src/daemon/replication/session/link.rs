@@ -27,6 +27,8 @@ impl Session {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (cfg, tx, flag) = (self.cfg.link.clone(), self.tx.clone(), stop.clone());
+        let tls = self.cfg.tls.clone();
+        let resource = self.cfg.resource.clone();
         let mut x = self.next_random();
         let spawned = std::thread::Builder::new()
             .name("urbd-connect".into())
@@ -37,13 +39,33 @@ impl Session {
                     x ^= x << 17;
                     x
                 };
-                match establish(&listener, &cfg, &flag, &mut rng) {
-                    Ok(Some(link)) => {
-                        let _ = tx.send(Input::Linked(link));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.send(Input::LinkGaveUp(e.to_string()));
+                loop {
+                    let link = match establish(&listener, &cfg, &flag, &mut rng) {
+                        Ok(Some(link)) => link,
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Input::LinkGaveUp(e.to_string()));
+                            return;
+                        }
+                    };
+                    match link.secure(tls.as_ref(), cfg.timeout) {
+                        Ok(link) => {
+                            let _ = tx.send(Input::Linked(link));
+                            return;
+                        }
+                        Err(e) => {
+                            // Nothing was read from or written to the peer but the
+                            // initial frames; try again after connect-int.
+                            tracing::error!(%resource, peer = %cfg.peer_name, addr = %cfg.peer,
+                                "dropping the connection: {e}; retrying in {:?}", cfg.connect_int);
+                            let until = Instant::now() + cfg.connect_int;
+                            while Instant::now() < until {
+                                if flag.load(Ordering::Acquire) {
+                                    return;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
                     }
                 }
             });
@@ -69,7 +91,7 @@ impl Session {
         x
     }
 
-    pub(super) fn on_linked(&mut self, now: Instant, link: Link) {
+    pub(super) fn on_linked(&mut self, now: Instant, mut link: PeerLink) {
         if let Some((_, h)) = self.connector.take() {
             let _ = h.join();
         }
@@ -100,7 +122,8 @@ impl Session {
                 Err(e) => tracing::error!(error = %e, "cannot clone the {name} socket"),
             }
         }
-        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted, "connection established");
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted,
+            tls = link.data.is_tls(), "connection established");
         self.link = Some(LinkIo {
             data: link.data,
             meta: link.meta,
@@ -234,7 +257,7 @@ const MAX_PEER_BUFFERED: usize = 16 << 20;
 /// stops reading while more than [`MAX_PEER_BUFFERED`] bytes of received data wait to be
 /// written.
 fn receive(
-    mut s: TcpStream,
+    mut s: PeerStream,
     generation: u64,
     tx: &InputTx,
     limit: Option<Arc<std::sync::atomic::AtomicUsize>>,
@@ -244,7 +267,7 @@ fn receive(
         if let Some(l) = &limit {
             while l.load(Ordering::Acquire) > MAX_PEER_BUFFERED {
                 // The session shuts the socket down when the link goes: stop then.
-                if !crate::daemon::peer::is_open(&s) {
+                if !s.is_open() {
                     let _ = tx.send(Input::RecvFailed {
                         generation,
                         data: limit.is_some(),

@@ -8,7 +8,7 @@ mod sb_save;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,7 +23,9 @@ use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
 use crate::meta::{Bitmap, Uuids};
 use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
 
-use super::super::peer::{FrameReader, Link, LinkConfig, Listener, establish};
+use super::super::peer::{
+    FrameReader, LinkConfig, Listener, PeerLink, PeerStream, PeerTls, establish,
+};
 use super::bridge::Completions;
 use super::disk::SessionRing;
 use super::inbox::{Inbox, InputTx};
@@ -36,6 +38,8 @@ pub struct SessionConfig {
     pub resource: String,
     /// Where this node listens and the peer is.
     pub link: LinkConfig,
+    /// TLS for both sockets (`tls-*` in `urbd-options`); `None`: in clear.
+    pub tls: Option<PeerTls>,
     /// The connection's settings.
     pub conn: ConnConfig,
     /// The data side's settings.
@@ -116,8 +120,8 @@ enum Job {
 }
 
 struct LinkIo {
-    data: TcpStream,
-    meta: TcpStream,
+    data: PeerStream,
+    meta: PeerStream,
     readers: Vec<JoinHandle<()>>,
 }
 
