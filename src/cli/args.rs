@@ -166,6 +166,13 @@ pub enum Command {
     },
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
     Demo(DemoArgs),
+    /// Install the Pacemaker resource agent ocf:urbd:urbd (the stand-in for
+    /// ocf:linbit:drbd).
+    InstallOcf {
+        /// The OCF provider directory to install `urbd` into.
+        #[arg(long, default_value = "/usr/lib/ocf/resource.d/urbd")]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Options of `urbdadm demo`.
@@ -215,6 +222,7 @@ impl Command {
             Command::SplitBrainSaves { .. } => "split-brain-saves",
             Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
+            Command::InstallOcf { .. } => "install-ocf",
         }
     }
 
@@ -278,7 +286,10 @@ impl Command {
             | Command::Dump(res)
             | Command::Events(res)
             | Command::SplitBrainSaves { res, .. } => &res.names,
-            Command::Proc { .. } | Command::Demo(_) | Command::RestoreSplitBrainSave { .. } => &[],
+            Command::Proc { .. }
+            | Command::Demo(_)
+            | Command::RestoreSplitBrainSave { .. }
+            | Command::InstallOcf { .. } => &[],
         }
     }
 }
@@ -330,10 +341,12 @@ mod tests {
             "split-brain-saves",
             "restore-split-brain-save",
             "demo",
+            "install-ocf",
         ] {
             assert!(names.contains(&name), "missing subcommand {name}");
             let parsed = Cli::try_parse_from(match name {
-                "proc" | "demo" | "dump" | "status" | "events" | "split-brain-saves" => {
+                "proc" | "demo" | "dump" | "status" | "events" | "split-brain-saves"
+                | "install-ocf" => {
                     vec!["urbdadm", name]
                 }
                 "restore-split-brain-save" => vec!["urbdadm", name, "F", "--to", "P"],
