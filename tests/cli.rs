@@ -58,7 +58,7 @@ fn unknown_command_is_a_syntax_error() {
 
 #[test]
 fn commands_not_served_yet_say_so_and_fail() {
-    for c in ["outdate", "adjust"] {
+    for c in ["adjust"] {
         let out = adm(&[c, "optzimbra"]).code(20);
         assert!(
             out.stderr
@@ -74,7 +74,7 @@ fn commands_not_served_yet_say_so_and_fail() {
         );
     }
     // Not even a dry run pretends.
-    adm(&["-d", "outdate", "optzimbra"]).code(20);
+    adm(&["-d", "adjust", "optzimbra"]).code(20);
 }
 
 #[test]

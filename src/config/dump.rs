@@ -278,6 +278,9 @@ fn urbd_options(o: &mut Out, u: &UrbdOptions) {
     if let Some(g) = &u.control_group {
         o.line(&format!("{:<16} {};", "control-group", esc(g)));
     }
+    if let Some(a) = &u.metrics_listen {
+        o.line(&format!("{:<16} {};", "metrics-listen", address_text(a)));
+    }
     o.indent -= 1;
     o.buf.push_str("}\n\n");
 }

@@ -85,6 +85,8 @@ pub struct NodeView {
     pub tls: Option<crate::config::urbd::TlsFiles>,
     /// `control-group` of the `urbd-options` section.
     pub control_group: Option<String>,
+    /// `metrics-listen` of the `urbd-options` section: serve Prometheus metrics there.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The resource's sections with `common` inherited (step 1).
@@ -251,6 +253,7 @@ impl Resource {
             nbd_listen: self.urbd.as_ref().and_then(|u| u.nbd_listen),
             tls: self.urbd.as_ref().and_then(|u| u.tls.clone()),
             control_group: self.urbd.as_ref().and_then(|u| u.control_group.clone()),
+            metrics_listen: self.urbd.as_ref().and_then(|u| u.metrics_listen),
         })
     }
 }

@@ -659,6 +659,7 @@ const ATOMS: &[&str] = &[
     "99999999",
     "urbd-options",
     "nbd-listen",
+    "metrics-listen",
     "0.0.0.0",
 ];
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod export;
 pub mod files;
 mod launch;
+pub mod metrics;
 pub mod peer;
 pub mod replication;
 pub mod runtime;
@@ -119,6 +120,11 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     let queue = server::queue();
     runtime.set_host(queue.host_factory());
     if let Err(e) = runtime.attach_all() {
+        runtime.release_files();
+        return Err(e);
+    }
+    if let Err(e) = runtime.start_metrics() {
+        runtime.terminate();
         runtime.release_files();
         return Err(e);
     }

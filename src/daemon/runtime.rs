@@ -52,6 +52,8 @@ pub struct Runtime {
     host: Option<HostFactory>,
     /// The configuration file the daemon read (`DRBD_CONF` of the handlers).
     config_path: Option<std::path::PathBuf>,
+    /// What the Prometheus endpoint serves, when `metrics-listen` is set.
+    metrics: Option<super::metrics::Shared>,
 }
 
 /// A fresh random value for a new current UUID.
@@ -109,7 +111,21 @@ impl Runtime {
             lock: None,
             host: None,
             config_path: None,
+            metrics: None,
         }
+    }
+
+    /// Starts the Prometheus endpoint if the configuration asks for one (`urbd-options
+    /// RES { metrics-listen ADDR:PORT; }`).
+    pub fn start_metrics(&mut self) -> Result<(), DaemonError> {
+        let Some(addr) = self.view.metrics_listen else {
+            return Ok(());
+        };
+        let shared: super::metrics::Shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+        super::metrics::serve(addr, shared.clone())
+            .map_err(|e| DaemonError::io(format!("serving metrics on {addr}"), e))?;
+        self.metrics = Some(shared);
+        Ok(())
     }
 
     /// The configuration file, for the handlers' `DRBD_CONF`.
@@ -953,6 +969,7 @@ impl Runtime {
                             .map(replication::status_progress),
                         export: s.export.as_ref().and_then(|e| e.endpoint()),
                         kernel_device: Some(s.kernel.describe()),
+                        ack_latency: peer.as_ref().map(|p| p.ack_latency.clone()),
                         split_brain: peer.as_ref().and_then(|p| p.split_brain).map(|sb| {
                             let u = |u: crate::meta::Uuids| {
                                 [u.current, u.bitmap, u.history[0], u.history[1]]
@@ -977,8 +994,14 @@ impl Runtime {
 
     /// Writes the status file and `proc_drbd`.
     pub fn publish(&self) {
-        if let Err(e) = files::publish(&self.run_dir, &self.status()) {
+        let status = self.status();
+        if let Err(e) = files::publish(&self.run_dir, &status) {
             tracing::warn!(error = %e, "cannot publish status");
+        }
+        if let Some(m) = &self.metrics
+            && let Ok(mut slot) = m.lock()
+        {
+            *slot = Some(status);
         }
     }
 }

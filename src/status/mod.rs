@@ -8,4 +8,7 @@ pub mod proc;
 pub mod progress;
 pub mod text;
 
-pub use model::{Counters, ResourceStatus, SplitBrainStatus, SyncProgress, VolumeStatus};
+pub use model::{
+    Counters, LATENCY_BUCKETS_US, LatencyHistogram, ResourceStatus, SplitBrainStatus, SyncProgress,
+    VolumeStatus,
+};

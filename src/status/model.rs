@@ -33,6 +33,41 @@ pub struct Counters {
     pub ep: i64,
 }
 
+/// Upper bounds of the ack-latency histogram's buckets, microseconds; a last bucket holds
+/// everything slower (Prometheus' `+Inf`).
+pub const LATENCY_BUCKETS_US: [u64; 15] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// How long application writes, trims and flushes took from arrival at the replication
+/// session to completion (for protocol C: both disks have them).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// Requests per bucket of [`LATENCY_BUCKETS_US`] (not cumulative), plus the `+Inf`
+    /// bucket: `LATENCY_BUCKETS_US.len() + 1` entries once anything was observed.
+    pub counts: Vec<u64>,
+    /// The sum of all latencies, microseconds.
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one request that took `us` microseconds.
+    pub fn observe(&mut self, us: u64) {
+        if self.counts.len() != LATENCY_BUCKETS_US.len() + 1 {
+            self.counts = vec![0; LATENCY_BUCKETS_US.len() + 1];
+        }
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Requests counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 /// A running resync or verify, for the progress lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncProgress {
@@ -105,6 +140,10 @@ pub struct VolumeStatus {
     /// --discard-my-data` there). Cleared by the next successful handshake.
     #[serde(default)]
     pub split_brain: Option<SplitBrainStatus>,
+    /// Application request latency through the replication session (absent without a
+    /// peer configured).
+    #[serde(default)]
+    pub ack_latency: Option<LatencyHistogram>,
 }
 
 /// A split brain found at connect time and not resolved (DRBD logs "Split-Brain detected

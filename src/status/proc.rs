@@ -114,6 +114,7 @@ mod tests {
 
     pub(crate) fn volume(minor: u32) -> VolumeStatus {
         VolumeStatus {
+            ack_latency: None,
             volume: 0,
             minor,
             role: Role::Primary,

@@ -180,6 +180,7 @@ mod tests {
 
     fn v(volume: u32) -> VolumeStatus {
         VolumeStatus {
+            ack_latency: None,
             volume,
             minor: volume,
             role: Role::Secondary,

@@ -54,11 +54,16 @@ impl Parser<'_> {
             }
             seen.push((name, at.clone()));
             match name {
-                "nbd-listen" => {
+                "nbd-listen" | "metrics-listen" => {
                     let value_at = self.here();
                     let addr = self.parse_address_value()?;
                     self.punct(';')?;
-                    u.nbd_listen = Some(socket_addr(&addr, "nbd-listen", &value_at)?);
+                    let sa = Some(socket_addr(&addr, name, &value_at)?);
+                    if name == "nbd-listen" {
+                        u.nbd_listen = sa;
+                    } else {
+                        u.metrics_listen = sa;
+                    }
                 }
                 "tls-cert" | "tls-key" | "tls-ca" => {
                     let (path, value_at) = self.string("a file name")?;

@@ -23,6 +23,9 @@
 //!   are the same on every node (each machine holds its own files there).
 //! - `control-group NAME;`: members of this group may drive the resource's control socket
 //!   besides root (the socket becomes 0660 with that group; default 0600, root only).
+//! - `metrics-listen [ipv4|ipv6] ADDR:PORT;`: serve Prometheus metrics (`GET /metrics`:
+//!   the /proc/drbd counters, resync progress, ack-latency histogram) on this TCP address
+//!   (default: none; a loopback address such as `127.0.0.1:9942` keeps them on the host).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +45,7 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "tls-key",
     "tls-ca",
     "control-group",
+    "metrics-listen",
 ];
 
 /// One `urbd-options NAME { ... }` section.
@@ -58,6 +62,8 @@ pub struct UrbdOptions {
     pub tls: Option<TlsFiles>,
     /// `control-group`: the group that may drive the control socket besides root.
     pub control_group: Option<String>,
+    /// `metrics-listen`: where to serve Prometheus metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The PEM files of a node's TLS identity and of the authority it trusts.
@@ -79,6 +85,7 @@ impl UrbdOptions {
             nbd_listen: None,
             tls: None,
             control_group: None,
+            metrics_listen: None,
         }
     }
 }

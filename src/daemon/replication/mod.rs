@@ -246,6 +246,8 @@ pub struct PeerStatus {
     pub split_brain: Option<SplitBrainSeen>,
     /// Application I/O is frozen by fencing (`resource-and-stonith`).
     pub frozen: bool,
+    /// How long application requests took.
+    pub ack_latency: crate::status::LatencyHistogram,
 }
 
 /// The running session of one volume.

@@ -87,6 +87,10 @@ impl Session {
                     .app_bufs
                     .remove(&tag)
                     .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
+                if let Some(at) = self.app_started.remove(&tag) {
+                    let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.ack_latency.observe(us);
+                }
                 self.app_done.push(Done { tag, res, buf });
             }
             ReplAction::Release(p) => match p {

@@ -214,6 +214,9 @@ pub(super) struct Session {
     split_brain: Option<super::SplitBrainSeen>,
     /// Application I/O frozen by fencing: requests wait in `held`, answers in `app_done`.
     frozen: bool,
+    /// When each application request in flight arrived, and how long finished ones took.
+    app_started: HashMap<u64, Instant>,
+    ack_latency: crate::status::LatencyHistogram,
     held: std::collections::VecDeque<(u64, Op)>,
     /// A split-brain save in progress: local disk operations wait for it.
     sb_save: Option<sb_save::Pending>,
@@ -302,6 +305,8 @@ impl Session {
             handshake_peer_bits: 0,
             split_brain: None,
             frozen: false,
+            app_started: HashMap::new(),
+            ack_latency: crate::status::LatencyHistogram::default(),
             held: std::collections::VecDeque::new(),
             sb_save: None,
             calls: std::collections::VecDeque::new(),
@@ -635,6 +640,7 @@ impl Session {
 
     fn on_app(&mut self, tag: u64, op: Op) {
         tracing::trace!(tag, op = op.name(), "application request");
+        self.app_started.entry(tag).or_insert_with(Instant::now);
         if self.frozen {
             self.held.push_back((tag, op));
             return;
@@ -663,6 +669,7 @@ impl Session {
         };
         let Some((offset, len, kind)) = kind else {
             // The bridge keeps reads local; answer anyway.
+            self.app_started.remove(&tag);
             self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EINVAL),
@@ -671,6 +678,7 @@ impl Session {
             return;
         };
         let Ok(len) = u32::try_from(len) else {
+            self.app_started.remove(&tag);
             self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EINVAL),
@@ -842,6 +850,7 @@ impl Session {
             peer_paused: self.peer_paused,
             split_brain: self.split_brain,
             frozen: self.frozen,
+            ack_latency: self.ack_latency.clone(),
         };
         if let Ok(mut st) = self.status.lock() {
             *st = s;
