@@ -7,8 +7,8 @@
 //!   the promotion scores it hands `crm_master` checked against ocf:linbit:drbd's, and the
 //!   data written through the Primary's export following the Primary.
 //!
-//! A full corosync/Pacemaker cluster is not started here (see the issue note); `crm_master`
-//! is a recording stand-in on PATH.
+//! Here `crm_master` is a recording stand-in on PATH; tests/pacemaker.rs runs the agent under
+//! a real two-node corosync + Pacemaker cluster.
 
 mod util;
 
