@@ -1,0 +1,244 @@
+//! Operations (issue 9 point 5) through the real binaries: `up all` / `down all` and `all`
+//! for the other commands, the `startup` section, shell completions and man pages, and
+//! `urbdadm events`.
+//!
+//! The multi-resource tests own a [`Cluster`]: two nodes (`alpha`, `beta`) of two resources
+//! (`r0`, `r1`) on loopback, plus a resource of two other hosts that `all` must skip. Its
+//! `Drop` runs `down all` on both nodes and kills any daemon still alive.
+
+mod util;
+
+use std::fs;
+use std::path::PathBuf;
+
+use util::Ran;
+use util::pair::{DROP_DOWN_TIMEOUT, pid_alive, run_bounded, sparse, wait_gone};
+
+const RESOURCES: [&str; 2] = ["r0", "r1"];
+const DATA_BYTES: u64 = 16 << 20;
+const META_BYTES: u64 = 128 << 20;
+
+/// One node of a [`Cluster`].
+struct Node {
+    name: &'static str,
+    conf: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Node {
+    fn adm(&self, args: &[&str]) -> Ran {
+        let mut cmd = util::urbdadm();
+        cmd.env("URBD_RUN_DIR", &self.run_dir)
+            .env("URBD_STATE_DIR", self.run_dir.join("state"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["--node", self.name])
+            .args(args);
+        run_bounded(&mut cmd)
+    }
+
+    fn pid(&self, res: &str) -> Option<i32> {
+        fs::read_to_string(self.run_dir.join(format!("{res}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+/// Two nodes, two resources each, metadata created.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nodes: [Node; 2],
+}
+
+impl Cluster {
+    /// `startup` is put in a `startup { ... }` section of every resource (empty: none).
+    fn new(startup: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut text = String::new();
+        for (minor, res) in RESOURCES.iter().enumerate() {
+            let (pa, pb) = util::free_port_pair();
+            for n in ["alpha", "beta"] {
+                sparse(&d.join(format!("{res}-{n}.img")), DATA_BYTES);
+                sparse(&d.join(format!("{res}-{n}.meta")), META_BYTES);
+            }
+            let startup = if startup.is_empty() {
+                String::new()
+            } else {
+                format!("  startup {{ {startup} }}\n")
+            };
+            text.push_str(&format!(
+                "resource {res} {{\n{startup}\
+                 on alpha {{ device minor {minor}; disk \"{d}/{res}-alpha.img\"; \
+                 meta-disk \"{d}/{res}-alpha.meta\" [0]; address 127.0.0.1:{pa}; }}\n\
+                 on beta {{ device minor {minor}; disk \"{d}/{res}-beta.img\"; \
+                 meta-disk \"{d}/{res}-beta.meta\" [0]; address 127.0.0.1:{pb}; }}\n}}\n",
+                d = d.display()
+            ));
+        }
+        // A resource of two other hosts: `all` on alpha or beta must leave it alone (its
+        // disks do not even exist).
+        text.push_str(
+            "resource elsewhere {\n\
+             on gamma { device minor 9; disk /nonexistent/g; meta-disk internal; address 127.0.0.1:1; }\n\
+             on delta { device minor 9; disk /nonexistent/d; meta-disk internal; address 127.0.0.1:2; }\n}\n",
+        );
+        let conf = d.join("urbd.conf");
+        fs::write(&conf, text).expect("write conf");
+        let node = |name| Node {
+            name,
+            conf: conf.clone(),
+            run_dir: d.join(format!("run-{name}")),
+        };
+        let cluster = Cluster {
+            nodes: [node("alpha"), node("beta")],
+            _dir: dir,
+        };
+        for n in &cluster.nodes {
+            n.adm(&["create-md", "--force", "all"]).ok();
+        }
+        cluster
+    }
+
+    fn alpha(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    fn beta(&self) -> &Node {
+        &self.nodes[1]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            let pids: Vec<i32> = RESOURCES.iter().filter_map(|r| n.pid(r)).collect();
+            let mut cmd = util::urbdadm();
+            cmd.env("URBD_RUN_DIR", &n.run_dir)
+                .arg("-c")
+                .arg(&n.conf)
+                .args(["--node", n.name, "down", "all"]);
+            if let Err(r) = util::run_within(&mut cmd, DROP_DOWN_TIMEOUT) {
+                eprintln!("{}: `down all` hung; killing\n{}", n.name, r.stderr);
+            }
+            for pid in pids {
+                if pid_alive(pid) {
+                    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn up_all_and_down_all_take_the_resources_of_this_node() {
+    let c = Cluster::new("");
+    let (a, b) = (c.alpha(), c.beta());
+
+    // Dry run: one daemon per resource of this node, none for `elsewhere`.
+    let dry = a.adm(&["-d", "up", "all"]).ok().stdout;
+    assert_eq!(dry.lines().count(), 2, "{dry}");
+    assert!(
+        dry.lines()
+            .next()
+            .is_some_and(|l| l.ends_with("--node alpha r0")),
+        "{dry}"
+    );
+    assert!(dry.contains("--node alpha r1"), "{dry}");
+    assert!(!dry.contains("elsewhere"), "{dry}");
+
+    a.adm(&["up", "all"]).ok();
+    b.adm(&["up", "all"]).ok();
+    for n in [a, b] {
+        for r in RESOURCES {
+            assert!(
+                n.pid(r).is_some_and(pid_alive),
+                "{} {r} not running",
+                n.name
+            );
+        }
+    }
+    a.adm(&["wait-connect", "all"]).ok();
+    assert_eq!(
+        a.adm(&["cstate", "all"]).ok().stdout,
+        "Connected\nConnected\n"
+    );
+    assert_eq!(
+        b.adm(&["role", "all"]).ok().stdout,
+        "Secondary/Secondary\nSecondary/Secondary\n"
+    );
+    // status without names: both resources, not `elsewhere`.
+    let status = a.adm(&["status"]).ok().stdout;
+    assert!(status.contains("r0 role:Secondary"), "{status}");
+    assert!(status.contains("r1 role:Secondary"), "{status}");
+
+    // `primary --force all`, then `secondary all`.
+    a.adm(&["primary", "--force", "all"]).ok();
+    assert_eq!(
+        a.adm(&["role", "all"]).ok().stdout,
+        "Primary/Secondary\nPrimary/Secondary\n"
+    );
+    a.adm(&["secondary", "all"]).ok();
+
+    // `up all` again: every resource is already up; each is reported, the daemons are
+    // unharmed, and the exit code is the first failure's.
+    let pids: Vec<i32> = RESOURCES.iter().filter_map(|r| a.pid(r)).collect();
+    let again = a.adm(&["up", "all"]).code(10);
+    assert!(
+        again.stderr.contains("up r0: resource r0 is already up"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("up r1: resource r1 is already up"),
+        "{}",
+        again.stderr
+    );
+    assert!(pids.iter().all(|&p| pid_alive(p)));
+
+    // `down all` stops both daemons; a second one has nothing to do.
+    a.adm(&["down", "all"]).ok();
+    for p in pids {
+        wait_gone(p);
+    }
+    let out = a.adm(&["down", "all"]).ok();
+    assert!(
+        out.stderr.contains("resource r0 is not up; nothing to do"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        b.adm(&["cstate", "all"]).ok().stdout,
+        "WFConnection\nWFConnection\n"
+    );
+}
+
+#[test]
+fn all_with_a_resource_that_cannot_start_starts_the_others() {
+    let c = Cluster::new("");
+    let a = c.alpha();
+    // r0's metadata is gone: its `up` fails, r1's still starts.
+    let r0_meta = c._dir.path().join("r0-alpha.meta");
+    sparse(&r0_meta, 0);
+    sparse(&r0_meta, META_BYTES);
+    let out = a.adm(&["up", "all"]).code(10);
+    assert!(out.stderr.contains("up r0: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("some resources failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(a.pid("r0").is_none());
+    assert!(a.pid("r1").is_some_and(pid_alive));
+    // Named resources stop at the first failure, as drbdadm does.
+    a.adm(&["down", "r1"]).ok();
+    let out = a.adm(&["up", "r0", "r1"]).code(10);
+    assert!(
+        !out.stderr.contains("some resources failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(a.pid("r1").is_none());
+}
