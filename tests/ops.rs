@@ -242,3 +242,193 @@ fn all_with_a_resource_that_cannot_start_starts_the_others() {
     );
     assert!(a.pid("r1").is_none());
 }
+
+/// The repository's `contrib/` folder.
+fn contrib() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib")
+}
+
+/// Every command an operator sees, from `urbdadm --help`.
+fn visible_commands() -> Vec<String> {
+    let help = util::adm(&["--help"]).ok().stdout;
+    let cmds: Vec<String> = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|s| s.split("Options:").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(cmds.len() > 20, "{help}");
+    cmds
+}
+
+#[test]
+fn committed_completions_and_man_pages_are_current_and_complete() {
+    let stale = "stale: run scripts/generate-contrib.sh and commit contrib/";
+    for (shell, file) in [
+        ("bash", "urbdadm.bash"),
+        ("zsh", "_urbdadm"),
+        ("fish", "urbdadm.fish"),
+    ] {
+        let generated = util::adm(&["generate", "completions", shell]).ok().stdout;
+        let committed = fs::read_to_string(contrib().join("completions").join(file))
+            .unwrap_or_else(|e| panic!("contrib/completions/{file}: {e}"));
+        assert!(
+            generated == committed,
+            "contrib/completions/{file} is {stale}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    util::adm(&["generate", "man", &dir.path().display().to_string()]).ok();
+    let list = |d: &std::path::Path| {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let generated = list(dir.path());
+    assert_eq!(
+        generated,
+        list(&contrib().join("man")),
+        "contrib/man is {stale}"
+    );
+    for name in &generated {
+        let a = fs::read(dir.path().join(name)).expect("generated page");
+        let b = fs::read(contrib().join("man").join(name)).expect("committed page");
+        assert!(a == b, "contrib/man/{name} is {stale}");
+    }
+
+    let bash = fs::read_to_string(contrib().join("completions/urbdadm.bash")).expect("bash");
+    let top = fs::read_to_string(contrib().join("man/urbdadm.8")).expect("urbdadm.8");
+    for cmd in visible_commands() {
+        assert!(
+            bash.contains(&format!("\n            urbdadm,{cmd})\n")),
+            "`{cmd}` missing from the bash completion"
+        );
+        assert!(
+            generated.contains(&format!("urbdadm-{cmd}.8")),
+            "no man page for `{cmd}`"
+        );
+        // roff escapes the hyphens of command names.
+        assert!(
+            top.contains(&cmd.replace('-', "\\-")),
+            "`{cmd}` missing from urbdadm.8"
+        );
+    }
+    assert!(generated.contains(&"urbd.8".to_owned()));
+}
+
+#[test]
+fn the_systemd_unit_verifies_with_the_real_binaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_urbdadm"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    util::adm(&[
+        "generate",
+        "systemd",
+        &dir.path().display().to_string(),
+        "--bin-dir",
+        &bin_dir.display().to_string(),
+    ])
+    .ok();
+    let unit = fs::read_to_string(dir.path().join("urbd@.service")).expect("unit");
+    assert!(unit.contains(&format!(
+        "\nExecStart={}/urbd --foreground %I\n",
+        bin_dir.display()
+    )));
+    assert!(unit.contains(&format!(
+        "\nExecStop={}/urbdadm down %I\n",
+        bin_dir.display()
+    )));
+    assert!(unit.contains("\nType=notify\n"), "{unit}");
+    if !util::have_tool("systemd-analyze") {
+        return;
+    }
+    // A template verifies as one of its instances.
+    let instance = dir.path().join("urbd@r0.service");
+    fs::write(&instance, &unit).expect("write instance");
+    let mut cmd = std::process::Command::new("systemd-analyze");
+    cmd.args(["verify", "--man=no"]).arg(&instance);
+    let out = run_bounded(&mut cmd);
+    // Warnings (an unknown Type=, a misspelt key) exit 0 too: there must be none.
+    assert!(
+        out.code == 0 && out.stderr.trim().is_empty(),
+        "systemd-analyze verify: {}\n{}",
+        out.code,
+        out.stderr
+    );
+}
+
+/// Kills the child on drop (a test that fails must not leave a daemon behind).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn a_foreground_daemon_tells_systemd_when_it_is_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    let c = Cluster::new("");
+    let a = c.alpha();
+    let notify_path = c._dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    fs::create_dir_all(&a.run_dir).expect("run dir");
+    let log = fs::File::create(c._dir.path().join("foreground.log")).expect("log");
+    // As the unit runs it: `urbd --foreground RES`, with NOTIFY_SOCKET.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_urbd"))
+        .arg("-c")
+        .arg(&a.conf)
+        .args(["--node", "alpha", "--foreground", "r0"])
+        .env("URBD_RUN_DIR", &a.run_dir)
+        .env("URBD_STATE_DIR", a.run_dir.join("state"))
+        .env("URBD_KERNEL_NBD", "0")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start urbd");
+    let mut child = ChildGuard(child);
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("READY=1\nSTATUS=serving r0 on "), "{msg}");
+    // Ready means it answers.
+    assert_eq!(a.adm(&["cstate", "r0"]).ok().stdout, "WFConnection\n");
+    assert_eq!(a.pid("r0"), i32::try_from(child.0.id()).ok());
+
+    // ExecStop: `urbdadm down r0`; the daemon says it is stopping and exits 0.
+    a.adm(&["down", "r0"]).ok();
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "urbd does not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -166,6 +166,41 @@ pub enum Command {
     },
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
     Demo(DemoArgs),
+    /// Write generated files: shell completions, man pages, the systemd unit.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateWhat,
+    },
+}
+
+/// What `urbdadm generate` writes (the files under contrib/ come from here).
+#[derive(Debug, Clone, Subcommand)]
+pub enum GenerateWhat {
+    /// A shell's completion script for urbdadm, on stdout or into DIR.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// Write `urbdadm.bash` / `_urbdadm` / `urbdadm.fish` into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// The man pages (section 8): urbdadm, one per urbdadm command, urbd.
+    Man {
+        /// Folder to write them into.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The systemd unit `urbd@.service`, pointing at these binaries.
+    Systemd {
+        /// Folder to write it into (e.g. /etc/systemd/system).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Where urbd and urbdadm are (default: the folder of this urbdadm).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// Options of `urbdadm demo`.
@@ -215,6 +250,7 @@ impl Command {
             Command::SplitBrainSaves { .. } => "split-brain-saves",
             Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
+            Command::Generate { .. } => "generate",
         }
     }
 
@@ -278,7 +314,10 @@ impl Command {
             | Command::Dump(res)
             | Command::Events(res)
             | Command::SplitBrainSaves { res, .. } => &res.names,
-            Command::Proc { .. } | Command::Demo(_) | Command::RestoreSplitBrainSave { .. } => &[],
+            Command::Proc { .. }
+            | Command::Demo(_)
+            | Command::RestoreSplitBrainSave { .. }
+            | Command::Generate { .. } => &[],
         }
     }
 }

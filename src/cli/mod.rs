@@ -9,6 +9,7 @@ pub mod args;
 pub mod argv;
 mod cmd_config;
 mod cmd_daemon;
+mod cmd_generate;
 mod cmd_meta;
 mod cmd_sbsave;
 pub mod context;
@@ -74,6 +75,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::GetGi(res) => cmd_meta::get_gi(&Context::load(cli)?, &res.names),
         Command::ApplyAl(res) => cmd_meta::apply_al(&Context::load(cli)?, &res.names),
         Command::Demo(args) => demo::run(args),
+        Command::Generate { what } => cmd_generate::run(what, cli.dry_run),
         Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
         Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
         Command::Attach(res) => {

@@ -4,6 +4,7 @@
 //! the peer connection.
 //!
 //! Files: `args` (command line), `launch` (background start with a readiness report),
+//! `notify` (systemd's `READY=1`),
 //! `disk` (attach checks), `files` (lock, pid, status files), `runtime` (requests ->
 //! core -> I/O; `runtime/kernel`: /dev/nbdN attached while a volume serves), `server` (socket, signals, event loop), `export` (the seam to the data
 //! path), `error`.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod files;
 mod launch;
+pub mod notify;
 pub mod peer;
 pub mod replication;
 pub mod runtime;
@@ -156,8 +158,15 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     if args.ready_on_stdout {
         report_ready();
     }
-    server::run(&mut runtime, listener, queue, access)
-        .map_err(|e| DaemonError::io("starting the control threads", e))?;
+    // Under systemd (`Type=notify`): the unit is started now.
+    notify::notify_or_log(&format!(
+        "READY=1\nSTATUS=serving {} on {}",
+        runtime.resource(),
+        socket.display()
+    ));
+    let served = server::run(&mut runtime, listener, queue, access);
+    notify::notify_or_log("STOPPING=1");
+    served.map_err(|e| DaemonError::io("starting the control threads", e))?;
     tracing::info!("down");
     Ok(())
 }
