@@ -68,7 +68,7 @@ impl Cluster {
                 format!("  startup {{ {startup} }}\n")
             };
             text.push_str(&format!(
-                "resource {res} {{\n{startup}\
+                "resource {res} {{\n  disk {{ resync-rate 1000M; }}\n{startup}\
                  on alpha {{ device minor {minor}; disk \"{d}/{res}-alpha.img\"; \
                  meta-disk \"{d}/{res}-alpha.meta\" [0]; address 127.0.0.1:{pa}; }}\n\
                  on beta {{ device minor {minor}; disk \"{d}/{res}-beta.img\"; \
@@ -431,4 +431,160 @@ fn a_foreground_daemon_tells_systemd_when_it_is_ready_and_stopping() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Polls `urbdadm ARGS` on `n` until it prints `want`, for at most `limit`.
+#[track_caller]
+fn wait_for_output(n: &Node, args: &[&str], want: &str, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = n.adm(args);
+        if out.code == 0 && out.stdout == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{} {args:?}: still {:?} (exit {}) after {limit:?}, want {want:?}\n{}",
+            n.name,
+            out.stdout,
+            out.code,
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn kill_9(pid: i32) {
+    let p = rustix::process::Pid::from_raw(pid).expect("pid");
+    rustix::process::kill_process(p, rustix::process::Signal::KILL).expect("kill -9");
+    wait_gone(pid);
+}
+
+/// `startup { wfc-timeout; degr-wfc-timeout; }` (DRBD 8.4's drbdsetup `wait-connect` and
+/// its `choose_timeout()`): a node whose peer was there waits wfc-timeout; a Primary that
+/// had lost its peer and crashed waits only degr-wfc-timeout when it comes back.
+#[test]
+fn wait_connect_honours_wfc_timeout_and_degr_wfc_timeout() {
+    use std::time::{Duration, Instant};
+    let c = Cluster::new("wfc-timeout 4; degr-wfc-timeout 1;");
+    let (a, b) = (c.alpha(), c.beta());
+    a.adm(&["up", "r0"]).ok();
+
+    // Not degraded: the full wfc-timeout, then exit 10 naming it.
+    let start = Instant::now();
+    let out = a.adm(&["wait-connect", "r0"]).code(10);
+    let waited = start.elapsed();
+    assert!(
+        out.stderr
+            .contains("r0: not connected after wfc-timeout (4 s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+
+    // A Primary without its peer crashes: it comes back degraded.
+    a.adm(&["primary", "--force", "r0"]).ok();
+    kill_9(a.pid("r0").expect("pid"));
+    a.adm(&["up", "r0"]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&a.adm(&["status", "--json", "r0"]).ok().stdout).expect("json");
+    assert_eq!(json[0]["volumes"][0]["wfc_degraded"], true, "{json}");
+    let start = Instant::now();
+    let out = a.adm(&["wait-connect", "r0"]).code(10);
+    let waited = start.elapsed();
+    assert!(
+        out.stderr
+            .contains("r0: not connected after degr-wfc-timeout (1 s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // With the peer: wait-connect returns once connected, and the degraded mark is gone.
+    b.adm(&["up", "r0"]).ok();
+    a.adm(&["wait-connect", "r0"]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&a.adm(&["status", "--json", "r0"]).ok().stdout).expect("json");
+    assert_eq!(json[0]["volumes"][0]["wfc_degraded"], false, "{json}");
+
+    // StandAlone ends the wait at once (drbdsetup's w_connected_state).
+    a.adm(&["disconnect", "r0"]).ok();
+    wait_for_output(a, &["cstate", "r0"], "StandAlone\n", Duration::from_secs(10));
+    let out = a.adm(&["wait-connect", "r0"]).code(10);
+    assert!(out.stderr.contains("r0: StandAlone"), "{}", out.stderr);
+}
+
+/// `become-primary-on alpha`: alpha's daemon promotes itself once connected (drbdadm's
+/// `sh-b-pri` after `wait-con-int`), waits for ever for the peer with wfc-timeout 0, and
+/// promotes alone once a set wfc-timeout has passed. beta never promotes.
+#[test]
+fn become_primary_on_promotes_this_node_after_the_wait() {
+    use std::time::Duration;
+    let c = Cluster::new("become-primary-on alpha;");
+    let (a, b) = (c.alpha(), c.beta());
+    // UpToDate data on both first (the promotion does not force).
+    a.adm(&["up", "r0"]).ok();
+    b.adm(&["up", "r0"]).ok();
+    a.adm(&["wait-connect", "r0"]).ok();
+    a.adm(&["primary", "--force", "r0"]).ok();
+    wait_for_output(
+        a,
+        &["dstate", "r0"],
+        "UpToDate/UpToDate\n",
+        Duration::from_secs(60),
+    );
+    // Let the daemon's own become-primary-on step (which found Inconsistent data and was
+    // refused) finish its tries before the next start.
+    a.adm(&["secondary", "r0"]).ok();
+    a.adm(&["down", "r0"]).ok();
+    b.adm(&["down", "r0"]).ok();
+
+    // alpha alone, wfc-timeout 0: waits for ever, stays Secondary.
+    a.adm(&["up", "r0"]).ok();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.adm(&["role", "r0"]).ok().stdout, "Secondary/Unknown\n");
+    // The peer comes: alpha becomes Primary, beta stays Secondary.
+    b.adm(&["up", "r0"]).ok();
+    wait_for_output(
+        a,
+        &["role", "r0"],
+        "Primary/Secondary\n",
+        Duration::from_secs(30),
+    );
+    assert_eq!(b.adm(&["role", "r0"]).ok().stdout, "Secondary/Primary\n");
+    assert!(
+        a.adm(&["status", "r0"])
+            .ok()
+            .stdout
+            .contains("role:Primary")
+    );
+    a.adm(&["down", "r0"]).ok();
+    b.adm(&["down", "r0"]).ok();
+
+    // wfc-timeout 2: alpha alone promotes after it.
+    let conf = fs::read_to_string(&a.conf).expect("conf");
+    fs::write(
+        &a.conf,
+        conf.replace(
+            "become-primary-on alpha;",
+            "become-primary-on alpha; wfc-timeout 2;",
+        ),
+    )
+    .expect("conf");
+    a.adm(&["up", "r0"]).ok();
+    assert_eq!(a.adm(&["role", "r0"]).ok().stdout, "Secondary/Unknown\n");
+    wait_for_output(
+        a,
+        &["role", "r0"],
+        "Primary/Unknown\n",
+        Duration::from_secs(20),
+    );
+    // beta, not named, comes up and stays Secondary.
+    b.adm(&["up", "r0"]).ok();
+    b.adm(&["wait-connect", "r0"]).ok();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(b.adm(&["role", "r0"]).ok().stdout, "Secondary/Primary\n");
 }

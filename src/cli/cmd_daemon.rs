@@ -268,9 +268,13 @@ pub fn per_resource(
     Ok(())
 }
 
-/// `wait-connect`: until every volume is connected (Connected or resyncing), or the
-/// `startup { wfc-timeout }` passes (0 or unset: wait for ever, as drbdadm does).
+/// `wait-connect`: until every volume is connected (Connected or resyncing), StandAlone
+/// (drbdsetup stops waiting there too), or the `startup` section's timeout passes:
+/// `wfc-timeout`, or `degr-wfc-timeout` after a crash of a Primary that had lost its
+/// peer, or `outdated-wfc-timeout` when the peer's disk is known Outdated, chosen as
+/// drbdsetup chooses (0 or unset: wait for ever). Not connected at the end: exit 10.
 pub fn wait_connect(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    use crate::daemon::startup::{WaitEnd, WfcTimeouts, wait_for_peer};
     let run_dir = RunDir::from_env();
     let targets = ctx.targets(names)?;
     for res in resources(&targets) {
@@ -278,30 +282,29 @@ pub fn wait_connect(ctx: &Context, names: &[String]) -> Result<(), CliError> {
             print(&format!("wait-connect {res}: poll urbd until connected\n"))?;
             continue;
         }
-        let timeout = targets
+        let timeouts = targets
             .iter()
             .find(|t| t.view.resource == res)
-            .and_then(|t| t.view.startup.get_scaled("wfc-timeout"))
-            .and_then(Result::ok)
-            .filter(|&s| s > 0)
-            .map(std::time::Duration::from_secs);
-        let start = std::time::Instant::now();
-        loop {
-            let (status, _) = request(&run_dir, &res, Request::Status)?;
-            if status
-                .volumes
-                .iter()
-                .all(|v| v.cstate >= crate::core::ConnState::Connected)
-            {
-                break;
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            .map(|t| WfcTimeouts::of(&t.view))
+            .unwrap_or_default();
+        match wait_for_peer(&run_dir, &res, timeouts).map_err(control_error)? {
+            WaitEnd::Connected => {}
+            WaitEnd::StandAlone => {
                 return Err(CliError::with_code(
                     exit::FAILURE,
-                    format!("{res}: not connected after wfc-timeout"),
+                    format!("{res}: StandAlone, not connecting (see `urbdadm status {res}`)"),
                 ));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            WaitEnd::TimedOut(after, kind) => {
+                return Err(CliError::with_code(
+                    exit::FAILURE,
+                    format!(
+                        "{res}: not connected after {} ({} s)",
+                        kind.option(),
+                        after.as_secs()
+                    ),
+                ));
+            }
         }
     }
     Ok(())

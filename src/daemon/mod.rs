@@ -21,6 +21,7 @@ pub mod peer;
 pub mod replication;
 pub mod runtime;
 mod server;
+pub mod startup;
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -115,6 +116,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     let lock = files::ResourceLock::acquire(&run_dir, &view.resource)?;
     tracing::info!(resource = %view.resource, %node, config = %config_path.display(), "starting");
 
+    let view_for_startup = view.clone();
     let mut runtime = runtime::Runtime::new(view, run_dir.clone());
     runtime.set_config_path(std::fs::canonicalize(&config_path).unwrap_or(config_path.clone()));
     runtime.hold_lock(lock);
@@ -164,6 +166,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
         runtime.resource(),
         socket.display()
     ));
+    startup::spawn_become_primary(&view_for_startup, &run_dir);
     let served = server::run(&mut runtime, listener, queue, access);
     notify::notify_or_log("STOPPING=1");
     served.map_err(|e| DaemonError::io("starting the control threads", e))?;
