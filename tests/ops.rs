@@ -512,7 +512,12 @@ fn wait_connect_honours_wfc_timeout_and_degr_wfc_timeout() {
 
     // StandAlone ends the wait at once (drbdsetup's w_connected_state).
     a.adm(&["disconnect", "r0"]).ok();
-    wait_for_output(a, &["cstate", "r0"], "StandAlone\n", Duration::from_secs(10));
+    wait_for_output(
+        a,
+        &["cstate", "r0"],
+        "StandAlone\n",
+        Duration::from_secs(10),
+    );
     let out = a.adm(&["wait-connect", "r0"]).code(10);
     assert!(out.stderr.contains("r0: StandAlone"), "{}", out.stderr);
 }
@@ -587,4 +592,149 @@ fn become_primary_on_promotes_this_node_after_the_wait() {
     b.adm(&["wait-connect", "r0"]).ok();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(b.adm(&["role", "r0"]).ok().stdout, "Secondary/Primary\n");
+}
+
+/// A running `urbdadm events` and the lines it printed so far.
+struct EventStream {
+    child: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl EventStream {
+    fn start(n: &Node, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = util::urbdadm();
+        cmd.env("URBD_RUN_DIR", &n.run_dir)
+            .arg("-c")
+            .arg(&n.conf)
+            .args(["--node", n.name, "events"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("start urbdadm events");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: ChildGuard(child),
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one equals `want` (within 30 s); returns the lines read before it.
+    #[track_caller]
+    fn expect(&mut self, want: &str) -> Vec<String> {
+        self.expect_with(want, |l| l == want)
+    }
+
+    /// Reads lines until `matches` one (within 30 s); returns the lines read before it.
+    #[track_caller]
+    fn expect_with(&mut self, want: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return before;
+                    }
+                    before.push(line);
+                }
+                Err(_) => panic!(
+                    "no line {want:?} within 30 s; the stream so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// `urbdadm events`: events2's `exists` lines, then `create`, `change` and `destroy`
+/// through up, connect, promote, disconnect, connect and down, with real daemons.
+#[test]
+fn events_streams_the_state_changes_of_real_daemons() {
+    let c = Cluster::new("");
+    let (a, b) = (c.alpha(), c.beta());
+    let mut ev = EventStream::start(a, &["r0"]);
+    // Nothing up yet: the state is empty.
+    assert!(ev.expect("exists -").is_empty());
+
+    a.adm(&["up", "r0"]).ok();
+    ev.expect("create resource name:r0 role:Secondary suspended:no");
+    ev.expect("create device name:r0 volume:0 minor:0 disk:Inconsistent client:no open:no");
+    ev.expect(
+        "create connection name:r0 peer-node-id:1 conn-name:beta connection:Connecting role:Unknown",
+    );
+    ev.expect(
+        "create peer-device name:r0 peer-node-id:1 conn-name:beta volume:0 replication:Off \
+         peer-disk:DUnknown peer-client:no resync-suspended:no",
+    );
+
+    b.adm(&["up", "r0"]).ok();
+    ev.expect("change connection name:r0 peer-node-id:1 conn-name:beta connection:Connected role:Secondary");
+
+    a.adm(&["primary", "--force", "r0"]).ok();
+    ev.expect("change resource name:r0 role:Primary");
+    ev.expect("change device name:r0 volume:0 minor:0 disk:UpToDate");
+    // The sync may be too quick to sample; its end is not.
+    let before = ev.expect(
+        "change peer-device name:r0 peer-node-id:1 conn-name:beta volume:0 \
+         replication:Established peer-disk:UpToDate",
+    );
+    assert!(
+        before.iter().all(|l| !l.contains("replication:SyncTarget")),
+        "{before:#?}"
+    );
+
+    a.adm(&["disconnect", "r0"]).ok();
+    // (Disconnecting may be sampled on the way, with the peer's role already Unknown.)
+    ev.expect_with("connection:StandAlone", |l| {
+        l.starts_with(
+            "change connection name:r0 peer-node-id:1 conn-name:beta connection:StandAlone",
+        )
+    });
+    a.adm(&["connect", "r0"]).ok();
+    ev.expect("change connection name:r0 peer-node-id:1 conn-name:beta connection:Connected role:Secondary");
+
+    a.adm(&["secondary", "r0"]).ok();
+    ev.expect("change resource name:r0 role:Secondary");
+    a.adm(&["down", "r0"]).ok();
+    ev.expect("destroy peer-device name:r0 peer-node-id:1 conn-name:beta volume:0");
+    ev.expect("destroy connection name:r0 peer-node-id:1 conn-name:beta");
+    ev.expect("destroy device name:r0 volume:0 minor:0");
+    ev.expect("destroy resource name:r0");
+    // Only r0 was asked for: r1 never shows, even when it comes up.
+    a.adm(&["up", "r1"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    while let Ok(line) = ev.lines.try_recv() {
+        assert!(!line.contains("name:r1"), "{line}");
+    }
+    drop(ev.child);
+
+    // beta sees alpha from the other side; --now prints the state and exits.
+    let out = b.adm(&["events", "--now"]).ok().stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"exists resource name:r0 role:Secondary suspended:no"),
+        "{out}"
+    );
+    assert!(
+        out.contains("exists connection name:r0 peer-node-id:0 conn-name:alpha connection:Connecting role:Unknown\n"),
+        "{out}"
+    );
+    // r1 is up on alpha only.
+    assert!(!out.contains("name:r1"), "{out}");
+    assert_eq!(lines.last(), Some(&"exists -"), "{out}");
 }

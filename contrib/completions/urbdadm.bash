@@ -628,7 +628,7 @@ _urbdadm() {
             return 0
             ;;
         urbdadm__subcmd__events)
-            opts="-c -d -v -h --config --dry-run --node --verbose --help"
+            opts="-c -d -v -h --now --config --dry-run --node --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

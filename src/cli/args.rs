@@ -140,8 +140,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream state changes.
-    Events(MaybeResources),
+    /// Stream state changes, as `drbdsetup events2` prints them.
+    Events {
+        /// Print the current state (`exists` lines, then `exists -`) and exit.
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        res: MaybeResources,
+    },
     /// List the split-brain saves: what a split-brain victim saved of its own changes before
     /// the resync overwrote them (in /var/lib/urbd/RES, or $URBD_STATE_DIR/RES).
     SplitBrainSaves {
@@ -246,7 +252,7 @@ impl Command {
             Command::WaitConnect(_) => "wait-connect",
             Command::Adjust(_) => "adjust",
             Command::Proc { .. } => "proc",
-            Command::Events(_) => "events",
+            Command::Events { .. } => "events",
             Command::SplitBrainSaves { .. } => "split-brain-saves",
             Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
@@ -268,6 +274,7 @@ impl Command {
             Command::Status { json: true, .. }
             | Command::Proc { json: true }
             | Command::SplitBrainSaves { json: true, .. } => words.push("--json".into()),
+            Command::Events { now: true, .. } => words.push("--now".into()),
             Command::RestoreSplitBrainSave { file, to, force } => {
                 words.push(file.display().to_string());
                 words.push("--to".into());
@@ -312,7 +319,7 @@ impl Command {
             | Command::Adjust(res) => &res.names,
             Command::Status { res, .. }
             | Command::Dump(res)
-            | Command::Events(res)
+            | Command::Events { res, .. }
             | Command::SplitBrainSaves { res, .. } => &res.names,
             Command::Proc { .. }
             | Command::Demo(_)

@@ -9,6 +9,7 @@ pub mod args;
 pub mod argv;
 mod cmd_config;
 mod cmd_daemon;
+mod cmd_events;
 mod cmd_generate;
 mod cmd_meta;
 mod cmd_sbsave;
@@ -76,6 +77,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::ApplyAl(res) => cmd_meta::apply_al(&Context::load(cli)?, &res.names),
         Command::Demo(args) => demo::run(args),
         Command::Generate { what } => cmd_generate::run(what, cli.dry_run),
+        Command::Events { now, res } => cmd_events::run(&Context::load(cli)?, &res.names, *now),
         Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
         Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
         Command::Attach(res) => {
@@ -188,7 +190,6 @@ fn sync_cmd(
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::Events(_) => "the state-change event stream",
         Command::Adjust(_) => "online reconfiguration (adjust)",
         _ => "a later version",
     }

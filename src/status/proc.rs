@@ -108,7 +108,7 @@ pub fn render(resources: &[ResourceStatus]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::status::model::Counters;
 
