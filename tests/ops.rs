@@ -520,6 +520,10 @@ fn wait_connect_honours_wfc_timeout_and_degr_wfc_timeout() {
     );
     let out = a.adm(&["wait-connect", "r0"]).code(10);
     assert!(out.stderr.contains("r0: StandAlone"), "{}", out.stderr);
+    // `connect` then `wait-connect` at once (the seed's procedure): the StandAlone that the
+    // connect has not yet left does not end the wait.
+    a.adm(&["connect", "r0"]).ok();
+    a.adm(&["wait-connect", "r0"]).ok();
 }
 
 /// `become-primary-on alpha`: alpha's daemon promotes itself once connected (drbdadm's

@@ -122,8 +122,8 @@ pub fn becomes_primary(view: &NodeView) -> bool {
 pub enum WaitEnd {
     /// Every volume is Connected (or resyncing).
     Connected,
-    /// A volume is StandAlone (a refused handshake, `disconnect`): drbdsetup stops
-    /// waiting there too.
+    /// A volume stayed StandAlone for [`STANDALONE_GRACE`] (a refused handshake,
+    /// `disconnect`): drbdsetup stops waiting there too.
     StandAlone,
     /// The timeout chosen for this kind passed.
     TimedOut(Duration, WfcKind),
@@ -131,6 +131,10 @@ pub enum WaitEnd {
 
 /// How often the wait looks at the state.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long StandAlone must last to end the wait (`connect` reaches the replication
+/// session asynchronously; the state leaves StandAlone a moment after the command).
+const STANDALONE_GRACE: Duration = Duration::from_secs(2);
 
 /// Waits until `resource` is connected, StandAlone, or the timeout of its startup section
 /// (chosen by [`WfcKind::of`] its first status) has passed.
@@ -141,6 +145,7 @@ pub fn wait_for_peer(
 ) -> Result<WaitEnd, ControlError> {
     let start = Instant::now();
     let mut chosen = None;
+    let mut standalone_since = None;
     loop {
         let status = status(run_dir, resource)?;
         let (kind, limit) = *chosen.get_or_insert_with(|| {
@@ -159,7 +164,14 @@ pub fn wait_for_peer(
             .iter()
             .any(|v| v.cstate == ConnState::StandAlone)
         {
-            return Ok(WaitEnd::StandAlone);
+            // A `connect` just sent leaves StandAlone only when the session has taken it:
+            // only a StandAlone that lasts ends the wait.
+            let since = *standalone_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STANDALONE_GRACE {
+                return Ok(WaitEnd::StandAlone);
+            }
+        } else {
+            standalone_since = None;
         }
         if let Some(limit) = limit.filter(|&l| start.elapsed() >= l) {
             return Ok(WaitEnd::TimedOut(limit, kind));
