@@ -67,6 +67,9 @@ _urbdadm() {
             urbdadm,help)
                 cmd="urbdadm__subcmd__help"
                 ;;
+            urbdadm,install-ocf)
+                cmd="urbdadm__subcmd__install__subcmd__ocf"
+                ;;
             urbdadm,invalidate)
                 cmd="urbdadm__subcmd__invalidate"
                 ;;
@@ -193,6 +196,9 @@ _urbdadm() {
             urbdadm__subcmd__help,help)
                 cmd="urbdadm__subcmd__help__subcmd__help"
                 ;;
+            urbdadm__subcmd__help,install-ocf)
+                cmd="urbdadm__subcmd__help__subcmd__install__subcmd__ocf"
+                ;;
             urbdadm__subcmd__help,invalidate)
                 cmd="urbdadm__subcmd__help__subcmd__invalidate"
                 ;;
@@ -260,7 +266,7 @@ _urbdadm() {
 
     case "${cmd}" in
         urbdadm)
-            opts="-c -d -v -h -V --config --dry-run --node --verbose --help --version create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo generate help"
+            opts="-c -d -v -h -V --config --dry-run --node --verbose --help --version create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -862,7 +868,7 @@ _urbdadm() {
             return 0
             ;;
         urbdadm__subcmd__help)
-            opts="create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo generate help"
+            opts="create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1155,6 +1161,20 @@ _urbdadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        urbdadm__subcmd__help__subcmd__install__subcmd__ocf)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         urbdadm__subcmd__help__subcmd__invalidate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1386,6 +1406,36 @@ _urbdadm() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        urbdadm__subcmd__install__subcmd__ocf)
+            opts="-c -d -v -h --dir --config --dry-run --node --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

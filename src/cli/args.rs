@@ -172,6 +172,13 @@ pub enum Command {
     },
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
     Demo(DemoArgs),
+    /// Install the Pacemaker resource agent ocf:urbd:urbd (the stand-in for
+    /// ocf:linbit:drbd).
+    InstallOcf {
+        /// The OCF provider directory to install `urbd` into.
+        #[arg(long, default_value = "/usr/lib/ocf/resource.d/urbd")]
+        dir: std::path::PathBuf,
+    },
     /// Write generated files: shell completions, man pages, the systemd unit.
     #[command(hide = true)]
     Generate {
@@ -257,6 +264,7 @@ impl Command {
             Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
             Command::Generate { .. } => "generate",
+            Command::InstallOcf { .. } => "install-ocf",
         }
     }
 
@@ -324,7 +332,8 @@ impl Command {
             Command::Proc { .. }
             | Command::Demo(_)
             | Command::RestoreSplitBrainSave { .. }
-            | Command::Generate { .. } => &[],
+            | Command::Generate { .. }
+            | Command::InstallOcf { .. } => &[],
         }
     }
 }
@@ -376,10 +385,12 @@ mod tests {
             "split-brain-saves",
             "restore-split-brain-save",
             "demo",
+            "install-ocf",
         ] {
             assert!(names.contains(&name), "missing subcommand {name}");
             let parsed = Cli::try_parse_from(match name {
-                "proc" | "demo" | "dump" | "status" | "events" | "split-brain-saves" => {
+                "proc" | "demo" | "dump" | "status" | "events" | "split-brain-saves"
+                | "install-ocf" => {
                     vec!["urbdadm", name]
                 }
                 "restore-split-brain-save" => vec!["urbdadm", name, "F", "--to", "P"],

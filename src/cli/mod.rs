@@ -78,6 +78,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(args),
         Command::Generate { what } => cmd_generate::run(what, cli.dry_run),
         Command::Events { now, res } => cmd_events::run(&Context::load(cli)?, &res.names, *now),
+        Command::InstallOcf { dir } => install_ocf(dir),
         Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
         Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
         Command::Attach(res) => {
@@ -185,6 +186,27 @@ fn sync_cmd(
     cmd_daemon::show_lines(&Context::load(cli)?, &res.names, what, |volume| {
         crate::control::Request::Sync { which: cmd, volume }
     })
+}
+
+/// The resource agent, as shipped in contrib/ocf/urbd.
+const OCF_AGENT: &str = include_str!("../../contrib/ocf/urbd");
+
+/// `urbdadm install-ocf`: writes the agent as DIR/urbd, mode 0755, replacing an older one
+/// atomically (a temporary file renamed over it).
+fn install_ocf(dir: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail =
+        |what: String, e: std::io::Error| CliError::exec(anyhow::Error::new(e).context(what));
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}", dir.display()), e))?;
+    let target = dir.join("urbd");
+    let tmp = dir.join(".urbd.tmp");
+    std::fs::write(&tmp, OCF_AGENT).map_err(|e| fail(format!("writing {}", tmp.display()), e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| fail(format!("chmod {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &target)
+        .map_err(|e| fail(format!("installing {}", target.display()), e))?;
+    println!("installed {} (ocf:urbd:urbd)", target.display());
+    Ok(())
 }
 
 /// Which part of urbd a command that is not served yet belongs to.
