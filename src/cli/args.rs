@@ -140,8 +140,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream state changes.
-    Events(MaybeResources),
+    /// Stream state changes, as `drbdsetup events2` prints them.
+    Events {
+        /// Print the current state (`exists` lines, then `exists -`) and exit.
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        res: MaybeResources,
+    },
     /// List the split-brain saves: what a split-brain victim saved of its own changes before
     /// the resync overwrote them (in /var/lib/urbd/RES, or $URBD_STATE_DIR/RES).
     SplitBrainSaves {
@@ -172,6 +178,41 @@ pub enum Command {
         /// The OCF provider directory to install `urbd` into.
         #[arg(long, default_value = "/usr/lib/ocf/resource.d/urbd")]
         dir: std::path::PathBuf,
+    },
+    /// Write generated files: shell completions, man pages, the systemd unit.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateWhat,
+    },
+}
+
+/// What `urbdadm generate` writes (the files under contrib/ come from here).
+#[derive(Debug, Clone, Subcommand)]
+pub enum GenerateWhat {
+    /// A shell's completion script for urbdadm, on stdout or into DIR.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// Write `urbdadm.bash` / `_urbdadm` / `urbdadm.fish` into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// The man pages (section 8): urbdadm, one per urbdadm command, urbd.
+    Man {
+        /// Folder to write them into.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The systemd unit `urbd@.service`, pointing at these binaries.
+    Systemd {
+        /// Folder to write it into (e.g. /etc/systemd/system).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Where urbd and urbdadm are (default: the folder of this urbdadm).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
     },
 }
 
@@ -218,10 +259,11 @@ impl Command {
             Command::WaitConnect(_) => "wait-connect",
             Command::Adjust(_) => "adjust",
             Command::Proc { .. } => "proc",
-            Command::Events(_) => "events",
+            Command::Events { .. } => "events",
             Command::SplitBrainSaves { .. } => "split-brain-saves",
             Command::RestoreSplitBrainSave { .. } => "restore-split-brain-save",
             Command::Demo(_) => "demo",
+            Command::Generate { .. } => "generate",
             Command::InstallOcf { .. } => "install-ocf",
         }
     }
@@ -240,6 +282,7 @@ impl Command {
             Command::Status { json: true, .. }
             | Command::Proc { json: true }
             | Command::SplitBrainSaves { json: true, .. } => words.push("--json".into()),
+            Command::Events { now: true, .. } => words.push("--now".into()),
             Command::RestoreSplitBrainSave { file, to, force } => {
                 words.push(file.display().to_string());
                 words.push("--to".into());
@@ -284,11 +327,12 @@ impl Command {
             | Command::Adjust(res) => &res.names,
             Command::Status { res, .. }
             | Command::Dump(res)
-            | Command::Events(res)
+            | Command::Events { res, .. }
             | Command::SplitBrainSaves { res, .. } => &res.names,
             Command::Proc { .. }
             | Command::Demo(_)
             | Command::RestoreSplitBrainSave { .. }
+            | Command::Generate { .. }
             | Command::InstallOcf { .. } => &[],
         }
     }

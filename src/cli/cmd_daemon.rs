@@ -75,56 +75,113 @@ fn request(
 
 /// `urbdadm up RES`: starts the resource's daemon, which attaches the disks. Waits until
 /// the daemon answers or has said why it cannot start.
+/// With `all`, one resource that fails does not keep the others down: each failure is
+/// printed and the first one's exit code returned at the end.
 pub fn up(ctx: &Context, names: &[String]) -> Result<(), CliError> {
     let targets = ctx.targets(names)?;
     let urbd = urbd_binary()?;
+    let mut outcome = AllOutcome::new(names);
     for res in resources(&targets) {
-        let mut cmd = Command::new(&urbd);
-        cmd.arg("-c")
-            .arg(&ctx.config_path)
-            .arg("--node")
-            .arg(&ctx.node)
-            .arg(&res);
-        if ctx.dry_run {
-            print(&format!(
-                "{} -c {} --node {} {res}\n",
-                urbd.display(),
-                ctx.config_path.display(),
-                ctx.node
-            ))?;
-            continue;
+        let r = up_one(ctx, &urbd, &targets, &res);
+        outcome.record(r)?;
+    }
+    outcome.finish()
+}
+
+/// The outcome of a command over several resources: stop at the first failure for named
+/// resources (as drbdadm does), go on for `all` and report every failure.
+struct AllOutcome {
+    all: bool,
+    first: Option<CliError>,
+}
+
+impl AllOutcome {
+    fn new(names: &[String]) -> Self {
+        Self {
+            all: super::context::is_all(names),
+            first: None,
         }
-        let notes: Vec<String> = targets
-            .iter()
-            .filter(|t| t.view.resource == res)
-            .flat_map(predicted_notes)
-            .collect();
-        let out = cmd.output().map_err(|e| {
+    }
+
+    /// Records one resource's result; `Err` when the command must stop now.
+    fn record(&mut self, r: Result<(), CliError>) -> Result<(), CliError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if self.all => {
+                eprintln!("urbdadm: {e}");
+                self.first.get_or_insert(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn finish(self) -> Result<(), CliError> {
+        match self.first {
+            // Already printed: exit with its code and a one-line summary.
+            Some(e) => Err(CliError::with_code(
+                e.code(),
+                "some resources failed (see above)",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `up` of one resource.
+fn up_one(
+    ctx: &Context,
+    urbd: &std::path::Path,
+    targets: &[Target],
+    res: &str,
+) -> Result<(), CliError> {
+    if ctx.dry_run {
+        return print(&format!(
+            "{} -c {} --node {} {res}\n",
+            urbd.display(),
+            ctx.config_path.display(),
+            ctx.node
+        ));
+    }
+    let notes: Vec<String> = targets
+        .iter()
+        .filter(|t| t.view.resource == res)
+        .flat_map(predicted_notes)
+        .collect();
+    let out = Command::new(urbd)
+        .arg("-c")
+        .arg(&ctx.config_path)
+        .arg("--node")
+        .arg(&ctx.node)
+        .arg(res)
+        .output()
+        .map_err(|e| {
             CliError::exec(anyhow::Error::new(e).context(format!("running {}", urbd.display())))
         })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let msg = stderr.trim().trim_start_matches("urbd: ");
-            let code = out
-                .status
-                .code()
-                .and_then(|c| u8::try_from(c).ok())
-                .filter(|&c| c != 0)
-                .unwrap_or(exit::EXEC_ERROR);
-            return Err(CliError::with_code(code, format!("up {res}: {msg}")));
-        }
-        for note in notes {
-            eprintln!("{note}");
-        }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = stderr.trim().trim_start_matches("urbd: ");
+        let code = out
+            .status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|&c| c != 0)
+            .unwrap_or(exit::EXEC_ERROR);
+        return Err(CliError::with_code(code, format!("up {res}: {msg}")));
+    }
+    for note in notes {
+        eprintln!("{note}");
     }
     Ok(())
 }
 
 /// `urbdadm down RES`: demote, detach, stop the daemon. A resource that is not up is
 /// already down (drbdsetup's `down` treats an unknown resource as done).
+/// With `all`, a resource that refuses (a mounted device) does not keep the others up.
 pub fn down(ctx: &Context, names: &[String]) -> Result<(), CliError> {
     let targets = ctx.targets(names)?;
     let run_dir = RunDir::from_env();
+    let mut outcome = AllOutcome::new(names);
     for res in resources(&targets) {
         if ctx.dry_run {
             print(&format!(
@@ -133,15 +190,17 @@ pub fn down(ctx: &Context, names: &[String]) -> Result<(), CliError> {
             ))?;
             continue;
         }
-        match request(&run_dir, &res, Request::Down) {
-            Ok(_) => {}
+        let r = match request(&run_dir, &res, Request::Down) {
+            Ok(_) => Ok(()),
             Err(e) if e.code() == exit::FAILURE && e.to_string().ends_with("is not up") => {
                 eprintln!("urbdadm: resource {res} is not up; nothing to do");
+                Ok(())
             }
-            Err(e) => return Err(e),
-        }
+            Err(e) => Err(e),
+        };
+        outcome.record(r)?;
     }
-    Ok(())
+    outcome.finish()
 }
 
 /// A per-volume command: `attach`, `detach`, `primary`, `secondary`.
@@ -209,9 +268,13 @@ pub fn per_resource(
     Ok(())
 }
 
-/// `wait-connect`: until every volume is connected (Connected or resyncing), or the
-/// `startup { wfc-timeout }` passes (0 or unset: wait for ever, as drbdadm does).
+/// `wait-connect`: until every volume is connected (Connected or resyncing), StandAlone
+/// (drbdsetup stops waiting there too), or the `startup` section's timeout passes:
+/// `wfc-timeout`, or `degr-wfc-timeout` after a crash of a Primary that had lost its
+/// peer, or `outdated-wfc-timeout` when the peer's disk is known Outdated, chosen as
+/// drbdsetup chooses (0 or unset: wait for ever). Not connected at the end: exit 10.
 pub fn wait_connect(ctx: &Context, names: &[String]) -> Result<(), CliError> {
+    use crate::daemon::startup::{WaitEnd, WfcTimeouts, wait_for_peer};
     let run_dir = RunDir::from_env();
     let targets = ctx.targets(names)?;
     for res in resources(&targets) {
@@ -219,30 +282,29 @@ pub fn wait_connect(ctx: &Context, names: &[String]) -> Result<(), CliError> {
             print(&format!("wait-connect {res}: poll urbd until connected\n"))?;
             continue;
         }
-        let timeout = targets
+        let timeouts = targets
             .iter()
             .find(|t| t.view.resource == res)
-            .and_then(|t| t.view.startup.get_scaled("wfc-timeout"))
-            .and_then(Result::ok)
-            .filter(|&s| s > 0)
-            .map(std::time::Duration::from_secs);
-        let start = std::time::Instant::now();
-        loop {
-            let (status, _) = request(&run_dir, &res, Request::Status)?;
-            if status
-                .volumes
-                .iter()
-                .all(|v| v.cstate >= crate::core::ConnState::Connected)
-            {
-                break;
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            .map(|t| WfcTimeouts::of(&t.view))
+            .unwrap_or_default();
+        match wait_for_peer(&run_dir, &res, timeouts).map_err(control_error)? {
+            WaitEnd::Connected => {}
+            WaitEnd::StandAlone => {
                 return Err(CliError::with_code(
                     exit::FAILURE,
-                    format!("{res}: not connected after wfc-timeout"),
+                    format!("{res}: StandAlone, not connecting (see `urbdadm status {res}`)"),
                 ));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            WaitEnd::TimedOut(after, kind) => {
+                return Err(CliError::with_code(
+                    exit::FAILURE,
+                    format!(
+                        "{res}: not connected after {} ({} s)",
+                        kind.option(),
+                        after.as_secs()
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -57,23 +57,37 @@ impl Context {
         })
     }
 
+    /// The resources of the configuration that have an `on` section for this node, in
+    /// configuration order: what `all` stands for.
+    pub fn all_resources(&self) -> Vec<String> {
+        self.config
+            .resource_names()
+            .into_iter()
+            .filter(|n| {
+                self.config
+                    .resource(n)
+                    .is_some_and(|r| r.host_for(&self.node).is_some())
+            })
+            .collect()
+    }
+
     /// Expands the resource arguments (`all`, `RES`, `RES/VOL`) into the volumes to act on, in
     /// configuration order. A name that is not defined is refused as drbdadm refuses it.
+    /// `all` (or no name) means every resource with an `on` section for this node, as
+    /// drbdadm's `all` skips the resources it "ignores" on this host.
     pub fn targets(&self, names: &[String]) -> Result<Vec<Target>, CliError> {
         let mut out = Vec::new();
-        let wanted: Vec<(String, Option<u32>)> =
-            if names.is_empty() || names.iter().any(|n| n == "all") {
-                self.config
-                    .resource_names()
-                    .into_iter()
-                    .map(|n| (n, None))
-                    .collect()
-            } else {
-                names
-                    .iter()
-                    .map(|n| split_volume(n))
-                    .collect::<Result<_, _>>()?
-            };
+        let wanted: Vec<(String, Option<u32>)> = if is_all(names) {
+            self.all_resources()
+                .into_iter()
+                .map(|n| (n, None))
+                .collect()
+        } else {
+            names
+                .iter()
+                .map(|n| split_volume(n))
+                .collect::<Result<_, _>>()?
+        };
         for (name, volume) in wanted {
             let resource = self.config.resource(&name).ok_or_else(|| {
                 CliError::not_defined(format!(
@@ -100,6 +114,11 @@ impl Context {
         }
         Ok(out)
     }
+}
+
+/// Whether the resource arguments select every resource of this node: none, or `all`.
+pub fn is_all(names: &[String]) -> bool {
+    names.is_empty() || names.iter().any(|n| n == "all")
 }
 
 /// `RES/VOL` -> (RES, Some(VOL)); `RES` -> (RES, None).

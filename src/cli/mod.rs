@@ -9,6 +9,8 @@ pub mod args;
 pub mod argv;
 mod cmd_config;
 mod cmd_daemon;
+mod cmd_events;
+mod cmd_generate;
 mod cmd_meta;
 mod cmd_sbsave;
 pub mod context;
@@ -74,6 +76,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::GetGi(res) => cmd_meta::get_gi(&Context::load(cli)?, &res.names),
         Command::ApplyAl(res) => cmd_meta::apply_al(&Context::load(cli)?, &res.names),
         Command::Demo(args) => demo::run(args),
+        Command::Generate { what } => cmd_generate::run(what, cli.dry_run),
+        Command::Events { now, res } => cmd_events::run(&Context::load(cli)?, &res.names, *now),
         Command::InstallOcf { dir } => install_ocf(dir),
         Command::Up(res) => cmd_daemon::up(&Context::load(cli)?, &res.names),
         Command::Down(res) => cmd_daemon::down(&Context::load(cli)?, &res.names),
@@ -208,7 +212,6 @@ fn install_ocf(dir: &std::path::Path) -> Result<(), CliError> {
 /// Which part of urbd a command that is not served yet belongs to.
 fn arrives_with(command: &Command) -> &'static str {
     match command {
-        Command::Events(_) => "the state-change event stream",
         Command::Adjust(_) => "online reconfiguration (adjust)",
         _ => "a later version",
     }

@@ -47,6 +47,9 @@ fn try_launch(args: &DaemonArgs) -> Result<(), String> {
     }
     cmd.args(["--foreground", "--ready-on-stdout"])
         .arg(&args.resource)
+        // Not systemd's main process: readiness goes to the launcher on stdout, and a
+        // `Type=notify` unit that ran `urbdadm up` must not take a READY=1 from it.
+        .env_remove(super::notify::NOTIFY_SOCKET_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

@@ -346,6 +346,7 @@ mod tests {
             export: None,
             kernel_device: None,
             split_brain: None,
+            wfc_degraded: false,
         };
         v.counters.ns = 1024;
         v.oos_kib = 8;

@@ -4,6 +4,7 @@
 //! the peer connection.
 //!
 //! Files: `args` (command line), `launch` (background start with a readiness report),
+//! `notify` (systemd's `READY=1`),
 //! `disk` (attach checks), `files` (lock, pid, status files), `runtime` (requests ->
 //! core -> I/O; `runtime/kernel`: /dev/nbdN attached while a volume serves), `server` (socket, signals, event loop), `export` (the seam to the data
 //! path), `error`.
@@ -16,10 +17,12 @@ pub mod export;
 pub mod files;
 mod launch;
 pub mod metrics;
+pub mod notify;
 pub mod peer;
 pub mod replication;
 pub mod runtime;
 mod server;
+pub mod startup;
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -114,6 +117,7 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     let lock = files::ResourceLock::acquire(&run_dir, &view.resource)?;
     tracing::info!(resource = %view.resource, %node, config = %config_path.display(), "starting");
 
+    let view_for_startup = view.clone();
     let mut runtime = runtime::Runtime::new(view, run_dir.clone());
     runtime.set_config_path(std::fs::canonicalize(&config_path).unwrap_or(config_path.clone()));
     runtime.hold_lock(lock);
@@ -162,8 +166,16 @@ pub fn run_foreground(args: &DaemonArgs) -> Result<(), DaemonError> {
     if args.ready_on_stdout {
         report_ready();
     }
-    server::run(&mut runtime, listener, queue, access)
-        .map_err(|e| DaemonError::io("starting the control threads", e))?;
+    // Under systemd (`Type=notify`): the unit is started now.
+    notify::notify_or_log(&format!(
+        "READY=1\nSTATUS=serving {} on {}",
+        runtime.resource(),
+        socket.display()
+    ));
+    startup::spawn_become_primary(&view_for_startup, &run_dir);
+    let served = server::run(&mut runtime, listener, queue, access);
+    notify::notify_or_log("STOPPING=1");
+    served.map_err(|e| DaemonError::io("starting the control threads", e))?;
     tracing::info!("down");
     Ok(())
 }

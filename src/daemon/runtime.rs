@@ -32,6 +32,9 @@ struct Slot {
     capacity_sect: u64,
     /// The kernel NBD device (`/dev/nbdN`) attached while the volume serves.
     kernel: kernel::KernelSlot,
+    /// Attached as a degraded Primary and not connected since (status' `wfc_degraded`);
+    /// cleared when the status first shows a connection.
+    degr_wfc: std::cell::Cell<bool>,
 }
 
 /// What the event loop does after a request.
@@ -102,6 +105,7 @@ impl Runtime {
                 disk: None,
                 peer: None,
                 capacity_sect: 0,
+                degr_wfc: std::cell::Cell::new(false),
             })
             .collect();
         Self {
@@ -180,6 +184,11 @@ impl Runtime {
             "attaching"
         );
         let (disk_path, direct) = (slot.view.disk.clone(), attached.direct);
+        // DRBD's attach: `USE_DEGR_WFC_T` when the metadata says Primary but not connected.
+        slot.degr_wfc.set(
+            info.flags.contains(crate::meta::MdFlags::PRIMARY_IND)
+                && !info.flags.contains(crate::meta::MdFlags::CONNECTED_IND),
+        );
         slot.disk = Some(attached);
         slot.capacity_sect = info.capacity_sect;
         slot.core
@@ -941,7 +950,11 @@ impl Runtime {
                         counters.al = p.al_writes;
                         counters.bm = p.bm_writes;
                     }
+                    if st.conn >= ConnState::Connected {
+                        s.degr_wfc.set(false);
+                    }
                     VolumeStatus {
+                        wfc_degraded: s.degr_wfc.get(),
                         volume: s.view.volume,
                         minor: s.view.minor,
                         role: st.role,

@@ -144,6 +144,11 @@ pub struct VolumeStatus {
     /// peer configured).
     #[serde(default)]
     pub ack_latency: Option<LatencyHistogram>,
+    /// This volume attached as a Primary that had lost its peer (`MDF_PRIMARY_IND` without
+    /// `MDF_CONNECTED_IND`: a degraded cluster that crashed) and has not been connected
+    /// since: `wait-connect` uses `degr-wfc-timeout` (DRBD's `USE_DEGR_WFC_T`).
+    #[serde(default)]
+    pub wfc_degraded: bool,
 }
 
 /// A split brain found at connect time and not resolved (DRBD logs "Split-Brain detected

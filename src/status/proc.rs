@@ -108,7 +108,7 @@ pub fn render(resources: &[ResourceStatus]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::status::model::Counters;
 
@@ -140,6 +140,7 @@ mod tests {
             export: None,
             kernel_device: None,
             split_brain: None,
+            wfc_degraded: false,
         }
     }
 

@@ -203,6 +203,7 @@ mod tests {
             export: None,
             kernel_device: None,
             split_brain: None,
+            wfc_degraded: false,
         }
     }
 
