@@ -194,7 +194,7 @@ fn unknown_option_names_the_section() {
             e.to_string(),
             format!(
                 "t.conf:6:3: unknown option '{word}' in urbd-options section of resource r \
-                 (urbd options: nbd-listen, tls-cert, tls-key, tls-ca, control-group)"
+                 (urbd options: nbd-listen, tls-cert, tls-key, tls-ca, control-group, metrics-listen)"
             )
         );
     }
