@@ -19,6 +19,7 @@ pub mod peer;
 pub mod replication;
 pub mod runtime;
 mod server;
+pub mod tls;
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
