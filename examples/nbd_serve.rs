@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         unix_socket: None,
         tcp: None,
         read_only: false,
+        tls: None,
     };
     let (mut file, mut mem, mut cached) = (None::<PathBuf>, None::<u64>, false);
     let mut args = std::env::args().skip(1);

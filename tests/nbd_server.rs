@@ -391,6 +391,7 @@ fn tcp_listener_and_unix_socket_mode() {
         unix_socket: Some(sock.clone()),
         tcp: Some("127.0.0.1:0".parse().unwrap()),
         read_only: false,
+        tls: None,
     };
     let dp = urbd::nbd::DataPath::start(cfg, be, Arc::new(Gate::new())).unwrap();
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;

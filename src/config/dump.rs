@@ -275,6 +275,26 @@ fn urbd_options(o: &mut Out, u: &UrbdOptions) {
             o.line(&format!("{name:<16} {};", esc(&path.to_string_lossy())));
         }
     }
+    if let Some(t) = &u.nbd_tls {
+        o.line(&format!("{:<16} {};", "nbd-tls", t.mode.as_str()));
+        o.line(&format!(
+            "{:<16} {};",
+            "nbd-tls-cert",
+            esc(&t.cert.to_string_lossy())
+        ));
+        o.line(&format!(
+            "{:<16} {};",
+            "nbd-tls-key",
+            esc(&t.key.to_string_lossy())
+        ));
+        if let Some(ca) = &t.ca {
+            o.line(&format!(
+                "{:<16} {};",
+                "nbd-tls-ca",
+                esc(&ca.to_string_lossy())
+            ));
+        }
+    }
     if let Some(g) = &u.control_group {
         o.line(&format!("{:<16} {};", "control-group", esc(g)));
     }

@@ -47,7 +47,7 @@ pub use model::{
 };
 pub use options::{OptionEntry, Options};
 pub use resolve::{NodeView, PeerView, VolumeView};
-pub use urbd::{TlsFiles, UrbdOptions};
+pub use urbd::{NbdTls, NbdTlsMode, TlsFiles, UrbdOptions};
 
 use include::Loader;
 

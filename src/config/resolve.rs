@@ -83,6 +83,9 @@ pub struct NodeView {
     /// `tls-cert`/`tls-key`/`tls-ca` of the `urbd-options` section: the replication link
     /// runs over TLS with these files. `None`: in clear.
     pub tls: Option<crate::config::urbd::TlsFiles>,
+    /// `nbd-tls*` of the `urbd-options` section: TLS on the NBD export's TCP address.
+    /// `None`: `nbd-tls off`.
+    pub nbd_tls: Option<crate::config::urbd::NbdTls>,
     /// `control-group` of the `urbd-options` section.
     pub control_group: Option<String>,
     /// `metrics-listen` of the `urbd-options` section: serve Prometheus metrics there.
@@ -252,6 +255,7 @@ impl Resource {
             handlers: s.handlers,
             nbd_listen: self.urbd.as_ref().and_then(|u| u.nbd_listen),
             tls: self.urbd.as_ref().and_then(|u| u.tls.clone()),
+            nbd_tls: self.urbd.as_ref().and_then(|u| u.nbd_tls.clone()),
             control_group: self.urbd.as_ref().and_then(|u| u.control_group.clone()),
             metrics_listen: self.urbd.as_ref().and_then(|u| u.metrics_listen),
         })

@@ -283,14 +283,18 @@ pub fn persist(
     } else {
         MD_MAGIC_84_UNCLEAN
     };
-    if update.clean {
-        // A clean detach: nothing is pending, so the ring is emptied before the clean
-        // superblock says so (a crash in between leaves unclean metadata and a ring that
-        // replays to nothing or to a superset).
-        meta::initialize_al(&disk.meta, &mut disk.metadata)?;
-    }
     meta::write_superblock(&disk.meta, &sb)?;
     disk.superblock = sb;
+    if update.clean {
+        // A clean detach: nothing is pending (the bitmap was written back first), so the
+        // clean superblock goes first and the ring is emptied after it. A crash in between
+        // leaves a clean superblock over the old ring (attach takes it as it is: at worst
+        // a superset of extents stays in the log), or over a ring torn while it was
+        // rewritten (attach re-initialises it). Emptying the ring first, under the unclean
+        // superblock of a Primary, a torn block among the re-initialised ones cannot be
+        // replayed and costs a full sync (found by `disk/crash_tests.rs`).
+        meta::initialize_al(&disk.meta, &mut disk.metadata)?;
+    }
     Ok(())
 }
 
@@ -314,3 +318,6 @@ pub fn persist_bitmap(
     disk.metadata.bitmap = md.bitmap;
     Ok(())
 }
+
+#[cfg(test)]
+mod crash_tests;

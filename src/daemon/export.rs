@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{NodeView, VolumeView};
+use crate::config::{NbdTls, NbdTlsMode, NodeView, VolumeView};
 use crate::control::RunDir;
 use crate::io::{Aligned, Backend, BackendSpec, CacheMode, UringBackend};
 use crate::nbd::{DataPath, ExportConfig, Gate};
@@ -106,13 +106,22 @@ pub struct NbdExport {
     /// The resource, which starts the refusal text clients see (`optzimbra is Secondary`).
     resource: String,
     config: ExportConfig,
+    /// `nbd-tls*`: read at every attach (a renewed certificate is taken at the next one).
+    tls: Option<NbdTls>,
     gate: Arc<Gate>,
     running: Option<DataPath>,
 }
 
 impl NbdExport {
-    /// An export named `name`, listening on `socket` (and on `tcp` when set) once attached.
-    pub fn new(resource: &str, name: &str, socket: PathBuf, tcp: Option<SocketAddr>) -> Self {
+    /// An export named `name`, listening on `socket` (and on `tcp` when set, with `tls`
+    /// when set) once attached.
+    pub fn new(
+        resource: &str,
+        name: &str,
+        socket: PathBuf,
+        tcp: Option<SocketAddr>,
+        tls: Option<NbdTls>,
+    ) -> Self {
         Self {
             resource: resource.to_owned(),
             config: ExportConfig {
@@ -120,7 +129,9 @@ impl NbdExport {
                 unix_socket: Some(socket),
                 tcp,
                 read_only: false,
+                tls: None,
             },
+            tls,
             gate: Arc::new(Gate::refusing(&format!("{resource} is not attached"))),
             running: None,
         }
@@ -136,6 +147,12 @@ impl Export for NbdExport {
         wrap: &dyn Fn(Box<dyn Backend>) -> Box<dyn Backend>,
     ) -> Result<(), String> {
         self.detach();
+        let mut config = self.config.clone();
+        if let Some(t) = &self.tls {
+            let tls = crate::daemon::tls::nbd_export_tls(t)
+                .map_err(|e| format!("NBD export {}: TLS: {e}", self.config.name))?;
+            config.tls = Some(tls);
+        }
         let mut spec = BackendSpec::new(disk);
         spec.cache = if direct {
             CacheMode::Direct
@@ -153,12 +170,13 @@ impl Export for NbdExport {
         } else {
             layered
         };
-        let path = DataPath::start(self.config.clone(), backend, self.gate.clone())
+        let path = DataPath::start(config, backend, self.gate.clone())
             .map_err(|e| format!("starting the NBD export {}: {e}", self.config.name))?;
         tracing::info!(
             export = %self.config.name,
             socket = ?path.unix_socket(),
             tcp = ?path.tcp_addr(),
+            tls = ?self.tls.as_ref().map(|t| t.mode),
             size_bytes,
             direct,
             "NBD export listening"
@@ -186,7 +204,14 @@ impl Export for NbdExport {
             ));
         }
         if let Some(a) = path.tcp_addr() {
-            out.push(format!("nbd://{a}/{}", self.config.name));
+            // libnbd's schemes: nbd:// in clear, nbds:// with TLS.
+            let mode = self.tls.as_ref().map(|t| t.mode);
+            if mode != Some(NbdTlsMode::Require) {
+                out.push(format!("nbd://{a}/{}", self.config.name));
+            }
+            if mode.is_some() {
+                out.push(format!("nbds://{a}/{}", self.config.name));
+            }
         }
         Some(out.join(" "))
     }
@@ -242,10 +267,10 @@ pub fn make_export(run_dir: &RunDir, view: &NodeView, volume: &VolumeView) -> Bo
     };
     // TCP only when /etc/urbd.conf asks (`urbd-options RES { nbd-listen ADDR:PORT; }`), and
     // for volume 0 only: one address serves one export.
-    let tcp = if volume.volume == 0 {
-        view.nbd_listen
+    let (tcp, tls) = if volume.volume == 0 {
+        (view.nbd_listen, view.nbd_tls.clone())
     } else {
-        None
+        (None, None)
     };
-    Box::new(NbdExport::new(&view.resource, &name, socket, tcp))
+    Box::new(NbdExport::new(&view.resource, &name, socket, tcp, tls))
 }

@@ -23,6 +23,7 @@ pub mod replication;
 pub mod runtime;
 mod server;
 pub mod startup;
+pub mod tls;
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;

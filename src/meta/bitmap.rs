@@ -232,6 +232,16 @@ impl Bitmap {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
+    /// The bits `(first, count)` of 4 MiB activity-log extent `extent` that this bitmap
+    /// holds (clamped to its capacity); `None` when the extent lies past it. These are the
+    /// bits whose blocks are written back before the extent leaves the activity log.
+    pub fn al_extent_bits(&self, extent: u32) -> Option<(u64, u64)> {
+        let per = BM_BYTES_PER_AL_EXTENT * 8;
+        let first = u64::from(extent) * per;
+        let capacity = self.capacity();
+        (first < capacity).then(|| (first, per.min(capacity - first)))
+    }
+
     /// Marks activity-log extent `extent` (4 MiB, 1024 bits) out of sync the way
     /// drbdmeta's `apply-al` does: the extent's 128 bitmap bytes, clipped to the bitmap's
     /// 4 KiB-rounded end. Returns the number of newly set bits; an extent past the end is

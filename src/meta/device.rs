@@ -193,6 +193,14 @@ impl Disk {
                 });
             }
         }
+        #[cfg(test)]
+        trace::note(
+            &self.path,
+            trace::Event::Write {
+                offset,
+                bytes: buf.to_vec(),
+            },
+        );
         self.file
             .write_all_at(buf, offset)
             .map_err(|source| self.io_error("write", offset, len, source))
@@ -200,6 +208,8 @@ impl Disk {
 
     /// Makes every write so far durable.
     pub fn sync(&self) -> Result<(), MetaError> {
+        #[cfg(test)]
+        trace::note(&self.path, trace::Event::Sync);
         self.file
             .sync_data()
             .map_err(|source| self.io_error("fdatasync", 0, 0, source))
@@ -222,6 +232,48 @@ impl Disk {
             len,
             source,
         }
+    }
+}
+
+/// Test support: records the writes and syncs this thread makes on metadata devices, in
+/// order, so that a test can replay any prefix of them onto an earlier image (the crash
+/// ordering test, `daemon/disk/crash_tests.rs`).
+#[cfg(test)]
+pub(crate) mod trace {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+
+    /// One recorded operation.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum Event {
+        /// `bytes` written at `offset`.
+        Write { offset: u64, bytes: Vec<u8> },
+        /// fdatasync: everything before it is durable.
+        Sync,
+    }
+
+    thread_local! {
+        static RECORDING: RefCell<Option<(PathBuf, Vec<Event>)>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording what this thread does to `path` (nothing else is recorded).
+    pub(crate) fn start(path: &Path) {
+        RECORDING.with(|r| *r.borrow_mut() = Some((path.to_owned(), Vec::new())));
+    }
+
+    /// Stops recording and returns the events.
+    pub(crate) fn stop() -> Vec<Event> {
+        RECORDING.with(|r| r.borrow_mut().take().map(|(_, e)| e).unwrap_or_default())
+    }
+
+    pub(super) fn note(path: &Path, event: Event) {
+        RECORDING.with(|r| {
+            if let Some((p, events)) = r.borrow_mut().as_mut()
+                && p == path
+            {
+                events.push(event);
+            }
+        });
     }
 }
 

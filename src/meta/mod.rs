@@ -588,10 +588,16 @@ pub fn write_al_transaction(
 }
 
 /// drbdmeta's `apply-al` on `dev` (see [`Metadata::apply_al_report`]): writes what
-/// drbdmeta writes and nothing else — the bitmap if extents were marked, the ring if it is
-/// re-initialised, then the superblock if it changed — each synced before the next.
-/// Returns the metadata as now on disk and what was done. When it fails, nothing was
-/// written.
+/// drbdmeta writes and nothing else — the bitmap if extents were marked, the superblock if
+/// it changed, the ring if it is re-initialised — each synced before the next. Returns the
+/// metadata as now on disk and what was done. When it fails, nothing was written.
+///
+/// The order (drbdmeta writes the ring before the superblock; the bytes in the end are the
+/// same) is what makes every crash in between attach: once the bitmap holds the extents,
+/// the clean superblock says nothing is pending, and a ring torn while it is re-initialised
+/// is then merely re-initialised again. The other way round, a torn ring block among
+/// re-initialised ones under an unclean Primary superblock cannot be replayed (drbdmeta
+/// refuses it) and would cost a full sync (found by `daemon/disk/crash_tests.rs`).
 pub fn apply_al(dev: &MetaDevice) -> Result<(Metadata, AppliedAl), MetaError> {
     let mut md = read_md(dev)?;
     let before = md.superblock.encode();
@@ -601,13 +607,13 @@ pub fn apply_al(dev: &MetaDevice) -> Result<(Metadata, AppliedAl), MetaError> {
         disk.write_at(geo.bm_byte_offset(), &md.bitmap.to_le_bytes(), "bitmap")?;
         disk.sync()?;
     }
-    if applied.reinitialized {
-        write_initialized_al(&disk, &geo)?;
-    }
     let after = md.superblock.encode();
     if after != before || !applied.marked.is_empty() {
         disk.write_at(geo.md_offset, &after, "superblock")?;
         disk.sync()?;
+    }
+    if applied.reinitialized {
+        write_initialized_al(&disk, &geo)?;
     }
     Ok((md, applied))
 }
@@ -641,11 +647,28 @@ fn write_initialized_al(disk: &Disk, geo: &Geometry) -> Result<(), MetaError> {
     disk.sync()
 }
 
-/// Writes all of `md` back: bitmap, activity log, then the superblock, and syncs (e.g.
-/// after [`Metadata::apply_al`]).
+/// Writes all of `md` back (e.g. after [`Metadata::recover`]), each part synced before the
+/// next, so that a crash between any two writes leaves metadata that attaches with every
+/// out-of-sync block still marked (checked by `daemon/disk/crash_tests.rs`):
+/// - the bitmap first: it may hold bits that only the activity log covered until now (an
+///   activity log written in the same flush could reach the disk first and drop them);
+/// - then, for a clean superblock, the superblock before the log: nothing is pending once
+///   the bitmap is durable, and a log torn while it is rewritten under a clean superblock
+///   is only re-initialised at the next attach, where under an unclean one it could not be
+///   replayed (a full sync);
+/// - for an unclean superblock, the log before the superblock.
 pub fn write_md(dev: &MetaDevice, md: &Metadata) -> Result<(), MetaError> {
     let (disk, geo) = open_for_update(dev, &md.superblock)?;
     disk.write_at(geo.bm_byte_offset(), &md.bitmap.to_le_bytes(), "bitmap")?;
+    disk.sync()?;
+    let write_sb = || -> Result<(), MetaError> {
+        disk.write_at(geo.md_offset, &md.superblock.encode(), "superblock")?;
+        disk.sync()
+    };
+    let clean = md.is_clean();
+    if clean {
+        write_sb()?;
+    }
     let mut al = Vec::with_capacity(md.al.blocks.len() * AL_TRANSACTION_BYTES);
     for block in &md.al.blocks {
         let mut buf = block.transaction.encode();
@@ -658,8 +681,10 @@ pub fn write_md(dev: &MetaDevice, md: &Metadata) -> Result<(), MetaError> {
     }
     disk.write_at(geo.al_byte_offset(), &al, "activity log")?;
     disk.sync()?;
-    disk.write_at(geo.md_offset, &md.superblock.encode(), "superblock")?;
-    disk.sync()
+    if !clean {
+        write_sb()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

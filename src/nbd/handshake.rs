@@ -11,6 +11,16 @@
 //! longer than [`MAX_OPTION_LEN`] are skipped without being stored and get
 //! `NBD_REP_ERR_TOO_BIG`. Framing errors close the connection: a wrong option magic, unknown
 //! client flags, more than [`MAX_OPTIONS`] options.
+//!
+//! TLS ([`TlsMode`], the spec's "TLS support"): with `Off` (NOTLS) `NBD_OPT_STARTTLS` gets
+//! `NBD_REP_ERR_UNSUP`. With `On` (SELECTIVETLS with no TLS-only export) and `Require`
+//! (FORCEDTLS) it gets `NBD_REP_ACK` and the outcome becomes [`Outcome::StartTls`]: the
+//! caller sends the ACK in clear, runs the TLS handshake, and calls
+//! [`Handshake::tls_started`]; negotiation then goes on inside TLS from a clean state
+//! (what was agreed in clear, such as structured replies, is forgotten: a man in the
+//! middle could have chosen it). Under `Require`, before TLS, every option other than
+//! STARTTLS and ABORT gets `NBD_REP_ERR_TLS_REQD`, and `NBD_OPT_EXPORT_NAME`, which has no
+//! error reply, closes the connection. A second STARTTLS gets `NBD_REP_ERR_INVALID`.
 
 use crate::meta::codec::Reader;
 
@@ -45,6 +55,18 @@ pub struct ExportDesc {
     pub max_payload: u32,
 }
 
+/// Whether the listener offers TLS (nbdkit's `--tls=off|on|require`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// No TLS (NOTLS): STARTTLS is unsupported.
+    #[default]
+    Off,
+    /// TLS on request (SELECTIVETLS): clients may stay in clear.
+    On,
+    /// TLS first (FORCEDTLS): nothing but STARTTLS and ABORT before it.
+    Require,
+}
+
 /// What negotiation agreed on, for the transmission phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
@@ -67,6 +89,8 @@ pub enum CloseReason {
     TooManyOptions,
     /// NBD_OPT_EXPORT_NAME for an export we cannot serve (no error path exists).
     ExportRefused(String),
+    /// NBD_OPT_EXPORT_NAME before TLS when TLS is required.
+    TlsRequired,
 }
 
 /// Where negotiation stands.
@@ -76,6 +100,9 @@ pub enum Outcome {
     Negotiating,
     /// Send the pending output, then switch to transmission.
     Transmission(Negotiated),
+    /// Send the pending output (STARTTLS's ACK) in clear, then run the TLS handshake and
+    /// call [`Handshake::tls_started`]; no input is consumed until then.
+    StartTls,
     /// Send the pending output, then close.
     Close(CloseReason),
 }
@@ -86,6 +113,7 @@ enum State {
     OptionHeader,
     OptionData { opt: OptionType, len: u32 },
     Skip { opt: OptionType, left: u64 },
+    AwaitTls,
     Finished,
 }
 
@@ -99,6 +127,8 @@ pub struct Handshake {
     options_seen: u32,
     no_zeroes: bool,
     structured: bool,
+    tls: TlsMode,
+    tls_active: bool,
     outcome: Outcome,
 }
 
@@ -119,8 +149,37 @@ impl Handshake {
             options_seen: 0,
             no_zeroes: false,
             structured: false,
+            tls: TlsMode::Off,
+            tls_active: false,
             outcome: Outcome::Negotiating,
         }
+    }
+
+    /// Sets the listener's TLS mode (before any input).
+    pub fn set_tls(&mut self, mode: TlsMode) {
+        self.tls = mode;
+    }
+
+    /// Whether the connection is inside TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls_active
+    }
+
+    /// The TLS handshake that [`Outcome::StartTls`] asked for is under way: negotiation
+    /// resumes (inside TLS) from a clean state.
+    ///
+    /// # Panics
+    /// When the outcome was not [`Outcome::StartTls`] (a caller bug).
+    pub fn tls_started(&mut self) {
+        assert_eq!(
+            self.outcome,
+            Outcome::StartTls,
+            "tls_started without STARTTLS"
+        );
+        self.tls_active = true;
+        self.structured = false;
+        self.state = State::OptionHeader;
+        self.outcome = Outcome::Negotiating;
     }
 
     /// Sets whether the export may be chosen now: `Some(reason)` makes GO, INFO and
@@ -147,7 +206,7 @@ impl Handshake {
         loop {
             let rest = &input[used..];
             match self.state {
-                State::Finished => return used,
+                State::Finished | State::AwaitTls => return used,
                 State::ClientFlags => {
                     let Some(b) = rest.first_chunk::<4>() else {
                         return used;
@@ -255,6 +314,22 @@ impl Handshake {
 
     fn handle_option(&mut self, opt: OptionType, data: &[u8]) {
         tracing::trace!(%opt, len = data.len(), "option");
+        if opt == OptionType::STARTTLS {
+            return self.handle_starttls(data);
+        }
+        if self.tls == TlsMode::Require && !self.tls_active {
+            match opt {
+                OptionType::ABORT => {}
+                OptionType::EXPORT_NAME => return self.close(CloseReason::TlsRequired),
+                _ => {
+                    return self.error(
+                        opt,
+                        ReplyType::ERR_TLS_REQD,
+                        "TLS is required: send NBD_OPT_STARTTLS first",
+                    );
+                }
+            }
+        }
         match opt {
             OptionType::EXPORT_NAME => {
                 let name = String::from_utf8_lossy(data);
@@ -298,7 +373,6 @@ impl Handshake {
                 self.reply(opt, ReplyType::ACK, &[]);
             }
             OptionType::INFO | OptionType::GO => self.handle_info(opt, data),
-            OptionType::STARTTLS => self.error(opt, ReplyType::ERR_UNSUP, "TLS is not offered"),
             OptionType::LIST_META_CONTEXT | OptionType::SET_META_CONTEXT => self.error(
                 opt,
                 ReplyType::ERR_UNSUP,
@@ -306,6 +380,22 @@ impl Handshake {
             ),
             _ => self.error(opt, ReplyType::ERR_UNSUP, "unknown option"),
         }
+    }
+
+    fn handle_starttls(&mut self, data: &[u8]) {
+        let opt = OptionType::STARTTLS;
+        if self.tls == TlsMode::Off {
+            return self.error(opt, ReplyType::ERR_UNSUP, "TLS is not offered here");
+        }
+        if self.tls_active {
+            return self.error(opt, ReplyType::ERR_INVALID, "TLS is already active");
+        }
+        if !data.is_empty() {
+            return self.error(opt, ReplyType::ERR_INVALID, "STARTTLS takes no data");
+        }
+        self.reply(opt, ReplyType::ACK, &[]);
+        self.state = State::AwaitTls;
+        self.outcome = Outcome::StartTls;
     }
 
     fn handle_info(&mut self, opt: OptionType, data: &[u8]) {

@@ -8,7 +8,7 @@
 //!
 //! Files: `proto` (wire constants), `handshake` (sans-IO option negotiation), `request`
 //! (request header and its checks), `reply` (simple and structured replies), `conn`
-//! (per-connection buffers), `server` (the io_uring loop), `gate`, `client`, `kernel` (the
+//! (per-connection buffers and, after STARTTLS, the connection's TLS layer), `server` (the io_uring loop), `gate`, `client`, `kernel` (the
 //! kernel's NBD client attached to an export: /dev/nbdN, over generic netlink). What is
 //! advertised, the caps and the errors are listed in `docs/NBD.md`.
 
@@ -39,7 +39,7 @@ use crate::io::Backend;
 
 pub use client::{Client, ClientError, ExportInfo};
 pub use gate::{Counters, Gate};
-pub use handshake::{ExportDesc, MAX_OPTION_LEN, MAX_OPTIONS};
+pub use handshake::{ExportDesc, MAX_OPTION_LEN, MAX_OPTIONS, TlsMode};
 pub use request::MAX_PAYLOAD;
 pub use server::{MAX_CONNECTIONS, MAX_INFLIGHT_BYTES, MAX_QUEUED_REPLY_BYTES};
 
@@ -54,7 +54,27 @@ pub struct ExportConfig {
     pub tcp: Option<SocketAddr>,
     /// Refuse writes (EPERM) and advertise READ_ONLY.
     pub read_only: bool,
+    /// TLS on the TCP listener (`NBD_OPT_STARTTLS`); the unix socket never offers it.
+    pub tls: Option<ExportTls>,
 }
+
+/// TLS of an export's TCP listener: whether clients may or must upgrade, and the rustls
+/// server configuration (certificate, key, optional client verification) they get.
+#[derive(Debug, Clone)]
+pub struct ExportTls {
+    /// [`TlsMode::On`] or [`TlsMode::Require`] ([`TlsMode::Off`] is the same as `None`).
+    pub mode: TlsMode,
+    /// The server side of every TLS session.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for ExportTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode && Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for ExportTls {}
 
 /// Why the data path could not start or stopped badly.
 #[derive(Debug, Error)]
@@ -108,7 +128,9 @@ impl DataPath {
                 source,
             })?;
             tcp_addr = l.local_addr().ok();
-            listeners.push(server::Listener::new(OwnedFd::from(l), true));
+            let mut l = server::Listener::new(OwnedFd::from(l), true);
+            l.tls = cfg.tls.clone().filter(|t| t.mode != TlsMode::Off);
+            listeners.push(l);
         }
         if listeners.is_empty() {
             return Err(NbdError::NoListener);

@@ -69,6 +69,8 @@ fn ud_parts(ud: u64) -> (u64, u32, usize) {
 pub(crate) struct Listener {
     pub(crate) fd: OwnedFd,
     pub(crate) tcp: bool,
+    /// TLS offered to this listener's clients.
+    pub(crate) tls: Option<super::ExportTls>,
     armed: bool,
     /// A backoff timer is in flight (its timespec lives in `backoff`).
     retry_armed: bool,
@@ -80,6 +82,7 @@ impl Listener {
         Self {
             fd,
             tcp,
+            tls: None,
             armed: false,
             retry_armed: false,
             backoff: Box::new(types::Timespec::new().nsec(ACCEPT_BACKOFF.as_nanos() as u32)),
@@ -286,7 +289,8 @@ impl Server {
             // SAFETY: accept returned a new fd that nothing else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             let tcp = l.tcp;
-            self.new_conn(fd, tcp);
+            let tls = l.tls.clone();
+            self.new_conn(fd, tcp, tls);
         } else if res != -libc::ECANCELED {
             tracing::warn!("accept failed: {}", io::Error::from_raw_os_error(-res));
         }
@@ -310,7 +314,7 @@ impl Server {
         Ok(())
     }
 
-    fn new_conn(&mut self, fd: OwnedFd, tcp: bool) {
+    fn new_conn(&mut self, fd: OwnedFd, tcp: bool, tls: Option<super::ExportTls>) {
         if self.stopping {
             return;
         }
@@ -335,8 +339,12 @@ impl Server {
         self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
         let peer = if tcp { "tcp" } else { "unix" };
         let mut hs = Handshake::new(self.desc.clone());
+        if let Some(t) = &tls {
+            hs.set_tls(t.mode);
+        }
         let greeting = hs.take_output();
         let mut conn = Conn::new(fd, self.next_gen, format!("{peer}#{}", self.next_gen), hs);
+        conn.tls_config = tls.map(|t| t.config);
         conn.queue(greeting, None);
         tracing::debug!(peer = %conn.peer, "client connected");
         let idx = match self.free_conns.pop() {
@@ -439,6 +447,12 @@ impl Server {
     }
 
     fn maybe_free(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut)
+            && c.wants_close_tls()
+            && c.close_tls()
+        {
+            self.arm_conn(idx);
+        }
         let finished = self
             .conns
             .get(idx)
@@ -454,30 +468,103 @@ impl Server {
         }
     }
 
-    /// Parses what has been received: negotiation, then requests.
+    /// Parses what has been received: negotiation, then requests. Inside TLS, decrypts
+    /// into the receive buffer as far as it has room, parses, and goes on while either
+    /// step makes progress (parsing frees room for the rest of what was decrypted).
     fn process_input(&mut self, idx: usize) {
+        if !self.pump_tls(idx) {
+            return;
+        }
+        loop {
+            let started = self.parse_input(idx);
+            match self.pump_tls_delivered(idx) {
+                Some(true) => continue,
+                Some(false) if started => continue,
+                _ => break,
+            }
+        }
+        // A close_notify ends the client's input once everything before it is parsed.
+        if let Some(c) = self.conns.get(idx).and_then(Option::as_ref)
+            && !c.read_closed
+            && c.tls.as_ref().is_some_and(|t| t.closed_by_peer())
+        {
+            tracing::debug!(peer = %c.peer, "client closed the TLS session");
+            self.close_read(idx);
+        }
+    }
+
+    /// Decrypts what it can; false when TLS failed (the connection's input is then closed).
+    fn pump_tls(&mut self, idx: usize) -> bool {
+        self.pump_tls_delivered(idx).is_some()
+    }
+
+    /// `Some(delivered plaintext)`, or `None` when TLS failed or the connection is gone or
+    /// closed for input.
+    fn pump_tls_delivered(&mut self, idx: usize) -> Option<bool> {
+        let c = self.conns.get_mut(idx).and_then(Option::as_mut)?;
+        if c.read_closed {
+            return None;
+        }
+        let was_handshaking = c.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        match c.pump_tls() {
+            Ok(delivered) => {
+                if was_handshaking && c.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
+                    tracing::info!(peer = %c.peer, "TLS established");
+                }
+                Some(delivered)
+            }
+            Err(e) => {
+                tracing::info!(peer = %c.peer, "TLS failed: {}; closing the connection", e.0);
+                self.close_read(idx);
+                None
+            }
+        }
+    }
+
+    /// Parses the receive buffer: negotiation, then requests. Returns true when it just
+    /// started TLS (bytes already received may be the client's first TLS bytes).
+    fn parse_input(&mut self, idx: usize) -> bool {
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-                return;
+                return false;
             };
             if c.read_closed {
-                return;
+                return false;
             }
             if let Phase::Handshake(hs) = &mut c.phase {
                 hs.set_refusal(self.gate.refusal());
                 let n = hs.handle_input(&c.rx[c.rx_start..c.rx_end]);
                 let out = hs.take_output();
                 let outcome = hs.outcome().clone();
+                if outcome == Outcome::StartTls && c.tls_config.is_some() {
+                    // The ACK (in `out`) goes first, in clear; then the TLS handshake.
+                    hs.tls_started();
+                }
                 c.consume(n);
                 if !out.is_empty() {
                     c.queue(out, None);
                 }
                 match outcome {
-                    Outcome::Negotiating => return,
+                    Outcome::Negotiating => return false,
+                    Outcome::StartTls => {
+                        let Some(cfg) = c.tls_config.clone() else {
+                            // The handshake offers STARTTLS only when a configuration exists.
+                            tracing::error!(peer = %c.peer, "STARTTLS without a TLS configuration");
+                            self.hard_close(idx);
+                            return false;
+                        };
+                        if let Err(e) = c.start_tls(cfg) {
+                            tracing::info!(peer = %c.peer, "{}; closing the connection", e.0);
+                            self.close_read(idx);
+                            return false;
+                        }
+                        tracing::debug!(peer = %c.peer, "STARTTLS: TLS handshake");
+                        return true;
+                    }
                     Outcome::Close(reason) => {
                         tracing::info!(peer = %c.peer, ?reason, "negotiation ended");
                         self.close_read(idx);
-                        return;
+                        return false;
                     }
                     Outcome::Transmission(neg) => {
                         c.phase = Phase::Transmission {
@@ -490,13 +577,13 @@ impl Server {
                         };
                         c.counted = true;
                         self.gate.client_opened();
-                        tracing::info!(peer = %c.peer, structured = neg.structured_replies, "client in transmission");
+                        tracing::info!(peer = %c.peer, structured = neg.structured_replies, tls = c.tls.is_some(), "client in transmission");
                         continue;
                     }
                 }
             }
             if !self.step_transmission(idx) {
-                return;
+                return false;
             }
         }
     }

@@ -37,6 +37,7 @@ impl Served {
             unix_socket: Some(sock.clone()),
             tcp: None,
             read_only,
+            tls: None,
         };
         let dp = DataPath::start(cfg, backend, gate.clone()).expect("data path starts");
         Self {

@@ -4,7 +4,9 @@
 use super::{Parser, Result};
 use crate::config::error::{ConfigError, Location};
 use crate::config::lexer::TokenKind;
-use crate::config::urbd::{KEYWORD, OPTION_NAMES, TlsFiles, UrbdOptions, socket_addr};
+use crate::config::urbd::{
+    KEYWORD, NbdTls, NbdTlsMode, OPTION_NAMES, TlsFiles, UrbdOptions, socket_addr,
+};
 
 impl Parser<'_> {
     /// The rest of the section after its keyword: the resource name, then the options up
@@ -20,11 +22,13 @@ impl Parser<'_> {
         // Where each option was first written, to refuse a second one.
         let mut seen: Vec<(&'static str, Location)> = Vec::new();
         let mut tls: [Option<(std::path::PathBuf, Location)>; 3] = [None, None, None];
+        let mut nbd = NbdTlsParts::default();
         loop {
             let (kind, at) = self.bump();
             let w = match kind {
                 TokenKind::Punct('}') => {
                     u.tls = tls_files(&u.resource, tls, &at)?;
+                    u.nbd_tls = nbd.finish(&u.resource, u.nbd_listen.is_some(), &at)?;
                     return Ok(u);
                 }
                 TokenKind::Word(w) => w,
@@ -83,6 +87,53 @@ impl Parser<'_> {
                     };
                     tls[slot] = Some((path.into(), at));
                 }
+                "nbd-tls" => {
+                    // `on` is a keyword of the language, so the value is read as any word.
+                    let (kind, value_at) = self.bump();
+                    let word = match kind {
+                        TokenKind::Word(w) | TokenKind::Quoted(w) => w,
+                        other => {
+                            return Err(ConfigError::Syntax {
+                                at: value_at,
+                                expected: "off, on or require".into(),
+                                found: other.describe(),
+                            });
+                        }
+                    };
+                    self.punct(';')?;
+                    nbd.mode = match word.as_str() {
+                        "off" => None,
+                        "on" => Some(NbdTlsMode::On),
+                        "require" => Some(NbdTlsMode::Require),
+                        _ => {
+                            return Err(ConfigError::InvalidValue {
+                                at: value_at,
+                                option: name.to_string(),
+                                value: word,
+                                reason: "expected off, on or require".into(),
+                            });
+                        }
+                    };
+                    nbd.mode_at = Some(at);
+                }
+                "nbd-tls-cert" | "nbd-tls-key" | "nbd-tls-ca" => {
+                    let (path, value_at) = self.string("a file name")?;
+                    self.punct(';')?;
+                    if path.is_empty() {
+                        return Err(ConfigError::InvalidValue {
+                            at: value_at,
+                            option: name.to_string(),
+                            value: path,
+                            reason: "a file name is needed".into(),
+                        });
+                    }
+                    let slot = match name {
+                        "nbd-tls-cert" => &mut nbd.cert,
+                        "nbd-tls-key" => &mut nbd.key,
+                        _ => &mut nbd.ca,
+                    };
+                    *slot = Some((path.into(), at));
+                }
                 "control-group" => {
                     let (group, value_at) = self.string("a group name")?;
                     self.punct(';')?;
@@ -132,6 +183,64 @@ fn tls_files(
                 ),
             })
         }
+    }
+}
+
+/// The `nbd-tls*` options of a section as written, checked together at its end.
+#[derive(Default)]
+struct NbdTlsParts {
+    mode: Option<NbdTlsMode>,
+    mode_at: Option<Location>,
+    cert: Option<(std::path::PathBuf, Location)>,
+    key: Option<(std::path::PathBuf, Location)>,
+    ca: Option<(std::path::PathBuf, Location)>,
+}
+
+impl NbdTlsParts {
+    /// `on`/`require` need a certificate, its key and `nbd-listen` (TLS runs on TCP only);
+    /// files without `on`/`require` are refused rather than ignored.
+    fn finish(self, resource: &str, listens: bool, close: &Location) -> Result<Option<NbdTls>> {
+        let invalid = |at: Location, message: String| ConfigError::Invalid { at, message };
+        let Some(mode) = self.mode else {
+            let stray = [&self.cert, &self.key, &self.ca]
+                .into_iter()
+                .flatten()
+                .next();
+            return match stray {
+                None => Ok(None),
+                Some((_, at)) => Err(invalid(
+                    at.clone(),
+                    format!(
+                        "{KEYWORD} {resource}: nbd-tls-cert, nbd-tls-key and nbd-tls-ca take effect only with nbd-tls on or require"
+                    ),
+                )),
+            };
+        };
+        let at = self.mode_at.unwrap_or_else(|| close.clone());
+        let (Some((cert, _)), Some((key, _))) = (self.cert, self.key) else {
+            return Err(invalid(
+                at,
+                format!(
+                    "{KEYWORD} {resource}: nbd-tls {} needs nbd-tls-cert and nbd-tls-key",
+                    mode.as_str()
+                ),
+            ));
+        };
+        if !listens {
+            return Err(invalid(
+                at,
+                format!(
+                    "{KEYWORD} {resource}: nbd-tls {} needs nbd-listen (TLS is served on the TCP address; the unix socket stays local and in clear)",
+                    mode.as_str()
+                ),
+            ));
+        }
+        Ok(Some(NbdTls {
+            mode,
+            cert,
+            key,
+            ca: self.ca.map(|(p, _)| p),
+        }))
     }
 }
 

@@ -21,6 +21,14 @@
 //!   if its certificate chains to a certificate in `tls-ca` (PEM) and names the peer's host
 //!   name (a subjectAltName DNS entry equal to the peer's `on` section name). The paths
 //!   are the same on every node (each machine holds its own files there).
+//! - `nbd-tls off|on|require;` with `nbd-tls-cert PATH; nbd-tls-key PATH;` and optionally
+//!   `nbd-tls-ca PATH;`: TLS on the NBD export's TCP address (`nbd-listen`, which it needs;
+//!   the unix socket is local and stays in clear). `on`: a client may upgrade with
+//!   `NBD_OPT_STARTTLS`; `require`: it must, every other option is refused until it has
+//!   (nbdkit's `--tls=on` / `--tls=require`). The server presents `nbd-tls-cert` (PEM
+//!   chain, leaf first) with `nbd-tls-key`; with `nbd-tls-ca`, clients must present a
+//!   certificate that chains to it. `off` (the default) takes no files; files without
+//!   `on`/`require` are refused, so a half-written setting never silently runs in clear.
 //! - `control-group NAME;`: members of this group may drive the resource's control socket
 //!   besides root (the socket becomes 0660 with that group; default 0600, root only).
 //! - `metrics-listen [ipv4|ipv6] ADDR:PORT;`: serve Prometheus metrics (`GET /metrics`:
@@ -44,6 +52,10 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "tls-cert",
     "tls-key",
     "tls-ca",
+    "nbd-tls",
+    "nbd-tls-cert",
+    "nbd-tls-key",
+    "nbd-tls-ca",
     "control-group",
     "metrics-listen",
 ];
@@ -60,10 +72,46 @@ pub struct UrbdOptions {
     /// `tls-cert`, `tls-key`, `tls-ca`: TLS for the replication link (all three or none,
     /// checked by the parser).
     pub tls: Option<TlsFiles>,
+    /// `nbd-tls`, `nbd-tls-cert`, `nbd-tls-key`, `nbd-tls-ca`: TLS on the NBD export's
+    /// TCP address (`None`: `nbd-tls off`, checked by the parser).
+    pub nbd_tls: Option<NbdTls>,
     /// `control-group`: the group that may drive the control socket besides root.
     pub control_group: Option<String>,
     /// `metrics-listen`: where to serve Prometheus metrics.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Whether a TCP client of the NBD export may, or must, upgrade to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NbdTlsMode {
+    /// `nbd-tls on`: TLS is offered; clients may stay in clear.
+    On,
+    /// `nbd-tls require`: every option but STARTTLS and ABORT is refused before TLS.
+    Require,
+}
+
+impl NbdTlsMode {
+    /// The word written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NbdTlsMode::On => "on",
+            NbdTlsMode::Require => "require",
+        }
+    }
+}
+
+/// TLS of the NBD export: the mode and the server's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NbdTls {
+    /// `on` or `require`.
+    pub mode: NbdTlsMode,
+    /// `nbd-tls-cert`: the server's certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// `nbd-tls-key`: the leaf's private key (PEM).
+    pub key: PathBuf,
+    /// `nbd-tls-ca`: when set, clients must present a certificate chaining to it.
+    pub ca: Option<PathBuf>,
 }
 
 /// The PEM files of a node's TLS identity and of the authority it trusts.
@@ -84,6 +132,7 @@ impl UrbdOptions {
             at,
             nbd_listen: None,
             tls: None,
+            nbd_tls: None,
             control_group: None,
             metrics_listen: None,
         }

@@ -194,7 +194,7 @@ fn unknown_option_names_the_section() {
             e.to_string(),
             format!(
                 "t.conf:6:3: unknown option '{word}' in urbd-options section of resource r \
-                 (urbd options: nbd-listen, tls-cert, tls-key, tls-ca, control-group, metrics-listen)"
+                 (urbd options: nbd-listen, tls-cert, tls-key, tls-ca, nbd-tls, nbd-tls-cert, nbd-tls-key, nbd-tls-ca, control-group, metrics-listen)"
             )
         );
     }
@@ -379,4 +379,84 @@ fn tls_needs_all_three_files() {
         res("r", 7000)
     ));
     assert!(e.to_string().contains("not a group name"), "{e}");
+}
+
+#[test]
+fn nbd_tls_reaches_every_node_and_round_trips() {
+    for (mode, want) in [
+        ("on", crate::config::NbdTlsMode::On),
+        ("require", crate::config::NbdTlsMode::Require),
+    ] {
+        let text = format!(
+            "{}urbd-options r {{\n  nbd-listen 0.0.0.0:10809;\n  nbd-tls {mode};\n  nbd-tls-cert /etc/urbd/nbd.pem;\n  nbd-tls-key \"/etc/urbd/nbd key.pem\";\n  nbd-tls-ca /etc/urbd/clients.pem;\n}}\n",
+            res("r", 7000)
+        );
+        let c = parse(&text).unwrap();
+        for node in ["a", "b"] {
+            let v = c.resource("r").unwrap().for_node(node).unwrap();
+            let t = v.nbd_tls.expect("nbd tls");
+            assert_eq!(t.mode, want);
+            assert_eq!(t.cert, std::path::PathBuf::from("/etc/urbd/nbd.pem"));
+            assert_eq!(t.key, std::path::PathBuf::from("/etc/urbd/nbd key.pem"));
+            assert_eq!(
+                t.ca,
+                Some(std::path::PathBuf::from("/etc/urbd/clients.pem"))
+            );
+            // The replication link's TLS is a separate setting.
+            assert_eq!(v.tls, None);
+        }
+        let dumped = dump_with(&c, None, &DumpOptions::default()).unwrap();
+        assert!(
+            dumped.contains(&format!("nbd-tls          {mode};")),
+            "{dumped}"
+        );
+        let again = parse(&dumped).unwrap();
+        assert_eq!(
+            again.urbd_options("r").unwrap().nbd_tls,
+            c.urbd_options("r").unwrap().nbd_tls
+        );
+    }
+    // `off` is the default and takes no files; the CA is optional.
+    let c = parse(&format!(
+        "{}urbd-options r {{ nbd-listen 127.0.0.1:1; nbd-tls off; }}",
+        res("r", 7000)
+    ))
+    .unwrap();
+    assert_eq!(c.urbd_options("r").unwrap().nbd_tls, None);
+    let c = parse(&format!(
+        "{}urbd-options r {{ nbd-listen 127.0.0.1:1; nbd-tls require; nbd-tls-key /k; nbd-tls-cert /c; }}",
+        res("r", 7000)
+    ))
+    .unwrap();
+    assert_eq!(
+        c.urbd_options("r").unwrap().nbd_tls.clone().unwrap().ca,
+        None
+    );
+}
+
+#[test]
+fn nbd_tls_half_settings_are_refused() {
+    for (given, says) in [
+        (
+            "nbd-listen 127.0.0.1:1; nbd-tls on; nbd-tls-cert /c;",
+            "nbd-tls on needs nbd-tls-cert and nbd-tls-key",
+        ),
+        (
+            "nbd-tls require; nbd-tls-cert /c; nbd-tls-key /k;",
+            "nbd-tls require needs nbd-listen",
+        ),
+        (
+            "nbd-listen 127.0.0.1:1; nbd-tls-cert /c; nbd-tls-key /k;",
+            "take effect only with nbd-tls on or require",
+        ),
+        (
+            "nbd-listen 127.0.0.1:1; nbd-tls off; nbd-tls-ca /a;",
+            "take effect only with nbd-tls on or require",
+        ),
+        ("nbd-tls yes;", "expected off, on or require"),
+        ("nbd-tls on; nbd-tls off;", "already used"),
+    ] {
+        let e = err(&format!("{}urbd-options r {{ {given} }}", res("r", 7000)));
+        assert!(e.to_string().contains(says), "{given}: {e}");
+    }
 }

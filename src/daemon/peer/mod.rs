@@ -17,7 +17,8 @@ mod sock;
 mod stream;
 mod tls;
 
+pub use crate::daemon::tls::{TlsConfigError, load_certs, load_key, load_roots};
 pub use framed::{FrameError, FrameReader, write_frame};
 pub use link::{Link, LinkConfig, LinkError, Listener, PeerLink, SETTLE, establish};
 pub use stream::{PeerStream, TlsStream};
-pub use tls::{PeerTls, TlsConfigError, load_certs, load_key, load_roots};
+pub use tls::PeerTls;

@@ -17,56 +17,20 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use thiserror::Error;
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::config::TlsFiles;
+use crate::daemon::tls::{TlsConfigError, load_certs, load_key, load_roots, provider};
 
 use super::stream::{PeerStream, TlsStream};
-
-/// Why the TLS settings cannot be used, naming the file.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum TlsConfigError {
-    /// A PEM file cannot be read or holds nothing usable.
-    #[error("{what} {}: {reason}", path.display())]
-    File {
-        /// Which setting (`tls-cert`, `tls-key`, `tls-ca`).
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// rustls refused the combination (for example a key that does not match the
-    /// certificate).
-    #[error("TLS settings ({}, {}): {reason}", cert.display(), key.display())]
-    Rejected {
-        /// `tls-cert`.
-        cert: PathBuf,
-        /// `tls-key`.
-        key: PathBuf,
-        /// rustls's reason.
-        reason: String,
-    },
-    /// The peer's name cannot be checked against a certificate.
-    #[error("peer name {name:?} is neither a DNS name nor an IP address")]
-    PeerName {
-        /// The name.
-        name: String,
-    },
-}
 
 /// The TLS side of a node's link to its peer: both roles, ready for any number of
 /// handshakes.
@@ -77,64 +41,6 @@ pub struct PeerTls {
     peer_name: ServerName<'static>,
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The certificates of a PEM file (at least one).
-pub fn load_certs(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let bad = |reason: String| TlsConfigError::File {
-        what,
-        path: path.to_owned(),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(pem_reason(&e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(pem_reason(&e)))?;
-    if certs.is_empty() {
-        return Err(bad(
-            "no PEM certificate (BEGIN CERTIFICATE) in the file".into()
-        ));
-    }
-    Ok(certs)
-}
-
-/// The private key of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsConfigError::File {
-        what: "tls-key",
-        path: path.to_owned(),
-        reason: pem_reason(&e),
-    })
-}
-
-fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
-    match e {
-        rustls_pki_types::pem::Error::Io(e) => e.to_string(),
-        rustls_pki_types::pem::Error::NoItemsFound => {
-            "no PEM item of the expected kind in the file".into()
-        }
-        other => format!("not a valid PEM file: {other:?}"),
-    }
-}
-
-/// A root store of every certificate of `tls-ca`.
-pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certs("tls-ca", path)? {
-        roots.add(c).map_err(|e| TlsConfigError::File {
-            what: "tls-ca",
-            path: path.to_owned(),
-            reason: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
-    Ok(roots)
-}
-
 impl PeerTls {
     /// Reads the files and builds both configurations for the link to `peer_name`.
     pub fn load(files: &TlsFiles, peer_name: &str) -> Result<PeerTls, TlsConfigError> {
@@ -143,8 +49,8 @@ impl PeerTls {
                 name: peer_name.to_owned(),
             })?;
         let certs = load_certs("tls-cert", &files.cert)?;
-        let key = load_key(&files.key)?;
-        let roots = Arc::new(load_roots(&files.ca)?);
+        let key = load_key("tls-key", &files.key)?;
+        let roots = Arc::new(load_roots("tls-ca", &files.ca)?);
         let rejected = |e: rustls::Error| TlsConfigError::Rejected {
             cert: files.cert.clone(),
             key: files.key.clone(),

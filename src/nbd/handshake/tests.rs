@@ -248,3 +248,96 @@ proptest! {
         prop_assert!(last == Some(ReplyType::ACK) || last.is_some_and(|t| t.is_error()));
     }
 }
+
+fn started_tls(mode: TlsMode) -> Handshake {
+    let mut h = Handshake::new(export());
+    h.set_tls(mode);
+    let _ = h.take_output();
+    assert_eq!(h.handle_input(&3u32.to_be_bytes()), 4);
+    h
+}
+
+/// The spec's FORCEDTLS mode ("TLS support"): every option but STARTTLS and ABORT gets
+/// NBD_REP_ERR_TLS_REQD; EXPORT_NAME, which cannot fail, closes.
+#[test]
+fn require_refuses_options_before_tls() {
+    let mut h = started_tls(TlsMode::Require);
+    let mut input = Vec::new();
+    for o in [
+        OptionType::LIST,
+        OptionType::STRUCTURED_REPLY,
+        OptionType::INFO,
+        OptionType::GO,
+        OptionType(0x77),
+    ] {
+        let data = if matches!(o, OptionType::INFO | OptionType::GO) {
+            info_data("r0", &[])
+        } else {
+            Vec::new()
+        };
+        input.extend(opt(o, &data));
+    }
+    assert_eq!(h.handle_input(&input), input.len());
+    let r = replies(&h.take_output());
+    assert_eq!(r.len(), 5);
+    assert!(r.iter().all(|x| x.1 == ReplyType::ERR_TLS_REQD), "{r:?}");
+    assert_eq!(h.outcome(), &Outcome::Negotiating);
+    h.handle_input(&opt(OptionType::EXPORT_NAME, b"r0"));
+    assert_eq!(h.outcome(), &Outcome::Close(CloseReason::TlsRequired));
+    assert!(h.take_output().is_empty(), "EXPORT_NAME gets no reply");
+    // ABORT is allowed in clear.
+    let mut h = started_tls(TlsMode::Require);
+    h.handle_input(&opt(OptionType::ABORT, b""));
+    assert_eq!(replies(&h.take_output())[0].1, ReplyType::ACK);
+    assert_eq!(h.outcome(), &Outcome::Close(CloseReason::Aborted));
+}
+
+/// STARTTLS is acknowledged, nothing after it is consumed until the TLS handshake runs,
+/// and negotiation then starts over: structured replies chosen in clear are forgotten.
+#[test]
+fn starttls_acks_then_negotiation_resumes_inside_tls() {
+    for mode in [TlsMode::On, TlsMode::Require] {
+        let mut h = started_tls(mode);
+        let mut input = if mode == TlsMode::On {
+            opt(OptionType::STRUCTURED_REPLY, &[])
+        } else {
+            Vec::new()
+        };
+        let before = input.len();
+        input.extend(opt(OptionType::STARTTLS, &[]));
+        input.extend_from_slice(b"\x16\x03\x01 client hello");
+        assert_eq!(h.handle_input(&input), before + OPTION_HEADER_LEN);
+        let r = replies(&h.take_output());
+        assert_eq!(
+            r.last().map(|x| (x.0, x.1)),
+            Some((OptionType::STARTTLS, ReplyType::ACK))
+        );
+        assert_eq!(h.outcome(), &Outcome::StartTls);
+        assert_eq!(h.handle_input(b"more"), 0, "nothing consumed before TLS");
+        h.tls_started();
+        assert!(h.is_tls());
+        // A second STARTTLS is invalid; options now work.
+        h.handle_input(&opt(OptionType::STARTTLS, &[]));
+        assert_eq!(replies(&h.take_output())[0].1, ReplyType::ERR_INVALID);
+        h.handle_input(&opt(OptionType::GO, &info_data("r0", &[])));
+        let r = replies(&h.take_output());
+        assert_eq!(r.last().map(|x| x.1), Some(ReplyType::ACK));
+        let Outcome::Transmission(neg) = h.outcome().clone() else {
+            panic!("{:?}", h.outcome());
+        };
+        assert!(!neg.structured_replies, "state from before TLS is reset");
+    }
+}
+
+#[test]
+fn starttls_off_is_unsupported_and_on_allows_clear() {
+    let mut h = started();
+    h.handle_input(&opt(OptionType::STARTTLS, &[]));
+    assert_eq!(replies(&h.take_output())[0].1, ReplyType::ERR_UNSUP);
+    assert_eq!(h.outcome(), &Outcome::Negotiating);
+    let mut h = started_tls(TlsMode::On);
+    h.handle_input(&opt(OptionType::STARTTLS, b"x"));
+    assert_eq!(replies(&h.take_output())[0].1, ReplyType::ERR_INVALID);
+    h.handle_input(&opt(OptionType::GO, &info_data("", &[])));
+    assert!(matches!(h.outcome(), Outcome::Transmission(_)));
+}

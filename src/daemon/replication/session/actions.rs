@@ -171,11 +171,9 @@ impl Session {
         if !evicted.is_empty() {
             md.bitmap = self.repl.bitmap().clone();
             for &e in evicted {
-                let first = u64::from(e) * 1024;
-                if first >= md.bitmap.capacity() {
+                let Some((first, count)) = md.bitmap.al_extent_bits(e) else {
                     continue;
-                }
-                let count = 1024.min(md.bitmap.capacity() - first);
+                };
                 if let Err(err) = crate::meta::write_bitmap_range(dev, md, first, count) {
                     tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap of an evicted extent failed");
                 }
