@@ -431,8 +431,8 @@ fn write_files(d: &Path) {
         )
         .expect("corosync.conf");
     }
-    // The agents: ocf:urbd:urbd as `urbdadm install-ocf` installs it, and the stand-in for
-    // /dev/nbd0. node.sh binds the system's providers next to them.
+    // The agents as `urbdadm install-ocf` installs them: ocf:urbd:urbd and the stand-in for
+    // /dev/nbd0, ocf:urbd:nbdfuse-loop. node.sh binds the system's providers next to them.
     let ocf = d.join("ocf");
     let out = util::urbdadm()
         .args(["install-ocf", "--dir"])
@@ -441,12 +441,15 @@ fn write_files(d: &Path) {
         .expect("run urbdadm install-ocf");
     assert!(out.status.success(), "install-ocf: {out:?}");
     let standin = ocf.join("urbd/nbdfuse-loop");
-    fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ocf/nbdfuse-loop"),
-        &standin,
-    )
-    .expect("copy nbdfuse-loop");
-    fs::set_permissions(&standin, fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_eq!(
+        fs::read(&standin).expect("nbdfuse-loop installed"),
+        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ocf/nbdfuse-loop"))
+            .expect("contrib/ocf/nbdfuse-loop"),
+    );
+    assert_eq!(
+        fs::metadata(&standin).expect("stat").permissions().mode() & 0o777,
+        0o755
+    );
     // The seed's section 7.5, with urbd's agent in place of ocf:linbit:drbd and the
     // stand-in grouped before the Filesystem.
     fs::write(

@@ -172,8 +172,8 @@ pub enum Command {
     },
     /// Run the two-node demo on loopback with file-backed disks in a temporary folder.
     Demo(DemoArgs),
-    /// Install the Pacemaker resource agent ocf:urbd:urbd (the stand-in for
-    /// ocf:linbit:drbd).
+    /// Install the Pacemaker resource agents ocf:urbd:urbd (the stand-in for
+    /// ocf:linbit:drbd) and ocf:urbd:nbdfuse-loop (a /dev/nbd0 stand-in without kernel nbd).
     InstallOcf {
         /// The OCF provider directory to install `urbd` into.
         #[arg(long, default_value = "/usr/lib/ocf/resource.d/urbd")]

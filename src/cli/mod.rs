@@ -188,24 +188,33 @@ fn sync_cmd(
     })
 }
 
-/// The resource agent, as shipped in contrib/ocf/urbd.
-const OCF_AGENT: &str = include_str!("../../contrib/ocf/urbd");
+/// The resource agents, as shipped in contrib/ocf: ocf:urbd:urbd and the stand-in for
+/// /dev/nbd0 on kernels without nbd, ocf:urbd:nbdfuse-loop.
+const OCF_AGENTS: [(&str, &str); 2] = [
+    ("urbd", include_str!("../../contrib/ocf/urbd")),
+    (
+        "nbdfuse-loop",
+        include_str!("../../contrib/ocf/nbdfuse-loop"),
+    ),
+];
 
-/// `urbdadm install-ocf`: writes the agent as DIR/urbd, mode 0755, replacing an older one
-/// atomically (a temporary file renamed over it).
+/// `urbdadm install-ocf`: writes the agents into DIR, mode 0755, each replacing an older
+/// one atomically (a temporary file renamed over it).
 fn install_ocf(dir: &std::path::Path) -> Result<(), CliError> {
     use std::os::unix::fs::PermissionsExt;
     let fail =
         |what: String, e: std::io::Error| CliError::exec(anyhow::Error::new(e).context(what));
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}", dir.display()), e))?;
-    let target = dir.join("urbd");
-    let tmp = dir.join(".urbd.tmp");
-    std::fs::write(&tmp, OCF_AGENT).map_err(|e| fail(format!("writing {}", tmp.display()), e))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| fail(format!("chmod {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, &target)
-        .map_err(|e| fail(format!("installing {}", target.display()), e))?;
-    println!("installed {} (ocf:urbd:urbd)", target.display());
+    for (name, text) in OCF_AGENTS {
+        let target = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).map_err(|e| fail(format!("writing {}", tmp.display()), e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail(format!("chmod {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &target)
+            .map_err(|e| fail(format!("installing {}", target.display()), e))?;
+        println!("installed {} (ocf:urbd:{name})", target.display());
+    }
     Ok(())
 }
 
