@@ -952,6 +952,81 @@ fn kill_9_of_the_primary_under_write_load_keeps_every_acknowledged_write() {
     teardown(&pair);
 }
 
+// ----- 6b. soak (issue 8 point 6): link cuts and failovers under write load ---------------
+
+/// A bound from the environment (`name`), else `default`, clamped to `1..=max`.
+fn soak_bound(name: &str, default: u64, max: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .clamp(1, max)
+}
+
+/// The soak of issue 8 point 6, bounded: while the Primary writes (every acknowledged write
+/// recorded), the link is cut `URBD_SOAK_CUTS` times in all (default 3) and the Primary is
+/// killed with -9 `URBD_SOAK_KILLS` times (default 2); after each kill the survivor is
+/// promoted, as Pacemaker would, and must hold every acknowledged write; the killed node
+/// comes back as Secondary and resyncs; the replicas are identical after every round, and
+/// the writes go on through the new Primary. scripts/soak.sh runs 100 cuts and 20 kills.
+#[test]
+fn link_cuts_and_failovers_under_write_load_lose_no_acknowledged_write() {
+    let cuts = soak_bound("URBD_SOAK_CUTS", 3, 10_000);
+    let kills = soak_bound("URBD_SOAK_KILLS", 2, 1_000);
+    let pp = ProxiedPair::new();
+    let pair = &pp.pair;
+    let _reaper = KillOnPanic(pair);
+    initial_sync(pair, Start::ConnectedFirst);
+    let start = Instant::now();
+    let mut base = vec![0u8; DATA_BYTES as usize];
+    let mut primary = 0usize;
+    let mut cut_so_far = 0u64;
+    for round in 0..kills {
+        let (p, s) = (&pair.nodes[primary], &pair.nodes[1 - primary]);
+        let writer = Writer::start(p, 0x50AC_0000 + round);
+        writer.progress(100, Duration::from_secs(20), p, "before the cuts");
+        // This round's share of the cuts.
+        let until = cuts * (round + 1) / kills;
+        while cut_so_far < until {
+            cut_so_far += 1;
+            pp.cut();
+            wait_for(p, "WFConnection after a cut", Duration::from_secs(10), |t| {
+                t.contains("cs:WFConnection")
+            });
+            writer.progress(30, Duration::from_secs(10), p, "while cut");
+            pp.restore();
+            wait_in_sync(pair, Duration::from_secs(60));
+            writer.progress(30, Duration::from_secs(10), p, "after a cut");
+        }
+        // Failover: kill the Primary, promote the survivor.
+        let pid = p.pid().expect("the Primary's pid");
+        kill9(pid);
+        wait_gone(pid);
+        let (log, in_flight) = writer.abandon();
+        wait_for(s, "WFConnection after the kill", Duration::from_secs(10), |t| {
+            t.contains("cs:WFConnection")
+        });
+        s.adm(&["primary", "loop"]).ok();
+        assert_disk_has_acked(s, &base, &log, in_flight, "the promoted survivor");
+        p.adm(&["up", "loop"]).ok();
+        wait_in_sync(pair, Duration::from_secs(60));
+        assert!(
+            proc_text(p).contains("ro:Secondary/Primary"),
+            "round {round}: {}",
+            proc_text(p)
+        );
+        assert_disk_has_acked(p, &base, &log, in_flight, "the restarted node");
+        assert_replicas_identical(pair, "after a failover");
+        base = std::fs::read(&s.data).expect("read the new Primary's disk");
+        primary = 1 - primary;
+    }
+    eprintln!(
+        "soak: {cut_so_far} link cuts and {kills} failovers under write load in {:?}",
+        start.elapsed()
+    );
+    teardown(pair);
+}
+
 // ----- 7. crash matrix (issue 8): both nodes, during the initial sync, during `down` ------
 
 /// Sets the pair's `resync-rate` (one config file for both nodes).
