@@ -109,3 +109,20 @@ fn bitmap_corpus_replays() {
     replay("bitmap", urbd::fuzzing::bitmap);
     mutate("bitmap", urbd::fuzzing::bitmap, 1000);
 }
+
+#[test]
+fn sbsave_corpus_replays() {
+    // The valid sample is the corpus' first file (URBD_WRITE_CORPUS=1 rewrites it).
+    let sample = urbd::fuzzing::sbsave_sample();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sbsave/valid-two-records");
+    if std::env::var("URBD_WRITE_CORPUS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &sample).expect("write the sample");
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("fuzz/corpus/sbsave/valid-two-records"),
+        sample,
+        "the committed sample is stale (URBD_WRITE_CORPUS=1 rewrites it)"
+    );
+    replay("sbsave", urbd::fuzzing::sbsave);
+    mutate("sbsave", urbd::fuzzing::sbsave, 1000);
+}

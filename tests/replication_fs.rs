@@ -990,9 +990,12 @@ fn link_cuts_and_failovers_under_write_load_lose_no_acknowledged_write() {
         while cut_so_far < until {
             cut_so_far += 1;
             pp.cut();
-            wait_for(p, "WFConnection after a cut", Duration::from_secs(10), |t| {
-                t.contains("cs:WFConnection")
-            });
+            wait_for(
+                p,
+                "WFConnection after a cut",
+                Duration::from_secs(10),
+                |t| t.contains("cs:WFConnection"),
+            );
             writer.progress(30, Duration::from_secs(10), p, "while cut");
             pp.restore();
             wait_in_sync(pair, Duration::from_secs(60));
@@ -1003,9 +1006,12 @@ fn link_cuts_and_failovers_under_write_load_lose_no_acknowledged_write() {
         kill9(pid);
         wait_gone(pid);
         let (log, in_flight) = writer.abandon();
-        wait_for(s, "WFConnection after the kill", Duration::from_secs(10), |t| {
-            t.contains("cs:WFConnection")
-        });
+        wait_for(
+            s,
+            "WFConnection after the kill",
+            Duration::from_secs(10),
+            |t| t.contains("cs:WFConnection"),
+        );
         s.adm(&["primary", "loop"]).ok();
         assert_disk_has_acked(s, &base, &log, in_flight, "the promoted survivor");
         p.adm(&["up", "loop"]).ok();
