@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use util::pair::*;
 use util::have_tool;
+use util::pair::*;
 use util::repl::*;
 
 const HANDLER: &str = r#"#!/bin/sh
