@@ -89,6 +89,11 @@ impl Session {
                     .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
                 self.app_done.push(Done { tag, res, buf });
             }
+            ReplAction::PeerWriteFailed => {
+                tracing::error!(resource = %self.cfg.resource,
+                    "Local IO failed in a replicated write; the disk is Inconsistent until a resync");
+                self.call(PeerCall::PeerWriteFailed);
+            }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => self.drop_peer_buf(k),
                 Payload::Read(id) => {
