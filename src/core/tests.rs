@@ -361,6 +361,19 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
         );
         v
     };
+    // Lost before the resync ran (the bitmap exchange, the target still UpToDate from the
+    // handshake): DRBD 8.4's rule, nothing moves.
+    let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    lose_peer(&mut v);
+    assert_eq!(v.uuids().unwrap().current, 0x2001);
     // Lost while the target was Inconsistent: DRBD 8.4's rule, nothing moves.
     let v = syncing_primary(DiskState::Inconsistent);
     assert_eq!(

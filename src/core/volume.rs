@@ -377,7 +377,9 @@ impl Volume {
             && (ns.role == Role::Primary || ns.peer == Role::Primary)
             && ns.disk >= DiskState::UpToDate
             && let Some(md) = self.md.as_mut()
-            && (md.uuids.bitmap == 0 || os.pdsk >= DiskState::Consistent)
+            && (md.uuids.bitmap == 0
+                || (os.pdsk >= DiskState::Consistent
+                    && matches!(os.conn, ConnState::SyncSource | ConnState::PausedSyncS)))
         {
             // drbd_uuid_new_current: the current UUID goes to the bitmap slot as it is,
             // bit 0 included (discard-younger/older-primary read it: set means this node
@@ -389,7 +391,9 @@ impl Volume {
             // not finished yet) would write on under the UUID the target now has; a later
             // promotion of the target (its bitmap UUID := that UUID) then makes this node
             // a plain SyncTarget by rule 50 and its writes vanish: a split brain resolved
-            // silently. As DRBD 9 does, a new generation starts then too, and the bitmap
+            // silently. (Only an UpToDate said during the resync counts: the one of the
+            // handshake, before the bitmap exchange, is from before the target took the sync
+            // UUID.) As DRBD 9 does, a new generation starts then too, and the bitmap
             // UUID moves to the history (`drbd_uuid_set`): the bitmap UUIDs then match
             // (rule 90, split brain), or the target's current is our bitmap UUID (rule 70,
             // a bitmap resync). A target still Inconsistent keeps DRBD 8.4's rule (it
