@@ -147,6 +147,39 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// The connection state with DRBD's number `v` (as STATE carries it), if there is one.
+    pub fn from_wire(v: u8) -> Option<ConnState> {
+        use ConnState::*;
+        [
+            StandAlone,
+            Disconnecting,
+            Unconnected,
+            Timeout,
+            BrokenPipe,
+            NetworkFailure,
+            ProtocolError,
+            WFConnection,
+            WFReportParams,
+            TearDown,
+            Connected,
+            StartingSyncS,
+            StartingSyncT,
+            WFBitMapS,
+            WFBitMapT,
+            WFSyncUUID,
+            SyncSource,
+            SyncTarget,
+            PausedSyncS,
+            PausedSyncT,
+            VerifyS,
+            VerifyT,
+            Ahead,
+            Behind,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+
     /// DRBD's name (`drbd_conn_str`).
     pub fn as_str(self) -> &'static str {
         use ConnState::*;

@@ -323,6 +323,126 @@ fn bitmap_uuid_kept_when_set() {
     assert_eq!(v.uuids().unwrap().current, RANDOM | 1);
 }
 
+/// Deviation from DRBD 8.4 (`after_state_ch` starts a new generation only when the bitmap
+/// UUID is 0), found by the simulation (0x4a34847b14e8b82a): a SyncSource Primary whose
+/// target finished the resync first (it said UpToDate, and has this node's current UUID)
+/// must not write on under that UUID, or a promotion of the target later (its bitmap UUID
+/// := that UUID) makes this node a plain SyncTarget by rule 50 and its writes vanish. With
+/// a new generation the bitmap UUIDs match: split brain by rule 90; unpromoted, the target
+/// gets a bitmap resync (rule 70). A target lost while still Inconsistent changes nothing.
+#[test]
+fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
+    let source = Uuids {
+        current: 0x2000,
+        bitmap: 0x3000,
+        history: [0x4000, 0],
+    };
+    let syncing_primary = |pdsk: DiskState| {
+        let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
+        v.handle_peer(
+            ConnState::Connected,
+            Role::Secondary,
+            DiskState::UpToDate,
+            RANDOM,
+        );
+        v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+            .unwrap();
+        v.handle_peer(ConnState::SyncSource, Role::Secondary, pdsk, RANDOM);
+        assert_eq!(
+            v.uuids().unwrap().current,
+            0x2001,
+            "connected: no new generation"
+        );
+        v.handle_peer(
+            ConnState::NetworkFailure,
+            Role::Unknown,
+            DiskState::DUnknown,
+            0x7000,
+        );
+        v
+    };
+    // Lost before the resync ran (the bitmap exchange, the target still UpToDate from the
+    // handshake): DRBD 8.4's rule, nothing moves.
+    let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    lose_peer(&mut v);
+    assert_eq!(v.uuids().unwrap().current, 0x2001);
+    // Lost while the target was Inconsistent: DRBD 8.4's rule, nothing moves.
+    let v = syncing_primary(DiskState::Inconsistent);
+    assert_eq!(
+        v.uuids().unwrap(),
+        Uuids {
+            current: 0x2001,
+            ..source
+        }
+    );
+    // Lost after the target said UpToDate: a new generation.
+    let v = syncing_primary(DiskState::UpToDate);
+    assert_eq!(
+        v.uuids().unwrap(),
+        Uuids {
+            current: 0x7001,
+            bitmap: 0x2001,
+            history: [0x3000, 0x4000],
+        }
+    );
+    // The target (source's UUIDs, bitmap UUID into the history), unpromoted: bitmap resync.
+    let finished = Uuids {
+        current: 0x2000,
+        bitmap: 0,
+        history: [0x3000, 0x4000],
+    };
+    let t = attached(attach_info(finished, C | W), Fencing::DontCare);
+    let d = decision_between(&v, &t, true);
+    assert_eq!(
+        (d.comparison.rule, d.outcome),
+        (70, Handshake::SyncSource { full: false })
+    );
+    // Promoted while disconnected: split brain, not a resync.
+    let mut t = attached(attach_info(finished, C | W), Fencing::DontCare);
+    t.handle_admin(AdminCmd::Primary { force: false }, 0x9000)
+        .unwrap();
+    let d = decision_between(&v, &t, true);
+    assert_eq!(d.comparison.rule, 90, "{d:?}");
+    assert!(matches!(d.outcome, Handshake::Refuse(_)), "{d:?}");
+}
+
+/// A replicated write that failed on this disk (`__drbd_chk_io_error`, pass_on's state
+/// change): a disk better than Inconsistent becomes Inconsistent and says so in the
+/// metadata; an Inconsistent or Diskless one stays as it is.
+#[test]
+fn failed_peer_write_makes_the_disk_inconsistent() {
+    for (flags, before) in [
+        (C | W | O, DiskState::UpToDate),
+        (C | W, DiskState::Consistent),
+        (C, DiskState::Outdated),
+        (0, DiskState::Inconsistent),
+    ] {
+        let mut v = attached(attach_info(uuids_0x1000(), flags), Fencing::ResourceOnly);
+        assert_eq!(v.state().disk, before);
+        v.handle_peer_write_error();
+        assert_eq!(v.state().disk, DiskState::Inconsistent);
+        let actions = drain(&mut v);
+        assert_eq!(
+            actions.is_empty(),
+            before == DiskState::Inconsistent,
+            "{actions:?}"
+        );
+        assert!(!v.md_flags().unwrap().is_consistent());
+    }
+    let mut v = Volume::new(config(Fencing::DontCare));
+    v.handle_peer_write_error();
+    assert_eq!(v.state().disk, DiskState::Diskless);
+    assert!(drain(&mut v).is_empty());
+}
+
 #[test]
 fn diskless_cannot_be_promoted_even_forced() {
     let mut v = Volume::new(config(Fencing::DontCare));

@@ -297,6 +297,24 @@ impl Volume {
         }
     }
 
+    /// A write the peer replicated failed on the local disk ([`ReplAction::PeerWriteFailed`]
+    /// of the data side). DRBD 8.4's `__drbd_chk_io_error`: with `on-io-error pass_on` a
+    /// disk better than Inconsistent becomes Inconsistent; with `detach` (the default) it
+    /// goes Failed, then Diskless. urbd has no diskless mode yet, so it takes pass_on's
+    /// state change whatever `on-io-error` says: either way the disk must stop claiming
+    /// the peer's data (an UpToDate Secondary without an acknowledged write would be
+    /// promoted after a failover and serve the old block); the next handshake makes it
+    /// SyncTarget (the blocks are in both bitmaps).
+    ///
+    /// [`ReplAction::PeerWriteFailed`]: super::repl::ReplAction::PeerWriteFailed
+    pub fn handle_peer_write_error(&mut self) {
+        if self.md.is_none() || self.state.disk <= DiskState::Inconsistent {
+            return;
+        }
+        self.state.disk = DiskState::Inconsistent;
+        self.after_state_change(false);
+    }
+
     // ----- the peer (driven by the connection) ------------------------------------------
 
     /// What the connection knows now: its state, the peer's role and disk. When a Primary
@@ -359,12 +377,30 @@ impl Volume {
             && (ns.role == Role::Primary || ns.peer == Role::Primary)
             && ns.disk >= DiskState::UpToDate
             && let Some(md) = self.md.as_mut()
-            && md.uuids.bitmap == 0
+            && (md.uuids.bitmap == 0
+                || (os.pdsk >= DiskState::Consistent
+                    && matches!(os.conn, ConnState::SyncSource | ConnState::PausedSyncS)))
         {
             // drbd_uuid_new_current: the current UUID goes to the bitmap slot as it is,
             // bit 0 included (discard-younger/older-primary read it: set means this node
             // was Primary when the link went).
-            md.uuids.bitmap = md.uuids.current;
+            //
+            // Deviation from DRBD 8.4's `after_state_ch`, which does this only when
+            // `uuid[UI_BITMAP] == 0`: a SyncSource whose target already said UpToDate (it
+            // finished the resync and took this node's current UUID, while this side had
+            // not finished yet) would write on under the UUID the target now has; a later
+            // promotion of the target (its bitmap UUID := that UUID) then makes this node
+            // a plain SyncTarget by rule 50 and its writes vanish: a split brain resolved
+            // silently. (Only an UpToDate said during the resync counts: the one of the
+            // handshake, before the bitmap exchange, is from before the target took the sync
+            // UUID.) As DRBD 9 does, a new generation starts then too, and the bitmap
+            // UUID moves to the history (`drbd_uuid_set`): the bitmap UUIDs then match
+            // (rule 90, split brain), or the target's current is our bitmap UUID (rule 70,
+            // a bitmap resync). A target still Inconsistent keeps DRBD 8.4's rule (it
+            // cannot be promoted without --force; rotating there would push a UUID into
+            // the history on every interrupted resync and lose the common ancestor).
+            let current = md.uuids.current;
+            set_bitmap_uuid(&mut md.uuids, current);
             md.uuids.current = random;
             set_role_bit(&mut md.uuids, ns.role);
         }

@@ -429,6 +429,7 @@ impl Runtime {
                 self.reexport(i);
             }
             PeerCall::UuidRepair(u) => core.handle_uuid_repair(u),
+            PeerCall::PeerWriteFailed => core.handle_peer_write_error(),
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
             PeerCall::SyncFinished {
@@ -717,6 +718,13 @@ impl Runtime {
                 return *response;
             }
             let minor = slot.view.minor;
+            if let Err(e) = flush_before_demotion(slot, cmd) {
+                tracing::error!(minor, ?cmd, error = %e, "flushing the data disk before the demotion failed");
+                return Response::Failed {
+                    kind: FailKind::Io,
+                    message: format!("flushing the data disk before demoting: {e}"),
+                };
+            }
             let mut result = slot.core.handle_admin(cmd, random_u64());
             if result == Ok(Outcome::NeedFence) {
                 // drbd_set_role: the peer must be outdated first (conn_try_outdate_peer).
@@ -1061,6 +1069,25 @@ enum AttachError {
 impl From<DaemonError> for AttachError {
     fn from(e: DaemonError) -> Self {
         AttachError::Daemon(e)
+    }
+}
+
+/// Before a Primary demotes (`secondary`, `down`), its data disk is flushed. The demotion
+/// clears `MDF_PRIMARY_IND`, and with it the crash recovery of the activity log: a write
+/// the Primary completed into the disk's volatile cache, then lost with a crash after the
+/// demotion, would leave this replica older than the peer with nothing in the bitmap to
+/// say so (found by the simulation). DRBD 8.4's `drbd_set_role` does not flush (it relies
+/// on the file system's flush at unmount); urbd does not rely on the client. A failed
+/// flush refuses the demotion, which then changes nothing.
+fn flush_before_demotion(slot: &Slot, cmd: AdminCmd) -> std::io::Result<()> {
+    if !matches!(cmd, AdminCmd::Secondary | AdminCmd::Down)
+        || slot.core.state().role != crate::core::Role::Primary
+    {
+        return Ok(());
+    }
+    match &slot.disk {
+        Some(d) => d.data.sync_data(),
+        None => Ok(()),
     }
 }
 

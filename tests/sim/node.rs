@@ -46,6 +46,15 @@ pub enum Mutation {
     BitmapWriteWithoutFlush,
 }
 
+/// Why an operator's request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminError {
+    /// The volume refused it.
+    Refused(Refusal),
+    /// The data disk's flush before a demotion failed.
+    Io(Errno),
+}
+
 /// Something the oracle must hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
@@ -355,12 +364,24 @@ impl Node {
     }
 
     /// `primary`/`secondary`, as `Runtime::admin` does it, with the application's open
-    /// count (a client with requests in flight has the device open).
-    pub fn admin(&mut self, now: Instant, cmd: AdminCmd) -> Result<(), Refusal> {
+    /// count (a client with requests in flight has the device open), and the data disk
+    /// flushed before a Primary demotes (`flush_before_demotion`; a failed flush refuses).
+    pub fn admin(&mut self, now: Instant, cmd: AdminCmd) -> Result<(), AdminError> {
         let open = usize::from(!self.app.is_empty());
         self.vol.handle_open_count(open);
         let random = self.random();
-        self.vol.handle_admin(cmd, random)?;
+        if matches!(cmd, AdminCmd::Secondary | AdminCmd::Down) && self.role() == Role::Primary {
+            // The probe the runtime's checks amount to: a refusal must change nothing, so
+            // the flush only runs for a demotion the volume would accept.
+            let mut probe = self.vol.clone();
+            probe
+                .handle_admin(cmd, random)
+                .map_err(AdminError::Refused)?;
+            self.disk.flush().map_err(AdminError::Io)?;
+        }
+        self.vol
+            .handle_admin(cmd, random)
+            .map_err(AdminError::Refused)?;
         self.perform();
         let local = self.local_disk();
         self.on_local(local);
@@ -538,7 +559,12 @@ impl Node {
             Packet::State(s) if self.conn.state() == ConnState::WFReportParams => {
                 self.conn.handle_packet(now, Packet::State(s))
             }
-            Packet::State(s) => self.on_peer_state(s),
+            Packet::State(s) => {
+                if let Some(conn) = ConnState::from_wire(s.conn) {
+                    self.repl.handle_peer_conn_state(now, conn);
+                }
+                self.on_peer_state(s)
+            }
             Packet::Bitmap(b) => self.on_bitmap(now, b),
             Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
             Packet::Data(d) | Packet::RsDataReply(d) => {
@@ -567,7 +593,10 @@ impl Node {
 
     fn on_peer_state(&mut self, s: wire::State) {
         let role = Role::from_wire(s.role).unwrap_or(Role::Unknown);
-        let disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
+        let mut disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
+        if disk == DiskState::UpToDate && self.repl.is_awaiting_target() {
+            disk = DiskState::Inconsistent;
+        }
         let was = self.peer_disk;
         self.peer_role = role;
         self.peer_disk = disk;
@@ -692,6 +721,10 @@ impl Node {
         let local = self.local_disk();
         self.conn.handle_local(local);
         self.send_state(local);
+        if side == SyncSide::Source {
+            // The target is Inconsistent from here on (the session's `started_sync`).
+            self.peer_disk = DiskState::Inconsistent;
+        }
         self.repl.start_sync(now, side);
         self.report();
     }
@@ -823,6 +856,12 @@ impl Node {
                         issued_unlinked,
                     });
                 }
+            }
+            ReplAction::PeerWriteFailed => {
+                self.vol.handle_peer_write_error();
+                self.perform();
+                let local = self.local_disk();
+                self.on_local(local);
             }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => {

@@ -286,6 +286,10 @@ pub enum ReplAction {
         /// Extents that leave the active set.
         evicted: Vec<u32>,
     },
+    /// A write the peer replicated failed on the local disk: it was answered with NEG_ACK
+    /// and its blocks are marked out of sync, so this disk no longer holds the peer's
+    /// data; tell the volume ([`crate::core::Volume::handle_peer_write_error`]).
+    PeerWriteFailed,
     /// The resync ended on this side: `failed` blocks could not be synced (the target
     /// stays Inconsistent if any).
     SyncFinished {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::core::ConnState;
 use crate::io::Errno;
 use crate::wire::{BlockAck, BlockRequest, PacketType};
 
@@ -73,6 +74,16 @@ pub(super) struct Resync {
     /// Target: as many requests out as allowed; the next one waits for a reply, not for
     /// a timer (so the host does not wake up for nothing).
     capped: bool,
+    /// Source: the target is known to have started (its STATE said SyncTarget, or a
+    /// request came).
+    target_started: bool,
+    /// Source: the target confirmed progress (a resync ack, or its STATE back to
+    /// Connected after SyncTarget). Until then the source does not finish, not even an
+    /// empty resync: its SYNC_UUID may still die with the link, and a source that moved
+    /// its bitmap UUID into the history meanwhile leaves a target that never took the
+    /// sync UUID further from it on every retry (DRBD 8.4 since protocol 95 finishes an
+    /// empty resync in `receive_state`, on the target's Connected).
+    target_confirmed: bool,
 }
 
 impl Resync {
@@ -308,8 +319,34 @@ impl Replicator {
         if self.bitmap.count() <= self.resync.failed_bits
             && self.resync.pending.is_empty()
             && self.resync.reads.is_empty()
+            && self.resync.target_confirmed
         {
             self.finish(SyncSide::Source);
+        }
+    }
+
+    /// A SyncSource whose target has not shown that it started (no SyncTarget STATE, no
+    /// request yet). A peer disk reported UpToDate meanwhile is from before the resync and
+    /// counts as Inconsistent (DRBD's `receive_state`: "ignore its uptodate-ness").
+    pub fn is_awaiting_target(&self) -> bool {
+        self.resync.side == Some(SyncSide::Source) && !self.resync.target_started
+    }
+
+    /// The peer's connection state from its STATE packet (DRBD's `receive_state`). On a
+    /// SyncSource: SyncTarget says the target took the sync UUID; Connected after that
+    /// says it finished, which finishes this side too once nothing is left here (the only
+    /// way an empty resync, or one the checksums settled entirely, finishes).
+    pub fn handle_peer_conn_state(&mut self, now: Instant, conn: ConnState) {
+        if self.resync.side != Some(SyncSide::Source) {
+            return;
+        }
+        match conn {
+            ConnState::SyncTarget | ConnState::PausedSyncT => self.resync.target_started = true,
+            ConnState::Connected if self.resync.target_started => {
+                self.resync.target_confirmed = true;
+                self.pump_resync(now);
+            }
+            _ => {}
         }
     }
 
@@ -395,6 +432,7 @@ impl Replicator {
         {
             return Err(ReplError::Unexpected(PacketType::CSUM_RS_REQUEST));
         }
+        self.resync.target_started = true;
         self.resync.expected.insert(r.block_id, r.digest.to_vec());
         self.resync.pending.push_back(BlockRequest {
             sector: r.sector,
@@ -422,6 +460,7 @@ impl Replicator {
         if self.resync.side != Some(SyncSide::Source) || r.size == 0 {
             return Err(ReplError::Unexpected(PacketType::RS_DATA_REQUEST));
         }
+        self.resync.target_started = true;
         self.resync.pending.push_back(*r);
         Ok(())
     }
@@ -487,6 +526,7 @@ impl Replicator {
         }
         let n = self.clear_oos(a.sector * 512, u64::from(a.size));
         self.resync.left_bits = self.resync.left_bits.saturating_sub(n);
+        self.resync.target_confirmed = true;
         Ok(())
     }
 
@@ -508,6 +548,7 @@ impl Replicator {
             Some(SyncSide::Source) => {
                 self.resync.failed_bits += bits;
                 self.resync.left_bits = self.resync.left_bits.saturating_sub(bits);
+                self.resync.target_confirmed = true;
             }
             None => return Err(ReplError::Unexpected(PacketType::NEG_RS_DREPLY)),
         }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::core::ConnState;
 use crate::meta::Bitmap;
 use crate::wire::Frame;
 
@@ -33,6 +34,8 @@ struct Node {
     al_written: Vec<(Vec<u32>, Vec<u32>)>,
     /// Do not report AL transactions as written (the test does it).
     hold_al: bool,
+    /// `PeerWriteFailed` actions seen.
+    peer_write_failed: usize,
 }
 
 impl Node {
@@ -52,6 +55,7 @@ impl Node {
             next_key: 1,
             al_written: Vec::new(),
             hold_al: false,
+            peer_write_failed: 0,
         }
     }
 
@@ -79,6 +83,7 @@ impl Node {
                     out.push_back(f);
                 }
                 ReplAction::Complete { tag, res } => self.completed.push((tag, res)),
+                ReplAction::PeerWriteFailed => self.peer_write_failed += 1,
                 ReplAction::Release(p) => {
                     self.bufs.remove(&p);
                 }
@@ -382,6 +387,41 @@ fn settle_failing_b_flush(p: &mut Pair) {
     panic!("did not settle");
 }
 
+/// Found by the simulation (EIO on the Secondary): a replicated write that fails on the
+/// peer's disk is answered with NEG_ACK, marked out of sync on both sides, and reported to
+/// the host, whose volume then stops claiming UpToDate (`__drbd_chk_io_error`).
+#[test]
+fn a_failed_peer_write_is_neg_acked_and_reported() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 8192, block(1, 4096));
+    for _ in 0..100 {
+        p.drain();
+        if let Some(f) = p.a_to_b.pop_front() {
+            p.b.receive(p.now, &f);
+            continue;
+        }
+        if let Some(f) = p.b_to_a.pop_front() {
+            p.a.receive(p.now, &f);
+            continue;
+        }
+        if let Some(&(id, LocalIo::Write { .. })) = p.b.pending_io.front() {
+            p.b.pending_io.pop_front();
+            p.b.r.handle_local_done(p.now, id, Err(Errno::EIO));
+            continue;
+        }
+        if !(p.a.complete_one(p.now) || p.b.complete_one(p.now)) {
+            break;
+        }
+    }
+    assert!(
+        p.a.done(1),
+        "the Primary's disk has it: NEG_ACK completes the write"
+    );
+    assert_eq!(p.b.peer_write_failed, 1);
+    assert!(p.a.r.bitmap().is_set(2) && p.b.r.bitmap().is_set(2));
+    assert_eq!(p.a.peer_write_failed, 0);
+}
+
 #[test]
 fn a_failed_barrier_flush_is_not_acknowledged_but_retried() {
     // Found by the simulation (a flush EIO on the Secondary, then its crash): the
@@ -579,14 +619,34 @@ fn writes_during_a_resync_leave_both_replicas_identical() {
     assert!(p.a.disk == p.b.disk, "replicas differ");
 }
 
+/// The source's side of a resync with nothing in it (or settled by checksums) ends on the
+/// target's STATE going from SyncTarget back to Connected (`receive_state`), never on its
+/// own: found by the simulation, a source that finished at once moved its bitmap UUID into
+/// the history while its SYNC_UUID died with the link, and a few such starts later the
+/// peers looked unrelated.
+fn target_reports_done(p: &mut Pair) {
+    assert!(p.a.finished.is_empty(), "the source waits for the target");
+    p.a.r.handle_peer_conn_state(p.now, ConnState::SyncTarget);
+    p.a.r.handle_peer_conn_state(p.now, ConnState::Connected);
+    p.drain();
+}
+
 #[test]
-fn empty_resync_finishes_at_once() {
+fn empty_resync_source_finishes_on_the_targets_state() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.r.start_sync(p.now, SyncSide::Source);
     p.b.r.start_sync(p.now, SyncSide::Target);
     p.settle();
-    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
     assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    // A STATE Connected from before the target started (the handshake's) is not the end.
+    p.a.r.handle_peer_conn_state(p.now, ConnState::Connected);
+    p.drain();
+    assert!(
+        p.a.finished.is_empty(),
+        "Connected before SyncTarget ends nothing"
+    );
+    target_reports_done(&mut p);
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
 }
 
 #[test]
@@ -823,8 +883,9 @@ fn csums_resync_of_identical_disks_sends_no_data() {
     p.a.r.start_sync(p.now, SyncSide::Source);
     p.b.r.start_sync(p.now, SyncSide::Target);
     p.settle();
-    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
     assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    target_reports_done(&mut p);
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
     assert_eq!(p.a.data_sent, 0, "every block had equal checksums");
     let blocks = SIZE / BM_BLOCK;
     assert_eq!(p.a.same_csum, vec![blocks]);

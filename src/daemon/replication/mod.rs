@@ -56,6 +56,9 @@ pub enum PeerCall {
     /// The handshake repaired this node's UUIDs (DRBD's rules 34/71: a SYNC_UUID lost with
     /// the link); record them before anything else.
     UuidRepair(Uuids),
+    /// A write the peer replicated failed on the local disk: the disk stops claiming the
+    /// peer's data (`Volume::handle_peer_write_error`).
+    PeerWriteFailed,
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.

@@ -93,6 +93,11 @@ impl Session {
                 }
                 self.app_done.push(Done { tag, res, buf });
             }
+            ReplAction::PeerWriteFailed => {
+                tracing::error!(resource = %self.cfg.resource,
+                    "Local IO failed in a replicated write; the disk is Inconsistent until a resync");
+                self.call(PeerCall::PeerWriteFailed);
+            }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => self.drop_peer_buf(k),
                 Payload::Read(id) => {

@@ -86,13 +86,22 @@ impl Session {
 
     pub(super) fn on_peer_state(&mut self, s: wire::State) {
         let role = Role::from_wire(s.role).unwrap_or(Role::Unknown);
-        let disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
+        let mut disk = DiskState::from_wire(s.disk).unwrap_or(DiskState::DUnknown);
+        // A STATE from before the target took the sync UUID (DRBD's receive_state).
+        if disk == DiskState::UpToDate && self.repl.is_awaiting_target() {
+            disk = DiskState::Inconsistent;
+        }
         if (role, disk) != (self.peer_role, self.peer_disk) {
             tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, ?role, ?disk, "peer state");
         }
         let was = self.peer_disk;
         self.peer_role = role;
         self.peer_disk = disk;
+        // A SyncSource learns from here that its target started and finished (the end of
+        // an empty resync, `receive_state`).
+        if let Some(conn) = ConnState::from_wire(s.conn) {
+            self.repl.handle_peer_conn_state(Instant::now(), conn);
+        }
         // The peer's pause-sync (its user_isp is our peer_isp).
         let peer_paused = s.flags & wire::state_flags::USER_ISP != 0;
         if peer_paused != self.peer_paused {
@@ -248,6 +257,12 @@ impl Session {
         tracing::info!(resource = %self.cfg.resource, "Began resync as {} (will sync {kib} KB [{} bits set]).",
             if side == SyncSide::Source { "SyncSource" } else { "SyncTarget" }, kib / 4);
         self.send_state(local);
+        if side == SyncSide::Source {
+            // The target is Inconsistent from here on (`drbd_start_resync`); what the
+            // handshake said of its disk is stale, and reporting it would undo the
+            // volume's pdsk (and with it the new generation a lost finished target needs).
+            self.peer_disk = DiskState::Inconsistent;
+        }
         self.repl.start_sync(now, side);
         self.report();
     }
