@@ -320,6 +320,11 @@ fn resource_only_fences_and_guards_promotion() {
     let r = b.adm(&["primary", "loop"]);
     assert_eq!(r.code, 17, "{r:?}");
     assert_eq!(fence.runs(1), 2);
+    // With --force it is (the handler is asked first and fences the peer).
+    b.adm(&["primary", "--force", "loop"]).ok();
+    assert_eq!(role(b), "Primary/Unknown");
+    assert_eq!(dstate(b), "UpToDate/Outdated");
+    assert_eq!(fence.runs(1), 3);
 }
 
 /// A StandAlone UpToDate Secondary promoted after the handler said "peer fenced".
