@@ -456,40 +456,6 @@ fn refuses_a_second_primary() {
     );
 }
 
-/// A pair whose nodes must not connect: both up, alpha Primary and written to; beta's disk
-/// must stay untouched.
-fn assert_never_connects(pair: &Pair, log_says: &str) {
-    let (a, b) = (pair.alpha(), pair.beta());
-    a.adm(&["up", "loop"]).ok();
-    b.adm(&["up", "loop"]).ok();
-    wait_until(pair, &format!("a log line {log_says:?}"), SETTLE, || {
-        a.log().contains(log_says) || b.log().contains(log_says)
-    });
-    a.adm(&["primary", "--force", "loop"]).ok();
-    write_all(pair, a, vec![(0, random_bytes(9, 2 * MIB as usize))]);
-    // Give a (wrong) retry time to happen.
-    std::thread::sleep(Duration::from_millis(1500));
-    for n in [a, b] {
-        let cs = cstate(n);
-        assert!(
-            cs == "StandAlone" || cs == "WFConnection",
-            "{} is {cs}\n{}",
-            n.name,
-            logs(pair)
-        );
-        assert!(!n.log().contains("conn( WFReportParams -> Connected )"));
-    }
-    assert_eq!(
-        b.adm(&["dstate", "loop"]).ok().stdout.trim(),
-        "Inconsistent/DUnknown"
-    );
-    let beta_disk = fs::read(&b.data).unwrap();
-    assert!(
-        beta_disk.iter().all(|&x| x == 0),
-        "something was written on beta"
-    );
-}
-
 #[test]
 fn wrong_shared_secret_never_connects() {
     let opts = PairOpts {

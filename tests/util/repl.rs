@@ -341,3 +341,43 @@ pub fn kill9(n: &Node) {
     rustix::process::kill_process(p, rustix::process::Signal::KILL).expect("kill -9");
     wait_gone(pid);
 }
+
+/// A pair whose nodes must not connect: both up, alpha Primary and written to; beta's disk
+/// must stay untouched.
+#[track_caller]
+pub fn assert_never_connects(pair: &Pair, log_says: &str) {
+    let (a, b) = (pair.alpha(), pair.beta());
+    a.adm(&["up", "loop"]).ok();
+    b.adm(&["up", "loop"]).ok();
+    wait_until(pair, &format!("a log line {log_says:?}"), SETTLE, || {
+        a.log().contains(log_says) || b.log().contains(log_says)
+    });
+    a.adm(&["primary", "--force", "loop"]).ok();
+    write_all(pair, a, vec![(0, random_bytes(9, 2 * MIB as usize))]);
+    // Give a (wrong) retry time to happen.
+    std::thread::sleep(Duration::from_millis(2500));
+    for n in [a, b] {
+        let cs = cstate(n);
+        assert!(
+            cs == "StandAlone" || cs == "WFConnection",
+            "{} is {cs}\n{}",
+            n.name,
+            logs(pair)
+        );
+        assert!(
+            !n.log().contains("conn( WFReportParams -> Connected )"),
+            "{}",
+            logs(pair)
+        );
+    }
+    assert_eq!(
+        b.adm(&["dstate", "loop"]).ok().stdout.trim(),
+        "Inconsistent/DUnknown"
+    );
+    let beta_disk = std::fs::read(&b.data).expect("beta's disk");
+    assert!(
+        beta_disk.iter().all(|&x| x == 0),
+        "something was written on beta\n{}",
+        logs(pair)
+    );
+}
