@@ -276,6 +276,7 @@ mod tests {
             ("handshake", 8),
             ("data-acks-barriers", 9),
             ("resync-bitmap-state", 16),
+            ("diskless-reads", 3),
         ] {
             let data = std::fs::read(format!("{dir}{file}")).expect("corpus file");
             let mut rest = &data[..];

@@ -67,6 +67,9 @@ _urbdadm() {
             urbdadm,help)
                 cmd="urbdadm__subcmd__help"
                 ;;
+            urbdadm,inject-fault)
+                cmd="urbdadm__subcmd__inject__subcmd__fault"
+                ;;
             urbdadm,install-ocf)
                 cmd="urbdadm__subcmd__install__subcmd__ocf"
                 ;;
@@ -196,6 +199,9 @@ _urbdadm() {
             urbdadm__subcmd__help,help)
                 cmd="urbdadm__subcmd__help__subcmd__help"
                 ;;
+            urbdadm__subcmd__help,inject-fault)
+                cmd="urbdadm__subcmd__help__subcmd__inject__subcmd__fault"
+                ;;
             urbdadm__subcmd__help,install-ocf)
                 cmd="urbdadm__subcmd__help__subcmd__install__subcmd__ocf"
                 ;;
@@ -266,7 +272,7 @@ _urbdadm() {
 
     case "${cmd}" in
         urbdadm)
-            opts="-c -d -v -h -V --config --dry-run --node --verbose --help --version create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
+            opts="-c -d -v -h -V --config --dry-run --node --verbose --help --version create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io inject-fault wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -868,7 +874,7 @@ _urbdadm() {
             return 0
             ;;
         urbdadm__subcmd__help)
-            opts="create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
+            opts="create-md up down attach detach connect disconnect primary secondary role cstate dstate status dump dump-md show-gi get-gi apply-al invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io inject-fault wait-connect adjust proc events split-brain-saves restore-split-brain-save demo install-ocf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1161,6 +1167,20 @@ _urbdadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        urbdadm__subcmd__help__subcmd__inject__subcmd__fault)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         urbdadm__subcmd__help__subcmd__install__subcmd__ocf)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1406,6 +1426,40 @@ _urbdadm() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        urbdadm__subcmd__inject__subcmd__fault)
+            opts="-c -d -v -h --read-error --write-error --flush-error --dead --config --dry-run --node --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --read-error)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-error)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

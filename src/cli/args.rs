@@ -44,6 +44,40 @@ pub struct Resources {
     pub names: Vec<String>,
 }
 
+/// `inject-fault`'s options: ranges are `SECTOR+COUNT` in 512-byte sectors of the data
+/// disk.
+#[derive(Debug, Clone, Args)]
+pub struct InjectFault {
+    /// The resource(s).
+    #[command(flatten)]
+    pub res: Resources,
+    /// Reads touching these sectors fail with EIO.
+    #[arg(long = "read-error", value_name = "SECTOR+COUNT", value_parser = parse_range)]
+    pub read_errors: Vec<(u64, u64)>,
+    /// Writes touching these sectors fail with EIO.
+    #[arg(long = "write-error", value_name = "SECTOR+COUNT", value_parser = parse_range)]
+    pub write_errors: Vec<(u64, u64)>,
+    /// Flushes fail with EIO.
+    #[arg(long)]
+    pub flush_error: bool,
+    /// Every operation fails with EIO (the disk is gone).
+    #[arg(long)]
+    pub dead: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('+')
+        .ok_or_else(|| format!("{s:?}: expected SECTOR+COUNT"))?;
+    let sector = a
+        .parse()
+        .map_err(|e| format!("{s:?}: bad sector {a:?}: {e}"))?;
+    let count = b
+        .parse()
+        .map_err(|e| format!("{s:?}: bad count {b:?}: {e}"))?;
+    Ok((sector, count))
+}
+
 /// An optional resource selection (absent means all).
 #[derive(Debug, Clone, Args)]
 pub struct MaybeResources {
@@ -130,6 +164,10 @@ pub enum Command {
     /// Resume I/O frozen by fencing (resource-and-stonith) without waiting for the
     /// fence-peer handler.
     ResumeIo(Resources),
+    /// Make the data disk fail from now on (a testing aid: the daemon must run with
+    /// URBD_FAULT_INJECTION=1). No option heals it.
+    #[command(hide = true)]
+    InjectFault(InjectFault),
     /// Wait until the resource is connected.
     WaitConnect(Resources),
     /// Bring a running resource in line with the configuration file.
@@ -256,6 +294,7 @@ impl Command {
             Command::ResumeSync(_) => "resume-sync",
             Command::Outdate(_) => "outdate",
             Command::ResumeIo(_) => "resume-io",
+            Command::InjectFault(_) => "inject-fault",
             Command::WaitConnect(_) => "wait-connect",
             Command::Adjust(_) => "adjust",
             Command::Proc { .. } => "proc",
@@ -323,6 +362,7 @@ impl Command {
             | Command::ResumeSync(res)
             | Command::Outdate(res)
             | Command::ResumeIo(res)
+            | Command::InjectFault(InjectFault { res, .. })
             | Command::WaitConnect(res)
             | Command::Adjust(res) => &res.names,
             Command::Status { res, .. }

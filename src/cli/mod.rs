@@ -166,6 +166,23 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             sync_cmd(cli, res, crate::core::SyncCmd::ResumeSync, "resume-sync")
         }
         Command::Outdate(res) => cmd_meta::outdate(&Context::load(cli)?, &res.names),
+        Command::InjectFault(f) => {
+            let plan = crate::io::FaultPlan {
+                read_errors: f.read_errors.clone(),
+                write_errors: f.write_errors.clone(),
+                flush_errors: f.flush_error,
+                dead: f.dead,
+            };
+            cmd_daemon::per_volume(
+                &Context::load(cli)?,
+                &f.res.names,
+                "inject-fault",
+                |volume| crate::control::Request::InjectFault {
+                    volume,
+                    plan: plan.clone(),
+                },
+            )
+        }
         Command::ResumeIo(res) => {
             cmd_daemon::per_volume(&Context::load(cli)?, &res.names, "resume-io", |volume| {
                 crate::control::Request::ResumeIo { volume }

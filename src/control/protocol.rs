@@ -71,6 +71,14 @@ pub enum Request {
         /// Volume number.
         volume: Option<u32>,
     },
+    /// `inject-fault` (a testing aid): make the data disk fail as `plan` says. Refused
+    /// unless the daemon runs with `URBD_FAULT_INJECTION=1`.
+    InjectFault {
+        /// Volume number.
+        volume: Option<u32>,
+        /// What to fail from now on (replaces the previous plan; empty: heal).
+        plan: crate::io::FaultPlan,
+    },
     /// `role`: `Primary/Unknown` per volume.
     Role {
         /// Volume number.

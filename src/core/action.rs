@@ -60,4 +60,12 @@ pub enum Action {
         /// Volume number.
         volume: u32,
     },
+    /// The backing disk of volume `volume` failed and is detached (`on-io-error detach`):
+    /// close the meta device (after the superblock write queued before this action) and
+    /// stop all local I/O, but keep the connection and the data path: a Primary goes on
+    /// serving through its peer.
+    DetachFailedDisk {
+        /// Volume number.
+        volume: u32,
+    },
 }

@@ -19,6 +19,7 @@
 mod action;
 pub mod conn;
 mod fence;
+mod io_error;
 mod refusal;
 pub mod repl;
 mod state;
@@ -36,6 +37,7 @@ pub use conn::{
     TransportUp,
 };
 pub use fence::{FenceChange, FenceOutcome, FenceVerdict};
+pub use io_error::{IoErrorOutcome, OnIoError};
 pub use refusal::{Refusal, VolumeRefusal};
 pub use state::{ConnState, DiskState, Role};
 pub use sync_cmd::{SyncCmd, check_sync_cmd};

@@ -103,6 +103,8 @@ pub struct Volume {
     connect_count: u64,
     /// The promotion in progress has had its fence-peer verdict.
     fence_tried: bool,
+    /// The `on-io-error` disk option.
+    on_io_error: super::OnIoError,
 }
 
 /// Bound on queued actions: a request queues at most a handful, and the host drains the
@@ -127,6 +129,7 @@ impl Volume {
             susp_fen: false,
             connect_count: 0,
             fence_tried: false,
+            on_io_error: super::OnIoError::Detach,
         }
     }
 
@@ -177,10 +180,56 @@ impl Volume {
     pub fn serving(&self) -> Option<&'static str> {
         if self.state.role != Role::Primary {
             Some("is Secondary")
-        } else if self.state.disk != DiskState::UpToDate {
-            Some("has no access to UpToDate data")
-        } else {
+        } else if self.state.disk == DiskState::UpToDate
+            || (self.state.conn >= ConnState::Connected && self.state.pdsk == DiskState::UpToDate)
+        {
+            // Its own disk, or (Diskless or Inconsistent after an I/O error) the peer's.
             None
+        } else {
+            Some("has no access to UpToDate data")
+        }
+    }
+
+    /// Sets the `on-io-error` disk option (default `detach`).
+    pub fn set_on_io_error(&mut self, policy: super::OnIoError) {
+        self.on_io_error = policy;
+    }
+
+    /// The local disk failed a read or a write (`__drbd_chk_io_error`), as `on-io-error`
+    /// says: `pass_on` makes a disk better than Inconsistent Inconsistent and keeps it;
+    /// `detach` and `call-local-io-error` take it through Failed (the superblock then says
+    /// neither consistent nor was-up-to-date, so a re-attach resyncs) to Diskless and ask
+    /// the host to stop local I/O with [`Action::DetachFailedDisk`]. The role stays: a
+    /// Primary goes on serving through an UpToDate peer ([`Volume::serving`]).
+    pub fn handle_local_io_error(&mut self) -> super::IoErrorOutcome {
+        use super::{IoErrorOutcome, OnIoError};
+        if self.md.is_none() {
+            return IoErrorOutcome::NoDisk;
+        }
+        match self.on_io_error {
+            OnIoError::PassOn => {
+                let inconsistent = self.state.disk > DiskState::Inconsistent;
+                if inconsistent {
+                    self.state.disk = DiskState::Inconsistent;
+                    self.after_state_change(false);
+                }
+                IoErrorOutcome::PassedOn { inconsistent }
+            }
+            OnIoError::Detach | OnIoError::CallHelper => {
+                self.state.disk = DiskState::Failed;
+                // drbd_md_sync at the first half of the detach: the last chance to record
+                // that this disk is not to be trusted.
+                self.after_state_change(false);
+                self.md = None;
+                self.state.disk = DiskState::Diskless;
+                self.queue(Action::DetachFailedDisk {
+                    volume: self.config.volume,
+                });
+                self.queue_serving();
+                IoErrorOutcome::Detached {
+                    call_helper: self.on_io_error == OnIoError::CallHelper,
+                }
+            }
         }
     }
 
@@ -327,7 +376,7 @@ impl Volume {
         let mut ns = os;
         ns.conn = conn;
         ns.peer = peer;
-        ns.pdsk = if self.md.is_none() {
+        ns.pdsk = if self.md.is_none() && conn < ConnState::Connected {
             DiskState::DUnknown
         } else if conn < ConnState::Connected
             && pdsk == DiskState::DUnknown

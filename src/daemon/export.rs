@@ -164,7 +164,7 @@ impl Export for NbdExport {
             .map_err(|e| format!("opening {} for I/O: {e}", disk.display()))?;
         // The layer (replication) sees whole blocks: unaligned requests are turned into
         // aligned read-modify-writes above it, so what goes to the peer is aligned too.
-        let layered = wrap(Box::new(local));
+        let layered = wrap(crate::io::wrap_for(disk, Box::new(local)));
         let backend: Box<dyn Backend> = if layered.info().block_size > 1 {
             Box::new(Aligned::new(layered))
         } else {

@@ -4,8 +4,8 @@
 use crate::config::{NodeView, VolumeView};
 use crate::control::{FailKind, Request, Response, RunDir};
 use crate::core::{
-    Action, AdminCmd, ConnState, FenceOutcome, FenceVerdict, Fencing, Outcome, Refusal, Volume,
-    VolumeConfig,
+    Action, AdminCmd, ConnState, FenceOutcome, FenceVerdict, Fencing, IoErrorOutcome, Outcome,
+    Refusal, Volume, VolumeConfig,
 };
 use crate::status::{ResourceStatus, VolumeStatus, text};
 
@@ -94,11 +94,17 @@ impl Runtime {
             .volumes
             .iter()
             .map(|v| Slot {
-                core: Volume::new(VolumeConfig {
-                    volume: v.volume,
-                    minor: v.minor,
-                    fencing: Fencing::from_option(v.disk_opts.get("fencing")),
-                }),
+                core: {
+                    let mut core = Volume::new(VolumeConfig {
+                        volume: v.volume,
+                        minor: v.minor,
+                        fencing: Fencing::from_option(v.disk_opts.get("fencing")),
+                    });
+                    core.set_on_io_error(crate::core::OnIoError::from_option(
+                        v.disk_opts.get("on-io-error"),
+                    ));
+                    core
+                },
                 export: Some(make_export(&run_dir, &view, v)),
                 kernel: kernel::KernelSlot::new(v),
                 view: v.clone(),
@@ -429,7 +435,29 @@ impl Runtime {
                 self.reexport(i);
             }
             PeerCall::UuidRepair(u) => core.handle_uuid_repair(u),
-            PeerCall::PeerWriteFailed => core.handle_peer_write_error(),
+            PeerCall::LocalIoError { write } => {
+                let what = if write { "write" } else { "read" };
+                match core.handle_local_io_error() {
+                    IoErrorOutcome::NoDisk => {}
+                    IoErrorOutcome::PassedOn { inconsistent } => {
+                        tracing::error!(
+                            "Local IO failed in a {what} (on-io-error pass_on){}",
+                            if inconsistent {
+                                "; the disk is Inconsistent until a resync"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
+                    IoErrorOutcome::Detached { call_helper } => {
+                        tracing::error!("Local IO failed in a {what}. Detaching...");
+                        // Before anything else (DRBD calls it before it tells the peer).
+                        if call_helper {
+                            self.run_handler(i, replication::Handler::LocalIoError);
+                        }
+                    }
+                }
+            }
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
             PeerCall::SyncFinished {
@@ -667,6 +695,12 @@ impl Runtime {
                         e.set_serving(reason);
                     }
                 }
+                Action::DetachFailedDisk { .. } => {
+                    // The session stops local I/O when it learns the disk is Diskless
+                    // (the reply to its call); the data path then reads through it.
+                    slot.disk = None;
+                    tracing::warn!(%label, "disk detached after an I/O error: Diskless; I/O goes to the peer");
+                }
                 Action::CloseDisk { .. } => {
                     // The session first: it may be waiting for this loop, which would wait
                     // for the data path, which would wait for the session. Nobody has the
@@ -687,6 +721,32 @@ impl Runtime {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// `inject-fault`: the data disks of the selected volumes fail as `plan` says (both
+    /// the NBD data path's backend and the replication session's share the plan).
+    fn inject_fault(&mut self, volume: Option<u32>, plan: crate::io::FaultPlan) -> Response {
+        if !crate::io::injection_enabled() {
+            return Response::Failed {
+                kind: FailKind::BadRequest,
+                message: format!(
+                    "fault injection is off in this daemon; start it with {}=1 (a testing aid)",
+                    crate::io::FAULT_INJECTION_ENV
+                ),
+            };
+        }
+        let idx = match self.select(volume) {
+            Ok(i) => i,
+            Err(r) => return *r,
+        };
+        for i in idx {
+            let v = &self.slots[i].view;
+            if let Some(f) = crate::io::faults_for(&v.disk) {
+                tracing::warn!(minor = v.minor, disk = %v.disk.display(), ?plan, "fault injection: new plan");
+                f.set(plan.clone());
+            }
+        }
+        self.ok(Vec::new())
     }
 
     /// Indices of the volumes a request selects.
@@ -826,6 +886,7 @@ impl Runtime {
             Request::Detach { volume } => self.admin(volume, AdminCmd::Detach),
             Request::Outdate { volume } => self.admin(volume, AdminCmd::Outdate),
             Request::ResumeIo { volume } => self.admin(volume, AdminCmd::ResumeIo),
+            Request::InjectFault { volume, plan } => self.inject_fault(volume, plan),
             Request::Attach { volume } => self.attach_request(volume),
             Request::Down => return self.down(),
             Request::Connect { discard_my_data } => {

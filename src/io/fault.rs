@@ -15,7 +15,7 @@ use super::{Backend, BackendInfo, Done, Errno, IoCtx, Op};
 pub const SECTOR: u64 = 512;
 
 /// What to fail. Ranges are `(first_sector, sector_count)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FaultPlan {
     /// Reads touching these sectors fail with EIO.
     pub read_errors: Vec<(u64, u64)>,
@@ -168,6 +168,46 @@ impl<B: Backend> Backend for FaultBackend<B> {
 
     fn has_room(&self) -> bool {
         self.inner.has_room()
+    }
+}
+
+/// The environment variable that turns on fault injection in a daemon (a testing aid:
+/// `urbdadm inject-fault` then steers the disks of that daemon).
+pub const FAULT_INJECTION_ENV: &str = "URBD_FAULT_INJECTION";
+
+/// Per backing path, the faults every backend opened for it shares (the NBD data path's
+/// and the replication session's), when fault injection is on in this process.
+static REGISTRY: std::sync::OnceLock<
+    Option<Mutex<std::collections::HashMap<std::path::PathBuf, Faults>>>,
+> = std::sync::OnceLock::new();
+
+fn registry() -> Option<&'static Mutex<std::collections::HashMap<std::path::PathBuf, Faults>>> {
+    REGISTRY
+        .get_or_init(|| {
+            (std::env::var_os(FAULT_INJECTION_ENV).is_some_and(|v| v == "1"))
+                .then(|| Mutex::new(std::collections::HashMap::new()))
+        })
+        .as_ref()
+}
+
+/// Whether fault injection is on in this process ([`FAULT_INJECTION_ENV`]`=1`).
+pub fn injection_enabled() -> bool {
+    registry().is_some()
+}
+
+/// The faults of the disk at `path`, if fault injection is on (created on first use).
+pub fn faults_for(path: &std::path::Path) -> Option<Faults> {
+    let reg = registry()?;
+    let mut map = reg.lock().unwrap_or_else(|p| p.into_inner());
+    Some(map.entry(path.to_path_buf()).or_default().clone())
+}
+
+/// Wraps a backend of the disk at `path` in a [`FaultBackend`] sharing that disk's faults,
+/// if fault injection is on; else returns it as it is.
+pub fn wrap_for(path: &std::path::Path, be: Box<dyn Backend>) -> Box<dyn Backend> {
+    match faults_for(path) {
+        Some(faults) => Box::new(FaultBackend { inner: be, faults }),
+        None => be,
     }
 }
 

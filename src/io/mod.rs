@@ -35,7 +35,9 @@ mod uring;
 pub use align::Aligned;
 pub use buf::{AlignedBuf, BUF_ALIGN};
 pub use driver::{BACKEND_KEY_BIT, IoCtx, SyncDriver, new_ring};
-pub use fault::{FaultBackend, FaultPlan, Faults};
+pub use fault::{
+    FAULT_INJECTION_ENV, FaultBackend, FaultPlan, Faults, faults_for, injection_enabled, wrap_for,
+};
 pub use mem::{MemBackend, MemDisk};
 pub use uring::{BackendSpec, CacheMode, UringBackend, open_backend};
 

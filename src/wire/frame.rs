@@ -46,12 +46,16 @@ wire_code! {
     PacketType(u16) {
         /// Replicated write (data socket).
         DATA = 0x00,
+        /// Data read for a Diskless peer, answer to DATA_REQUEST (data socket).
+        DATA_REPLY = 0x01,
         /// Resync data, answer to RS_DATA_REQUEST (data socket).
         RS_DATA_REPLY = 0x02,
         /// End of a write epoch (data socket).
         BARRIER = 0x03,
         /// Plain bitmap chunk (data socket).
         BITMAP = 0x04,
+        /// Read request of a peer whose own disk cannot serve it (data socket).
+        DATA_REQUEST = 0x08,
         /// Resync read request (data socket).
         RS_DATA_REQUEST = 0x09,
         /// Connection parameters: DRBD's P_PROTOCOL (data socket).
@@ -82,6 +86,8 @@ wire_code! {
         RS_WRITE_ACK = 0x17,
         /// The write failed on the peer's disk (meta socket).
         NEG_ACK = 0x19,
+        /// The read for DATA_REQUEST failed (meta socket).
+        NEG_DREPLY = 0x1a,
         /// The resync read failed on the SyncSource (meta socket).
         NEG_RS_DREPLY = 0x1b,
         /// Epoch written and flushed (meta socket).
@@ -116,7 +122,10 @@ wire_code! {
 impl PacketType {
     /// True for the types whose payload holds a block of data.
     pub fn carries_data(self) -> bool {
-        matches!(self, PacketType::DATA | PacketType::RS_DATA_REPLY)
+        matches!(
+            self,
+            PacketType::DATA | PacketType::RS_DATA_REPLY | PacketType::DATA_REPLY
+        )
     }
 
     /// The largest payload a frame of this type may announce.
@@ -138,6 +147,7 @@ impl PacketType {
             | PacketType::RS_WRITE_ACK
             | PacketType::NEG_ACK
             | PacketType::NEG_RS_DREPLY
+            | PacketType::NEG_DREPLY
             | PacketType::BARRIER_ACK
             | PacketType::STATE_CHG_REPLY
             | PacketType::OV_RESULT

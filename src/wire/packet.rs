@@ -38,6 +38,12 @@ pub enum Packet<'a> {
     Data(Data<'a>),
     /// RS_DATA_REPLY: resync data.
     RsDataReply(Data<'a>),
+    /// DATA_REPLY: data read for a Diskless peer.
+    DataReply(Data<'a>),
+    /// DATA_REQUEST: a read of a peer whose disk cannot serve it.
+    DataRequest(BlockRequest),
+    /// NEG_DREPLY: the read for DATA_REQUEST failed.
+    NegDReply(BlockAck),
     /// RECV_ACK (protocol B).
     RecvAck(BlockAck),
     /// WRITE_ACK (protocol C).
@@ -107,6 +113,9 @@ impl<'a> Packet<'a> {
             StateChangeReply(_) => PacketType::STATE_CHG_REPLY,
             Data(_) => PacketType::DATA,
             RsDataReply(_) => PacketType::RS_DATA_REPLY,
+            DataReply(_) => PacketType::DATA_REPLY,
+            DataRequest(_) => PacketType::DATA_REQUEST,
+            NegDReply(_) => PacketType::NEG_DREPLY,
             RecvAck(_) => PacketType::RECV_ACK,
             WriteAck(_) => PacketType::WRITE_ACK,
             RsWriteAck(_) => PacketType::RS_WRITE_ACK,
@@ -144,12 +153,12 @@ impl<'a> Packet<'a> {
             SyncUuid(p) => p.encode(out),
             StateChangeRequest(p) => p.encode(out),
             StateChangeReply(p) => p.encode(out),
-            Data(p) | RsDataReply(p) => p.encode(out),
+            Data(p) | RsDataReply(p) | DataReply(p) => p.encode(out),
             RecvAck(p) | WriteAck(p) | RsWriteAck(p) | NegAck(p) | NegRsDReply(p)
-            | RsIsInSync(p) | OvResult(p) => p.encode(out),
+            | NegDReply(p) | RsIsInSync(p) | OvResult(p) => p.encode(out),
             Barrier(p) => p.encode(out),
             BarrierAck(p) => p.encode(out),
-            RsDataRequest(p) | OvRequest(p) => p.encode(out),
+            RsDataRequest(p) | OvRequest(p) | DataRequest(p) => p.encode(out),
             CsumRsRequest(p) | OvReply(p) => p.encode(out),
             Bitmap(p) => p.encode(out),
             CompressedBitmap(p) => p.encode(out),
@@ -194,6 +203,9 @@ impl<'a> Packet<'a> {
             }
             PacketType::DATA => Packet::Data(exact(payload, "data")?),
             PacketType::RS_DATA_REPLY => Packet::RsDataReply(exact(payload, "rs_data_reply")?),
+            PacketType::DATA_REPLY => Packet::DataReply(exact(payload, "data_reply")?),
+            PacketType::DATA_REQUEST => Packet::DataRequest(exact(payload, "data_request")?),
+            PacketType::NEG_DREPLY => Packet::NegDReply(exact(payload, "neg_dreply")?),
             PacketType::RECV_ACK => Packet::RecvAck(exact(payload, "recv_ack")?),
             PacketType::WRITE_ACK => Packet::WriteAck(exact(payload, "write_ack")?),
             PacketType::RS_WRITE_ACK => Packet::RsWriteAck(exact(payload, "rs_write_ack")?),

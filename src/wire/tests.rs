@@ -40,7 +40,7 @@ fn parts() -> impl Strategy<Value = Parts> {
 }
 
 /// Number of packet shapes [`build`] knows (every known type, plus an unknown one).
-const KINDS: u8 = 34;
+const KINDS: u8 = 37;
 
 /// Packet number `kind` built from `p`; `code` holds the VLI runs for COMPRESSED_BITMAP.
 fn build<'a>(kind: u8, p: &'a Parts, code: &'a [u8]) -> Packet<'a> {
@@ -163,6 +163,9 @@ fn build<'a>(kind: u8, p: &'a Parts, code: &'a [u8]) -> Packet<'a> {
             size: w0,
         }),
         32 => Packet::Disconnect,
+        33 => Packet::DataReply(data),
+        34 => Packet::DataRequest(req),
+        35 => Packet::NegDReply(ack),
         _ => Packet::Unknown {
             // 0x0100 and up are unused by DRBD 8.4 and by urbd.
             ty: PacketType(0x0100 | (w0 as u16 & 0x0fff)),
@@ -191,6 +194,7 @@ fn fixed_len(ty: PacketType) -> bool {
         ty,
         PacketType::DATA
             | PacketType::RS_DATA_REPLY
+            | PacketType::DATA_REPLY
             | PacketType::BITMAP
             | PacketType::COMPRESSED_BITMAP
             | PacketType::AUTH_CHALLENGE

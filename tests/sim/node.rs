@@ -181,11 +181,16 @@ pub fn conn_config(peer: usize) -> ConnConfig {
 }
 
 fn fresh_volume() -> Volume {
-    Volume::new(VolumeConfig {
+    let mut v = Volume::new(VolumeConfig {
         volume: 0,
         minor: 0,
         fencing: Fencing::DontCare,
-    })
+    });
+    // The simulated nodes have no Diskless data path: a local I/O error leaves the disk
+    // attached and Inconsistent (`on-io-error pass_on`); a node that has it stops
+    // claiming UpToDate (the oracle's rule), and the next handshake resyncs it.
+    v.set_on_io_error(urbd::core::OnIoError::PassOn);
+    v
 }
 
 fn fresh_connection(id: usize) -> Connection {
@@ -356,7 +361,9 @@ impl Node {
         while let Some(a) = self.vol.poll_action() {
             match a {
                 Action::PersistSuperblock { update, .. } => self.meta.sb = update,
-                Action::SetServing { .. } | Action::CloseDisk { .. } => {}
+                Action::SetServing { .. }
+                | Action::CloseDisk { .. }
+                | Action::DetachFailedDisk { .. } => {}
                 // The simulated nodes run with `fencing dont-care` (no handler to call).
                 Action::FencePeer { .. } | Action::ResumeIo { .. } => {}
             }
@@ -857,6 +864,20 @@ impl Node {
                     });
                 }
             }
+            // A failed write: the disk misses data it claimed, it goes Inconsistent. A
+            // failed read changes nothing here: the simulated disks fail transiently, the
+            // block is still there, and what it served is marked or retried (DRBD 8.4's
+            // pass_on would make the disk Inconsistent for that too, which with a
+            // transient error only stops a resync from its only good source).
+            ReplAction::LocalIoError { write: false } => {}
+            ReplAction::LocalIoError { write: true } => {
+                self.vol.handle_local_io_error();
+                self.perform();
+                let local = self.local_disk();
+                self.on_local(local);
+            }
+            // Nothing here reads through the peer.
+            ReplAction::ReadData { .. } => {}
             ReplAction::PeerWriteFailed => {
                 self.vol.handle_peer_write_error();
                 self.perform();

@@ -117,6 +117,10 @@ pub struct World {
     partitioned_until: Option<Instant>,
     down_until: [Option<Instant>; 2],
     eio_until: [Option<Instant>; 2],
+    /// The node whose disk has EIO episodes in this seed: one failing disk (two would be
+    /// a double failure, which `on-io-error` does not promise to survive: both disks
+    /// Inconsistent).
+    eio_node: usize,
     spike_until: Option<Instant>,
     split_brain: bool,
     stats: Stats,
@@ -172,6 +176,7 @@ impl World {
             partitioned_until: None,
             down_until: [None; 2],
             eio_until: [None; 2],
+            eio_node: (seed >> 17) as usize & 1,
             spike_until: None,
             split_brain: false,
             stats: Stats::default(),
@@ -459,8 +464,17 @@ impl World {
     }
 
     fn eio(&mut self) {
-        let i = self.rng.below(2) as usize;
-        if !self.nodes[i].up {
+        let _ = self.rng.below(2);
+        let i = self.eio_node;
+        // A single failure: the disk fails while its data is also on the other node
+        // (both Connected and UpToDate, no resync running). An error on the only good
+        // copy (a SyncSource's, say) leaves no UpToDate disk under `on-io-error`, in DRBD
+        // as here: that is a double failure, for the operator.
+        if !self.nodes[i].up
+            || !self.nodes.iter().all(|n| {
+                n.up && n.cstate() == ConnState::Connected && n.disk_state() == DiskState::UpToDate
+            })
+        {
             return;
         }
         let extent = self.rng.below(2);
@@ -611,7 +625,13 @@ impl World {
                 self.log(|| format!("node{i} boots"));
                 self.nodes[i].start(now);
             }
-            if self.eio_until[i].is_some_and(|t| t <= now) {
+            // An EIO episode ends when its time is up, or as soon as the other copy is
+            // not in reach and current (a single failure; see `eio`).
+            let other = &self.nodes[1 - i];
+            let other_good = other.up
+                && other.cstate() == ConnState::Connected
+                && other.disk_state() == DiskState::UpToDate;
+            if self.eio_until[i].is_some_and(|t| t <= now || !other_good) {
                 self.eio_until[i] = None;
                 self.nodes[i].disk.faults().clear();
             }

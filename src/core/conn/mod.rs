@@ -40,8 +40,8 @@ use crate::wire::{
 
 use super::state::{ConnState, DiskState, Role};
 use super::uuid_compare::{
-    FF_WSAME, Handshake, HandshakeInput, HandshakeRefusal, Link, PRO_VERSION_MAX, Side,
-    sync_handshake, uuid_flags,
+    FF_WSAME, Handshake, HandshakeDecision, HandshakeInput, HandshakeRefusal, Link,
+    PRO_VERSION_MAX, Side, sync_handshake, uuid_flags,
 };
 
 pub use auth::CHALLENGE_LEN;
@@ -566,7 +566,13 @@ impl Connection {
     fn check_sizes(&mut self, peer: &Sizes) -> bool {
         let l = &self.local;
         let user = min_not_zero(l.user_sect, peer.user);
-        let mut agreed = l.backing_sect.min(peer.backing);
+        // A Diskless side has no size of its own: the other's counts (DRBD's
+        // drbd_determine_dev_size with only the peer's disk).
+        let mut agreed = match (l.disk <= DiskState::Failed, peer.backing == 0) {
+            (true, _) => peer.backing,
+            (false, true) => l.backing_sect,
+            (false, false) => l.backing_sect.min(peer.backing),
+        };
         if user != 0 {
             agreed = agreed.min(user);
         }
@@ -623,6 +629,20 @@ impl Connection {
             policies: self.config.policies,
         };
         let mut decision = sync_handshake(&input);
+        if l.disk <= DiskState::Failed || peer_disk <= DiskState::Failed {
+            // DRBD's receive_state runs drbd_sync_handshake only when both nodes have a
+            // disk: with a Diskless side there is nothing to compare or resync.
+            decision = HandshakeDecision {
+                outcome: Handshake::Connected,
+                split_brain: None,
+                by_disk_states: false,
+                demote_first: false,
+                call_initial_split_brain: false,
+                call_split_brain: false,
+                call_pri_lost: false,
+                ..decision
+            };
+        }
         // urbd's choices where DRBD changes a Primary's role inside the handshake:
         // - `call-pri-lost-after-sb` picked this Primary as the victim (`demote_first`).
         //   DRBD demotes it if the device is not in use and calls pri-lost-after-sb if it

@@ -31,6 +31,8 @@ enum Incoming {
     },
     /// BARRIER.
     Barrier(u32),
+    /// DATA_REQUEST: read for the peer once the writes before it are applied.
+    Read(crate::wire::BlockRequest),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +106,7 @@ impl Apply {
             .filter_map(|i| match i {
                 Incoming::Data { key, .. } => key.map(Payload::Peer),
                 Incoming::Rs { key, .. } => Some(Payload::Peer(key)),
-                Incoming::Barrier(_) => None,
+                Incoming::Barrier(_) | Incoming::Read(_) => None,
             })
             .collect()
     }
@@ -129,6 +131,12 @@ impl Replicator {
             size: 0,
         })?;
         self.check_range("DATA", d.sector, len)?;
+        if !self.peer_has_disk() {
+            // The peer writes through us alone: its disk misses this (DRBD's
+            // receive_Data with pdsk < D_INCONSISTENT), so a disk it attaches later
+            // resyncs it.
+            self.mark_oos(d.sector * 512, u64::from(len));
+        }
         let is_write = d.dp_flags & (dp_flags::DISCARD | dp_flags::ZEROES) == 0;
         self.apply.queue.push_back(Incoming::Data {
             key: if is_write { key } else { None },
@@ -166,6 +174,10 @@ impl Replicator {
         self.apply.queue.push_back(Incoming::Barrier(epoch));
     }
 
+    pub(super) fn queue_data_request(&mut self, r: crate::wire::BlockRequest) {
+        self.apply.queue.push_back(Incoming::Read(r));
+    }
+
     /// Start what may start, in order.
     pub(super) fn pump_apply(&mut self) {
         loop {
@@ -182,7 +194,11 @@ impl Replicator {
                     let set_size = std::mem::take(&mut self.apply.epoch_writes);
                     self.apply.barrier = Some((epoch, set_size, BarrierPhase::Draining));
                 }
-                Incoming::Data { sector, len, .. } | Incoming::Rs { sector, len, .. } => {
+                Incoming::Data { sector, len, .. }
+                | Incoming::Rs { sector, len, .. }
+                | Incoming::Read(crate::wire::BlockRequest {
+                    sector, size: len, ..
+                }) => {
                     let offset = sector * 512;
                     if self
                         .apply
@@ -278,6 +294,7 @@ impl Replicator {
                     },
                 );
             }
+            Incoming::Read(r) => self.start_data_read(r),
             Incoming::Barrier(_) => {}
         }
     }
@@ -310,6 +327,9 @@ impl Replicator {
                     ty: PacketType::NEG_RS_DREPLY,
                     ack,
                 });
+                if self.has_local_disk() {
+                    self.push(ReplAction::LocalIoError { write: true });
+                }
             }
         } else if res.is_err() {
             self.mark_oos(f.sector * 512, u64::from(f.len));

@@ -31,6 +31,7 @@ mod al;
 mod apply;
 mod bitmap_xfer;
 mod controller;
+mod reads;
 mod resync;
 mod verify;
 mod writes;
@@ -231,6 +232,19 @@ pub enum Outgoing {
         /// Bytes.
         len: u32,
     },
+    /// DATA_REQUEST: a read this node's disk cannot serve.
+    DataRequest(BlockRequest),
+    /// DATA_REPLY with the data of local read `payload` (for a peer's DATA_REQUEST).
+    DataReply {
+        /// The buffer.
+        payload: Payload,
+        /// First sector.
+        sector: u64,
+        /// The requester's id.
+        block_id: u64,
+        /// Bytes.
+        len: u32,
+    },
     /// RS_DATA_REPLY with the data of local read `read`.
     RsReply {
         /// The buffer.
@@ -290,6 +304,25 @@ pub enum ReplAction {
     /// and its blocks are marked out of sync, so this disk no longer holds the peer's
     /// data; tell the volume ([`crate::core::Volume::handle_peer_write_error`]).
     PeerWriteFailed,
+    /// The local disk failed an application write or a read (for the application or for
+    /// the peer): the volume applies `on-io-error`
+    /// ([`crate::core::Volume::handle_local_io_error`]). The request itself was answered
+    /// from the peer where it could be.
+    LocalIoError {
+        /// A write failed (else a read).
+        write: bool,
+    },
+    /// Part of the application read `tag` came from the peer: copy the payload into the
+    /// read's buffer at byte `at`, then release the payload. The read completes with a
+    /// [`ReplAction::Complete`] once every part is in.
+    ReadData {
+        /// The application request.
+        tag: u64,
+        /// Byte offset within the request's buffer.
+        at: u32,
+        /// The data received.
+        payload: Payload,
+    },
     /// The resync ended on this side: `failed` blocks could not be synced (the target
     /// stays Inconsistent if any).
     SyncFinished {
@@ -362,6 +395,13 @@ pub struct Replicator {
     actions: VecDeque<ReplAction>,
     /// Local I/O in flight: id -> who waits for it.
     local: BTreeMap<u64, Waiter>,
+    /// The local disk is attached (false: Diskless, application I/O goes to the peer).
+    local_disk: bool,
+    /// The peer has a disk that takes replicated writes (its disk is at least
+    /// Inconsistent; DRBD's `drbd_should_do_remote`).
+    peer_disk: bool,
+    /// Reads served by the peer (both sides).
+    reads: reads::Reads,
 }
 
 /// Who a local I/O belongs to.
@@ -383,6 +423,8 @@ enum Waiter {
     OvRead,
     /// VerifyS: a read to compare with the peer's OV_REPLY.
     OvCompare,
+    /// A read for the peer's DATA_REQUEST.
+    DataRead,
     /// The data disk's flush before an AL transaction that evicts extents.
     AlFlush,
 }
@@ -406,6 +448,9 @@ impl Replicator {
             al_after_flush: None,
             actions: VecDeque::new(),
             local: BTreeMap::new(),
+            local_disk: true,
+            peer_disk: true,
+            reads: reads::Reads::default(),
         }
     }
 
@@ -516,6 +561,7 @@ impl Replicator {
         for key in released {
             self.push(ReplAction::Release(key));
         }
+        self.fail_remote_reads();
         self.pump_writes();
     }
 
@@ -643,6 +689,7 @@ impl Replicator {
             Waiter::CsumRead => self.on_csum_read_done(id, res),
             Waiter::OvRead => self.on_ov_read_done(id, res),
             Waiter::OvCompare => self.on_ov_compare_done(id, res),
+            Waiter::DataRead => self.on_data_read_done(id, res),
             Waiter::AlFlush => {
                 // A failed flush leaves nothing better to do than go on (DRBD would
                 // detach the disk on the error).
@@ -673,6 +720,9 @@ impl Replicator {
             Packet::Data(d) => self.on_peer_data(d, key)?,
             Packet::Barrier(b) => self.on_barrier(b.epoch),
             Packet::RsDataReply(d) => self.on_rs_reply(d, key)?,
+            Packet::DataReply(d) => self.on_data_reply(d, key)?,
+            Packet::DataRequest(r) => self.on_data_request(r)?,
+            Packet::NegDReply(a) => self.on_neg_dreply(a)?,
             Packet::RecvAck(a) => self.on_ack(PacketType::RECV_ACK, a)?,
             Packet::WriteAck(a) => self.on_ack(PacketType::WRITE_ACK, a)?,
             Packet::NegAck(a) => self.on_ack(PacketType::NEG_ACK, a)?,
@@ -748,6 +798,8 @@ impl Outgoing {
             Outgoing::Ack { ty, .. } => *ty,
             Outgoing::RsRequest(_) => PacketType::RS_DATA_REQUEST,
             Outgoing::RsReply { .. } => PacketType::RS_DATA_REPLY,
+            Outgoing::DataRequest(_) => PacketType::DATA_REQUEST,
+            Outgoing::DataReply { .. } => PacketType::DATA_REPLY,
             Outgoing::CsumRequest { .. } => PacketType::CSUM_RS_REQUEST,
             Outgoing::OvRequest(_) => PacketType::OV_REQUEST,
             Outgoing::OvReply { .. } => PacketType::OV_REPLY,
@@ -759,6 +811,7 @@ impl Outgoing {
         match self {
             Outgoing::Data { payload, .. } => *payload,
             Outgoing::RsReply { payload, .. }
+            | Outgoing::DataReply { payload, .. }
             | Outgoing::CsumRequest { payload, .. }
             | Outgoing::OvReply { payload, .. } => Some(*payload),
             _ => None,
@@ -807,10 +860,12 @@ impl Outgoing {
                 PacketType::NEG_ACK => Packet::NegAck(ack),
                 PacketType::RS_WRITE_ACK => Packet::RsWriteAck(ack),
                 PacketType::NEG_RS_DREPLY => Packet::NegRsDReply(ack),
+                PacketType::NEG_DREPLY => Packet::NegDReply(ack),
                 PacketType::OV_RESULT => Packet::OvResult(ack),
                 _ => Packet::RsIsInSync(ack),
             },
             Outgoing::RsRequest(r) => Packet::RsDataRequest(r),
+            Outgoing::DataRequest(r) => Packet::DataRequest(r),
             Outgoing::OvRequest(r) => Packet::OvRequest(r),
             Outgoing::CsumRequest {
                 sector,
@@ -840,6 +895,16 @@ impl Outgoing {
             Outgoing::RsReply {
                 sector, block_id, ..
             } => Packet::RsDataReply(Data {
+                sector,
+                block_id,
+                seq: 0,
+                dp_flags: 0,
+                digest,
+                payload: data,
+            }),
+            Outgoing::DataReply {
+                sector, block_id, ..
+            } => Packet::DataReply(Data {
                 sector,
                 block_id,
                 seq: 0,

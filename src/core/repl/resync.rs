@@ -514,6 +514,12 @@ impl Replicator {
                 });
                 let bits = u64::from(r.size).div_ceil(BM_BLOCK);
                 self.resync.failed_bits += bits;
+                if self.has_local_disk() {
+                    // The volume applies `on-io-error` (DRBD: __drbd_chk_io_error on the
+                    // failed read of w_e_end_rsdata_req). Once detached, the rest of the
+                    // resync is answered NEG_RS_DREPLY at once: it ends, failed.
+                    self.push(ReplAction::LocalIoError { write: false });
+                }
             }
         }
     }

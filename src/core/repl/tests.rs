@@ -36,6 +36,12 @@ struct Node {
     hold_al: bool,
     /// `PeerWriteFailed` actions seen.
     peer_write_failed: usize,
+    /// Every local I/O fails with EIO (a dead disk).
+    fail_io: bool,
+    /// `LocalIoError` actions seen: (write?).
+    local_io_errors: Vec<bool>,
+    /// What application reads got from the peer, by tag.
+    read_data: HashMap<u64, Vec<u8>>,
 }
 
 impl Node {
@@ -56,6 +62,9 @@ impl Node {
             al_written: Vec::new(),
             hold_al: false,
             peer_write_failed: 0,
+            fail_io: false,
+            local_io_errors: Vec::new(),
+            read_data: HashMap::new(),
         }
     }
 
@@ -75,7 +84,12 @@ impl Node {
                     if let Some(p @ Payload::Read(_)) = o.payload() {
                         self.bufs.remove(&p);
                     }
-                    if matches!(o, Outgoing::Data { .. } | Outgoing::RsReply { .. }) {
+                    if matches!(
+                        o,
+                        Outgoing::Data { .. }
+                            | Outgoing::RsReply { .. }
+                            | Outgoing::DataReply { .. }
+                    ) {
                         self.data_sent += data.len() as u64;
                     }
                     let mut f = Vec::new();
@@ -84,6 +98,16 @@ impl Node {
                 }
                 ReplAction::Complete { tag, res } => self.completed.push((tag, res)),
                 ReplAction::PeerWriteFailed => self.peer_write_failed += 1,
+                ReplAction::LocalIoError { write } => self.local_io_errors.push(write),
+                ReplAction::ReadData { tag, at, payload } => {
+                    let data = self.bufs.remove(&payload).expect("payload");
+                    let buf = self.read_data.entry(tag).or_default();
+                    let end = at as usize + data.len();
+                    if buf.len() < end {
+                        buf.resize(end, 0);
+                    }
+                    buf[at as usize..end].copy_from_slice(&data);
+                }
                 ReplAction::Release(p) => {
                     self.bufs.remove(&p);
                 }
@@ -116,6 +140,10 @@ impl Node {
         let Some((id, io)) = self.pending_io.pop_front() else {
             return false;
         };
+        if self.fail_io {
+            self.r.handle_local_done(now, id, Err(Errno::EIO));
+            return true;
+        }
         match io {
             LocalIo::App { tag } => {
                 let (off, data, kind) = self.app[&tag].clone();
@@ -163,7 +191,7 @@ impl Node {
             .expect("valid frame")
             .expect("whole frame");
         let key = match f.packet {
-            Packet::Data(d) | Packet::RsDataReply(d) => {
+            Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d) => {
                 let k = self.next_key;
                 self.next_key += 1;
                 self.bufs.insert(Payload::Peer(k), d.payload.to_vec());
@@ -353,7 +381,8 @@ fn a_local_write_error_marks_the_blocks_the_peer_wrote_out_of_sync() {
         p.b.disk[3 * 4096..5 * 4096] == block(9, 8192)[..],
         "the peer has it"
     );
-    assert!(matches!(p.a.completed[..], [(1, Err(_))]));
+    // The peer has it: the write succeeds (DRBD's drbd_req_complete).
+    assert!(matches!(p.a.completed[..], [(1, Ok(()))]));
     assert!(p.a.r.bitmap().is_set(3) && p.a.r.bitmap().is_set(4));
     assert_eq!(p.a.r.bitmap().count(), 2);
 }
@@ -1125,4 +1154,114 @@ fn a_resync_read_of_a_lost_link_is_not_answered_on_the_next() {
         .count();
     assert_eq!(replies, 0, "a reply to a request of the old link went out");
     assert!(p.a.bufs.is_empty(), "the read buffers are released");
+}
+
+// ----- local I/O errors and the Diskless node (on-io-error) -----------------------------
+
+#[test]
+fn a_local_write_error_completes_from_the_peer_and_marks_the_block() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.fail_io = true;
+    p.a.write(1, 8192, block(7, 4096));
+    p.settle();
+    // DRBD's drbd_req_complete: ok when either half is; the volume hears of the error.
+    assert!(p.a.done(1), "{:?}", p.a.completed);
+    assert_eq!(p.a.local_io_errors, vec![true]);
+    assert_eq!(&p.b.disk[8192..12288], &block(7, 4096)[..]);
+    assert_eq!(p.a.r.bitmap().count(), 1, "the local copy misses it");
+}
+
+#[test]
+fn a_local_write_error_without_the_peer_fails_the_write() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.handle_link_down();
+    p.a.fail_io = true;
+    p.a.write(1, 0, block(7, 4096));
+    p.settle();
+    assert_eq!(p.a.completed, vec![(1, Err(Errno::EIO))]);
+    assert_eq!(p.a.local_io_errors, vec![true]);
+}
+
+#[test]
+fn a_diskless_primary_writes_and_reads_through_the_peer() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.handle_detach();
+    p.b.r.handle_peer_disk(false);
+    p.a.write(1, 8192, block(3, 8192));
+    p.settle();
+    assert!(p.a.done(1));
+    assert_eq!(&p.b.disk[8192..16384], &block(3, 8192)[..]);
+    // The peer's bitmap records what the Diskless node wrote (its disk misses it).
+    assert_eq!(p.b.r.bitmap().count(), 2);
+    assert_eq!(
+        &p.a.disk[8192..16384],
+        &block(0xAA, 8192)[..],
+        "no local I/O"
+    );
+    // A read larger than one DATA_REPLY comes in parts.
+    let len = (MAX_DATA_TEST * 2 + 4096) as u32;
+    p.a.r.handle_app_read(9, 0, len);
+    p.a.r.handle_app_flush(10);
+    p.settle();
+    assert!(p.a.done(9) && p.a.done(10), "{:?}", p.a.completed);
+    assert_eq!(p.a.read_data[&9], p.b.disk[..len as usize].to_vec());
+    assert!(p.a.pending_io.is_empty());
+    assert_eq!(p.a.r.remote_reads_in_flight(), 0);
+}
+
+const MAX_DATA_TEST: usize = crate::wire::MAX_DATA as usize;
+
+#[test]
+fn a_remote_read_fails_when_the_peer_cannot_read() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.handle_detach();
+    p.b.fail_io = true;
+    p.a.r.handle_app_read(1, 4096, 4096);
+    p.settle();
+    assert_eq!(p.a.completed, vec![(1, Err(Errno::EIO))]);
+    assert_eq!(
+        p.b.local_io_errors,
+        vec![false],
+        "the peer's volume hears of it"
+    );
+}
+
+#[test]
+fn a_diskless_node_without_its_peer_fails_everything() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.handle_detach();
+    p.a.r.handle_app_read(1, 0, 4096);
+    p.drain();
+    // In flight at the peer when the link goes: fails.
+    p.a.r.handle_link_down();
+    p.a.write(2, 0, block(1, 4096));
+    p.a.r.handle_app_read(3, 0, 4096);
+    p.a.r.handle_app_flush(4);
+    p.a.drain(&mut p.a_to_b);
+    let mut got = p.a.completed.clone();
+    got.sort_by_key(|c| c.0);
+    assert_eq!(
+        got,
+        vec![
+            (1, Err(Errno::EIO)),
+            (2, Err(Errno::EIO)),
+            (3, Err(Errno::EIO)),
+            (4, Err(Errno::EIO)),
+        ]
+    );
+}
+
+#[test]
+fn reads_for_the_peer_wait_for_the_writes_received_before_them() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r.handle_detach();
+    p.a.write(1, 0, block(9, 4096));
+    p.a.r.handle_app_read(2, 0, 4096);
+    p.drain();
+    // Both are at the peer before its write completes: the read must see the write.
+    while let Some(f) = p.a_to_b.pop_front() {
+        p.b.receive(p.now, &f);
+    }
+    p.settle();
+    assert_eq!(p.a.read_data[&2], block(9, 4096));
 }

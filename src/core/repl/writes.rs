@@ -41,6 +41,11 @@ struct Req {
     peer: PeerPart,
     /// Sent to the peer (its completion closes the epoch).
     replicated: bool,
+    /// The peer has it (DRBD's RQ_NET_OK): acknowledged per protocol, or for a flush its
+    /// BARRIER_ACK arrived. A request whose local half failed still succeeds then.
+    peer_ok: bool,
+    /// It has a local half (false on a Diskless node: the peer alone serves it).
+    has_local: bool,
     /// The epoch it was sent in.
     epoch: u32,
 }
@@ -100,6 +105,7 @@ impl Writes {
                     lost.push((offset, len));
                 }
                 r.peer = PeerPart::Done;
+                r.peer_ok = false;
             }
         }
         lost
@@ -119,6 +125,8 @@ impl Replicator {
                 local: None,
                 peer: PeerPart::Done,
                 replicated: false,
+                peer_ok: false,
+                has_local: true,
                 epoch: 0,
             },
         );
@@ -141,19 +149,26 @@ impl Replicator {
         } else {
             PeerPart::Done
         };
+        let has_local = self.local_disk;
         self.writes.reqs.insert(
             id,
             Req {
                 tag,
                 kind: ReqKind::Flush,
                 started: true,
-                local: None,
+                local: (!has_local).then_some(Ok(())),
                 peer,
                 replicated: false,
+                peer_ok: false,
+                has_local,
                 epoch: 0,
             },
         );
-        self.local_io(Waiter::AppFlush(id), LocalIo::Flush);
+        if has_local {
+            self.local_io(Waiter::AppFlush(id), LocalIo::Flush);
+        } else {
+            self.try_complete(id);
+        }
     }
 
     /// Start every waiting write that no longer conflicts (in order: a write also waits
@@ -219,7 +234,7 @@ impl Replicator {
         };
         let mut peer = PeerPart::Done;
         let mut replicated = false;
-        if self.is_linked() {
+        if self.is_linked() && self.peer_disk {
             let w = &mut self.writes;
             if w.close_epoch && w.epoch_writes > 0 {
                 let epoch = w.epoch;
@@ -254,17 +269,28 @@ impl Replicator {
             });
             peer = part;
             replicated = true;
-        } else {
+        } else if self.local_disk {
             self.mark_oos(offset, u64::from(len));
         }
         let epoch = self.writes.epoch;
+        let has_local = self.local_disk;
         if let Some(r) = self.writes.reqs.get_mut(&id) {
             r.started = true;
             r.peer = peer;
             r.replicated = replicated;
+            // Protocol A: the peer's half is done (and good) once sent.
+            r.peer_ok = replicated && peer == PeerPart::Done;
             r.epoch = epoch;
+            r.has_local = has_local;
+            if !has_local {
+                r.local = Some(Ok(()));
+            }
         }
-        self.local_io(Waiter::App(id), LocalIo::App { tag: req.tag });
+        if has_local {
+            self.local_io(Waiter::App(id), LocalIo::App { tag: req.tag });
+        } else {
+            self.try_complete(id);
+        }
     }
 
     pub(super) fn on_app_local_done(&mut self, id: u64, res: Result<(), Errno>) {
@@ -284,10 +310,17 @@ impl Replicator {
         };
         let (offset, len) = r.range().ok_or(ReplError::UnknownAck(ty))?;
         match ty {
-            PacketType::RECV_ACK if r.peer == PeerPart::Recv => r.peer = PeerPart::Done,
-            PacketType::WRITE_ACK if r.peer == PeerPart::Write => r.peer = PeerPart::Done,
+            PacketType::RECV_ACK if r.peer == PeerPart::Recv => {
+                r.peer = PeerPart::Done;
+                r.peer_ok = true;
+            }
+            PacketType::WRITE_ACK if r.peer == PeerPart::Write => {
+                r.peer = PeerPart::Done;
+                r.peer_ok = true;
+            }
             PacketType::NEG_ACK => {
                 r.peer = PeerPart::Done;
+                r.peer_ok = false;
                 self.mark_oos(offset, len);
             }
             _ => return Err(ReplError::UnknownAck(ty)),
@@ -308,6 +341,7 @@ impl Replicator {
             .filter_map(|(id, r)| match r.peer {
                 PeerPart::BarrierAck(e) if epoch.wrapping_sub(e) < u32::MAX / 2 => {
                     r.peer = PeerPart::Done;
+                    r.peer_ok = true;
                     Some(*id)
                 }
                 _ => None,
@@ -335,14 +369,30 @@ impl Replicator {
         };
         let r = *r;
         self.writes.reqs.remove(&id);
-        if res.is_err()
-            && let Some((offset, len)) = r.range()
-        {
-            // The local disk failed the write while the peer may have it: the blocks
-            // differ, so they are out of sync (drbd_req_destroy sets out-of-sync unless
-            // both RQ_NET_OK and RQ_LOCAL_OK), before the answer.
-            self.mark_oos(offset, len);
-        }
+        let res = match res {
+            _ if !r.has_local => {
+                // Diskless: the peer's copy is the only one.
+                if r.peer_ok {
+                    Ok(())
+                } else {
+                    Err(crate::io::Errno::EIO)
+                }
+            }
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some((offset, len)) = r.range() {
+                    // The local disk failed the write while the peer may have it: the
+                    // blocks differ, so they are out of sync (drbd_req_destroy sets
+                    // out-of-sync unless both RQ_NET_OK and RQ_LOCAL_OK), before the
+                    // answer; the volume applies `on-io-error`. (A failed flush is not
+                    // a disk failure in DRBD 8.4: it only changes the write ordering.)
+                    self.mark_oos(offset, len);
+                    self.push(ReplAction::LocalIoError { write: true });
+                }
+                // DRBD's drbd_req_complete: success when either half succeeded.
+                if r.peer_ok { Ok(()) } else { Err(e) }
+            }
+        };
         if let (Some(a), Some((offset, len))) = (self.al.as_mut(), r.range()) {
             a.end(super::al::extents(offset, len));
         }

@@ -118,7 +118,7 @@ fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub fn write_frame(s: &mut impl Write, frame: &Frame<'_>, scratch: &mut Vec<u8>) -> io::Result<()> {
     scratch.clear();
     let block = match frame.packet {
-        Packet::Data(d) | Packet::RsDataReply(d) => d.payload,
+        Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d) => d.payload,
         _ => {
             frame.encode(scratch);
             return s.write_all(scratch);
@@ -129,6 +129,7 @@ pub fn write_frame(s: &mut impl Write, frame: &Frame<'_>, scratch: &mut Vec<u8>)
     let fixed = match frame.packet {
         Packet::Data(d) => Packet::Data(crate::wire::Data { payload: &[], ..d }),
         Packet::RsDataReply(d) => Packet::RsDataReply(crate::wire::Data { payload: &[], ..d }),
+        Packet::DataReply(d) => Packet::DataReply(crate::wire::Data { payload: &[], ..d }),
         _ => unreachable!("matched above"),
     };
     scratch.resize(HEADER_LEN, 0);

@@ -2,6 +2,9 @@
 //! disk on the NBD thread's ring; writes, trims, zeroes and flushes go to the replication
 //! session, which answers through a queue and an eventfd read armed on the same ring.
 //! While fencing freezes I/O, reads wait here too (parked until the session thaws).
+//! While the local disk cannot serve reads (Diskless after an I/O error, or not UpToDate)
+//! they go to the session too, which asks the peer; a read the local disk fails goes
+//! there as well ([`Input::ReadFailed`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,8 @@ pub struct Completions {
     efd: OwnedFd,
     /// I/O is frozen by fencing: reads are parked too.
     frozen: AtomicBool,
+    /// The local disk cannot serve reads: they go to the session (the peer).
+    remote_reads: AtomicBool,
 }
 
 impl Completions {
@@ -41,6 +46,7 @@ impl Completions {
             done: Mutex::new(Vec::new()),
             efd,
             frozen: AtomicBool::new(false),
+            remote_reads: AtomicBool::new(false),
         }))
     }
 
@@ -55,6 +61,23 @@ impl Completions {
 
     fn is_frozen(&self) -> bool {
         self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Called by the session: reads go to the peer (`true`: the local disk is Diskless or
+    /// not UpToDate) or to the local disk.
+    pub fn set_remote_reads(&self, on: bool) {
+        let was = self.remote_reads.swap(on, Ordering::AcqRel);
+        if was != on {
+            tracing::info!(
+                remote = on,
+                "application reads now go to the {}",
+                if on { "peer" } else { "local disk" }
+            );
+        }
+    }
+
+    fn remote_reads(&self) -> bool {
+        self.remote_reads.load(Ordering::Acquire)
     }
 
     /// Called by the session: these requests are finished (`batch` is emptied). One
@@ -89,6 +112,11 @@ pub struct ReplBackend {
     forwarded: usize,
     /// Reads that arrived while I/O was frozen.
     parked: Vec<(u64, Op)>,
+    /// Reads submitted to the local disk: tag -> offset (a failed one is retried at the
+    /// peer).
+    local_reads: std::collections::HashMap<u64, u64>,
+    /// Completions of the local backend, looked at before they go up.
+    local_done: Vec<Done>,
     armed: bool,
     wake_buf: Box<[u8; 8]>,
 }
@@ -108,6 +136,8 @@ impl ReplBackend {
             completions,
             forwarded: 0,
             parked: Vec::new(),
+            local_reads: std::collections::HashMap::new(),
+            local_done: Vec::new(),
             armed: false,
             wake_buf: Box::new([0; 8]),
         }
@@ -134,6 +164,62 @@ impl ReplBackend {
         }
     }
 
+    /// Sends `input` to the session; gives it back if the session has stopped.
+    #[allow(clippy::result_large_err)]
+    fn forward(&mut self, ctx: &mut IoCtx<'_>, input: Input) -> Result<(), Input> {
+        match self.session.send(input) {
+            Ok(()) => {
+                self.forwarded += 1;
+                self.arm(ctx);
+                Ok(())
+            }
+            Err(std::sync::mpsc::SendError(input)) => Err(input),
+        }
+    }
+
+    /// A read for the local disk; its completion is looked at in [`Self::pass_up`].
+    fn submit_local_read(&mut self, ctx: &mut IoCtx<'_>, tag: u64, op: Op) {
+        if let Op::Read { offset, .. } = &op {
+            self.local_reads.insert(tag, *offset);
+        }
+        let mut done = std::mem::take(&mut self.local_done);
+        self.local.submit(&mut ctx.reborrow(&mut done), tag, op);
+        self.local_done = done;
+        self.pass_up(ctx);
+    }
+
+    /// Hands the local backend's completions up; a read that failed goes to the session
+    /// (the peer may have the data) unless the data path is local-only.
+    fn pass_up(&mut self, ctx: &mut IoCtx<'_>) {
+        let mut done = std::mem::take(&mut self.local_done);
+        for d in done.drain(..) {
+            let Some(offset) = self.local_reads.remove(&d.tag) else {
+                ctx.complete(d);
+                continue;
+            };
+            match (d.res, d.buf) {
+                (Err(_), Some(buf)) if !self.local_only.load(Ordering::Acquire) => {
+                    let op = Op::Read { offset, buf };
+                    if let Err(Input::ReadFailed { op, .. }) =
+                        self.forward(ctx, Input::ReadFailed { tag: d.tag, op })
+                    {
+                        ctx.complete(Done {
+                            tag: d.tag,
+                            res: d.res,
+                            buf: op.into_buf(),
+                        });
+                    }
+                }
+                (res, buf) => ctx.complete(Done {
+                    tag: d.tag,
+                    res,
+                    buf,
+                }),
+            }
+        }
+        self.local_done = done;
+    }
+
     fn collect(&mut self, ctx: &mut IoCtx<'_>) {
         for d in self.completions.take() {
             self.forwarded = self.forwarded.saturating_sub(1);
@@ -156,8 +242,13 @@ impl Backend for ReplBackend {
             self.arm(ctx);
             return;
         }
-        if matches!(op, Op::Read { .. }) || self.local_only.load(Ordering::Acquire) {
+        let local_only = self.local_only.load(Ordering::Acquire);
+        let read = matches!(op, Op::Read { .. });
+        if local_only {
             return self.local.submit(ctx, tag, op);
+        }
+        if read && !self.completions.remote_reads() {
+            return self.submit_local_read(ctx, tag, op);
         }
         if let Err(e) = crate::io::check_op(&self.local.info(), &op) {
             ctx.complete(Done {
@@ -167,30 +258,28 @@ impl Backend for ReplBackend {
             });
             return;
         }
-        match self.session.send(Input::App { tag, op }) {
-            Ok(()) => {
-                self.forwarded += 1;
-                self.arm(ctx);
-            }
+        match self.forward(ctx, Input::App { tag, op }) {
+            Ok(()) => {}
             // The session has stopped (the disk is being detached): what is left, such as
             // the data path's final flush, is local.
-            Err(std::sync::mpsc::SendError(Input::App { op, .. })) => {
-                self.local.submit(ctx, tag, op)
-            }
+            Err(Input::App { op, .. }) => self.local.submit(ctx, tag, op),
             Err(_) => {}
         }
     }
 
     fn complete(&mut self, ctx: &mut IoCtx<'_>, key: u64, res: i32) {
         if key != WAKE_KEY {
-            return self.local.complete(ctx, key, res);
+            let mut done = std::mem::take(&mut self.local_done);
+            self.local.complete(&mut ctx.reborrow(&mut done), key, res);
+            self.local_done = done;
+            return self.pass_up(ctx);
         }
         self.armed = false;
         tracing::trace!(res, forwarded = self.forwarded, "replication doorbell rang");
         self.collect(ctx);
         if !self.completions.is_frozen() {
             for (tag, op) in std::mem::take(&mut self.parked) {
-                self.local.submit(ctx, tag, op);
+                self.submit(ctx, tag, op);
             }
         }
         if self.forwarded > 0 || !self.parked.is_empty() {

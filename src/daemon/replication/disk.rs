@@ -32,7 +32,7 @@ impl SessionRing {
     /// without the session entering the kernel, and the ring may be made on the thread
     /// that starts the session and used by the session's own).
     pub fn new(spec: &BackendSpec, bell_fd: RawFd) -> io::Result<SessionRing> {
-        let backend = open_backend(spec)?;
+        let backend = crate::io::wrap_for(&spec.path, open_backend(spec)?);
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
             .build(RING_ENTRIES)?;

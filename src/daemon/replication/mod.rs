@@ -56,9 +56,12 @@ pub enum PeerCall {
     /// The handshake repaired this node's UUIDs (DRBD's rules 34/71: a SYNC_UUID lost with
     /// the link); record them before anything else.
     UuidRepair(Uuids),
-    /// A write the peer replicated failed on the local disk: the disk stops claiming the
-    /// peer's data (`Volume::handle_peer_write_error`).
-    PeerWriteFailed,
+    /// The local disk failed a read or write (the peer's replicated write included): the
+    /// volume applies `on-io-error` (`Volume::handle_local_io_error`).
+    LocalIoError {
+        /// A write failed (else a read).
+        write: bool,
+    },
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.
@@ -95,6 +98,8 @@ pub enum Handler {
     PriLostAfterSb,
     /// `pri-lost`: `rr-conflict call-pri-lost`: this Primary should become SyncTarget.
     PriLost,
+    /// `local-io-error`: `on-io-error call-local-io-error` and the disk failed.
+    LocalIoError,
 }
 
 impl Handler {
@@ -105,6 +110,7 @@ impl Handler {
             Handler::InitialSplitBrain => "initial-split-brain",
             Handler::PriLostAfterSb => "pri-lost-after-sb",
             Handler::PriLost => "pri-lost",
+            Handler::LocalIoError => "local-io-error",
         }
     }
 }
@@ -174,6 +180,13 @@ pub enum Input {
         /// The NBD request.
         tag: u64,
         /// What to do.
+        op: Op,
+    },
+    /// An application read that failed on the local disk (the peer may serve it).
+    ReadFailed {
+        /// The NBD request.
+        tag: u64,
+        /// The read.
         op: Op,
     },
     /// The connector established the two sockets.

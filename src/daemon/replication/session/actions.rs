@@ -56,6 +56,7 @@ impl Session {
                         o,
                         crate::core::repl::Outgoing::Data { .. }
                             | crate::core::repl::Outgoing::RsReply { .. }
+                            | crate::core::repl::Outgoing::DataReply { .. }
                     ) {
                         self.sent_bytes += data.len() as u64;
                     }
@@ -95,8 +96,26 @@ impl Session {
             }
             ReplAction::PeerWriteFailed => {
                 tracing::error!(resource = %self.cfg.resource,
-                    "Local IO failed in a replicated write; the disk is Inconsistent until a resync");
-                self.call(PeerCall::PeerWriteFailed);
+                    "Local IO failed in a replicated write (answered with NegAck)");
+                self.call(PeerCall::LocalIoError { write: true });
+            }
+            ReplAction::LocalIoError { write } => {
+                tracing::error!(resource = %self.cfg.resource,
+                    "Local IO failed in {}", if write { "a write" } else { "a read" });
+                self.call(PeerCall::LocalIoError { write });
+            }
+            ReplAction::ReadData { tag, at, payload } => {
+                if let Payload::Peer(k) = payload {
+                    if let (Some(Op::Read { buf, .. }), Some(data)) =
+                        (self.app_ops.get_mut(&tag), self.peer_bufs.get(&k))
+                    {
+                        let at = at as usize;
+                        if let Some(dst) = buf.as_mut_slice().get_mut(at..at + data.len()) {
+                            dst.copy_from_slice(data);
+                        }
+                    }
+                    self.drop_peer_buf(k);
+                }
             }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => self.drop_peer_buf(k),
@@ -216,6 +235,13 @@ impl Session {
     }
 
     pub(super) fn local_io(&mut self, id: u64, io: LocalIo) {
+        if !self.repl.has_local_disk() {
+            // Detached after an I/O error: the disk is not touched again (an
+            // application request keeps its buffer in `app_ops` for the answer).
+            self.repl
+                .handle_local_done(Instant::now(), id, Err(Errno::EIO));
+            return;
+        }
         // Nothing touches the disk while a split-brain save reads it.
         let Some(io) = self.hold_local_io(id, io) else {
             return;

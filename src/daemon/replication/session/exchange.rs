@@ -45,7 +45,7 @@ impl Session {
             Packet::Bitmap(b) => self.on_bitmap_chunk(now, BitmapChunk::Plain(b)),
             Packet::CompressedBitmap(c) => self.on_bitmap_chunk(now, BitmapChunk::Runs(c)),
             Packet::SyncUuid(u) => self.on_sync_uuid(now, u.uuid),
-            Packet::Data(_) | Packet::RsDataReply(_) => {
+            Packet::Data(_) | Packet::RsDataReply(_) | Packet::DataReply(_) => {
                 if let Err(sector) = self.check_integrity(&packet) {
                     tracing::error!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name,
                         "Digest integrity check FAILED: sector {sector} ({ty}); dropping the connection");
@@ -54,7 +54,9 @@ impl Session {
                 let key = self.next_key;
                 self.next_key += 1;
                 let data = match &packet {
-                    Packet::Data(d) | Packet::RsDataReply(d) => d.payload.to_vec(),
+                    Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d) => {
+                        d.payload.to_vec()
+                    }
                     _ => Vec::new(),
                 };
                 // nr: data received, as ns counts data sent.
@@ -97,6 +99,8 @@ impl Session {
         let was = self.peer_disk;
         self.peer_role = role;
         self.peer_disk = disk;
+        // A Diskless peer takes no replicated writes; what it writes through us is marked.
+        self.repl.handle_peer_disk(disk >= DiskState::Inconsistent);
         // A SyncSource learns from here that its target started and finished (the end of
         // an empty resync, `receive_state`).
         if let Some(conn) = ConnState::from_wire(s.conn) {

@@ -506,6 +506,7 @@ impl Session {
         let now = Instant::now();
         match input {
             Input::App { tag, op } => self.on_app(tag, op),
+            Input::ReadFailed { tag, op } => self.on_read_failed(tag, op),
             Input::Linked(link) => self.on_linked(now, link),
             Input::LinkGaveUp(why) => {
                 tracing::error!(resource = %self.cfg.resource, "cannot connect: {why}");
@@ -576,9 +577,44 @@ impl Session {
         }
     }
 
+    /// An application read failed on the local disk (DRBD's READ_COMPLETED_WITH_ERROR):
+    /// its blocks are out of sync, the volume applies `on-io-error`, and the peer serves
+    /// the read if its disk is UpToDate (else the read fails).
+    fn on_read_failed(&mut self, tag: u64, op: Op) {
+        let Op::Read { offset, buf } = &op else {
+            return self.on_app(tag, op);
+        };
+        let len = buf.len() as u64;
+        tracing::error!(resource = %self.cfg.resource, offset, len, "Local IO failed in a read; asking the peer");
+        if self.repl.has_local_disk() {
+            self.repl.mark_out_of_sync(*offset, len);
+            self.call(PeerCall::LocalIoError { write: false });
+        }
+        if self.peer_disk == DiskState::UpToDate && self.linked_and_decided() {
+            self.on_app(tag, op);
+        } else {
+            self.app_started.remove(&tag);
+            self.app_done.push(Done {
+                tag,
+                res: Err(Errno::EIO),
+                buf: op.into_buf(),
+            });
+        }
+    }
+
     /// The local disk changed: remember it for the next handshake; tell the peer.
     fn on_local(&mut self, mut local: LocalDisk) {
         let old = *self.conn.local();
+        if local.disk == DiskState::Diskless && self.repl.has_local_disk() {
+            // Detached after an I/O error: no more local I/O, activity log or bitmap
+            // write-back; reads and writes go to the peer.
+            tracing::warn!(resource = %self.cfg.resource, "local disk detached: Diskless, serving through the peer");
+            self.repl.handle_detach();
+            self.cfg.meta = None;
+            self.data_sync = None;
+        }
+        self.completions
+            .set_remote_reads(local.disk != DiskState::UpToDate);
         local.oos_bits = self.repl.bitmap().count();
         self.conn.handle_local(local);
         if !self.linked_and_decided() {
@@ -650,7 +686,14 @@ impl Session {
                 self.repl.handle_app_flush(tag);
                 return;
             }
-            Op::Read { .. } => None,
+            Op::Read { offset, buf } => {
+                // The data path sends reads here when the local disk cannot serve them
+                // (Diskless or not UpToDate): the peer does.
+                let (offset, len) = (*offset, u32::try_from(buf.len()).unwrap_or(u32::MAX));
+                self.app_ops.insert(tag, op);
+                self.repl.handle_app_read(tag, offset, len);
+                return;
+            }
             Op::Write { fua, buf, offset } => {
                 Some((*offset, buf.len() as u64, WriteKind::Write { fua: *fua }))
             }
@@ -668,13 +711,6 @@ impl Session {
             )),
         };
         let Some((offset, len, kind)) = kind else {
-            // The bridge keeps reads local; answer anyway.
-            self.app_started.remove(&tag);
-            self.app_done.push(Done {
-                tag,
-                res: Err(Errno::EINVAL),
-                buf: op.into_buf(),
-            });
             return;
         };
         let Ok(len) = u32::try_from(len) else {
@@ -862,13 +898,13 @@ impl Session {
 
 use super::PeerReply;
 
-/// With `data-integrity-alg crc32c` (`on`), a DATA or RS_DATA_REPLY that carries data must
+/// With `data-integrity-alg crc32c` (`on`), a DATA, RS_DATA_REPLY or DATA_REPLY that carries data must
 /// carry the CRC32C of it; `Err(sector)` otherwise.
 fn integrity_ok(on: bool, packet: &Packet<'_>) -> Result<(), u64> {
     if !on {
         return Ok(());
     }
-    let (Packet::Data(d) | Packet::RsDataReply(d)) = packet else {
+    let (Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d)) = packet else {
         return Ok(());
     };
     if d.dp_flags & (wire::dp_flags::DISCARD | wire::dp_flags::ZEROES) != 0 {
