@@ -88,6 +88,12 @@ impl Session {
                     .app_bufs
                     .remove(&tag)
                     .or_else(|| self.app_ops.remove(&tag).and_then(Op::into_buf));
+                let (tag, res, buf) = match self.splits.part_done(tag, res) {
+                    None => (tag, res, buf),
+                    // A part of a split write: the request waits for the others.
+                    Some(None) => return,
+                    Some(Some(done)) => (done.tag, done.res, done.buf),
+                };
                 if let Some(at) = self.app_started.remove(&tag) {
                     let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.ack_latency.observe(us);

@@ -5,6 +5,7 @@ mod actions;
 mod exchange;
 mod link;
 mod sb_save;
+mod split;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -220,6 +221,8 @@ pub(super) struct Session {
     held: std::collections::VecDeque<(u64, Op)>,
     /// A split-brain save in progress: local disk operations wait for it.
     sb_save: Option<sb_save::Pending>,
+    /// Application writes split into parts of one DATA packet each.
+    splits: split::Splits,
 }
 
 impl Session {
@@ -309,6 +312,7 @@ impl Session {
             ack_latency: crate::status::LatencyHistogram::default(),
             held: std::collections::VecDeque::new(),
             sb_save: None,
+            splits: split::Splits::default(),
             calls: std::collections::VecDeque::new(),
             al_writes: 0,
             bm_writes: 0,
@@ -490,12 +494,16 @@ impl Session {
         self.completions.set_frozen(false);
         let held: Vec<_> = self.held.drain(..).collect();
         for (tag, op) in self.app_ops.drain().chain(held) {
+            if split::Splits::is_part(tag) {
+                continue;
+            }
             self.app_done.push(Done {
                 tag,
                 res: Err(Errno::EIO),
                 buf: op.into_buf(),
             });
         }
+        self.app_done.extend(self.splits.fail_all());
         self.completions.push_all(&mut self.app_done);
         self.repl.bitmap().clone()
     }
@@ -676,10 +684,23 @@ impl Session {
 
     fn on_app(&mut self, tag: u64, op: Op) {
         tracing::trace!(tag, op = op.name(), "application request");
-        self.app_started.entry(tag).or_insert_with(Instant::now);
         if self.frozen {
+            self.app_started.entry(tag).or_insert_with(Instant::now);
             self.held.push_back((tag, op));
             return;
+        }
+        let op = match self.splits.split(tag, op) {
+            Ok(parts) => {
+                self.app_started.entry(tag).or_insert_with(Instant::now);
+                for (sub, part) in parts {
+                    self.on_app(sub, part);
+                }
+                return;
+            }
+            Err(op) => op,
+        };
+        if !split::Splits::is_part(tag) {
+            self.app_started.entry(tag).or_insert_with(Instant::now);
         }
         let kind = match &op {
             Op::Flush => {
