@@ -181,9 +181,47 @@ pub fn examples_dir() -> PathBuf {
 /// Two TCP ports on 127.0.0.1 that were free a moment ago (for a pair's `address` lines;
 /// tests run in parallel, so none may use fixed ports).
 pub fn free_port_pair() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let pa = a.local_addr().expect("local addr").port();
-    let pb = b.local_addr().expect("local addr").port();
-    (pa, pb)
+    // Below the kernel's ephemeral range (ip_local_port_range, 32768 and up by default):
+    // a port taken from that range with bind(0) and released again may be handed out as
+    // the source port of any outgoing connection (a daemon's dial, a test proxy's) before
+    // the daemon binds it ("Address already in use"). Ports from here are only ever
+    // chosen this way; both are checked free, at a random start so that tests running in
+    // parallel rarely try the same ones.
+    let (lo, hi) = ephemeral_range();
+    let (first, last) = if lo > 12_000 {
+        (10_000u16, lo - 1)
+    } else {
+        (hi + 1, 65_000)
+    };
+    let span = u64::from(last - first);
+    let mut seed = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
+    let mut x = u64::from_ne_bytes(seed) ^ u64::from(std::process::id());
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pa = first + ((x >> 33) % span) as u16;
+        let pb = first + (((x >> 17) + 1) % span) as u16;
+        if pa == pb {
+            continue;
+        }
+        let a = std::net::TcpListener::bind(("127.0.0.1", pa));
+        let b = std::net::TcpListener::bind(("127.0.0.1", pb));
+        if a.is_ok() && b.is_ok() {
+            return (pa, pb);
+        }
+    }
+    panic!("no two free TCP ports on 127.0.0.1 in {first}..{last}");
+}
+
+/// The kernel's ephemeral port range.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
