@@ -57,8 +57,9 @@ pub enum Refusal {
     #[error("Failure: (135) Sync-pause flag is already cleared")]
     PauseIsClear,
     /// urbd's own: `invalidate` on the Primary, or `invalidate-remote` towards it, would
-    /// throw away the data being served (DRBD 8.4 would read it over the network; urbd
-    /// serves only local data). Demote first.
+    /// throw away the data being served (DRBD 8.4 resyncs under a Primary and reads the
+    /// missing blocks over the network; urbd does not resync under a Primary). Demote
+    /// first.
     #[error(
         "State change failed: (-2) Need access to UpToDate data: this node is Primary and serves this data; demote it first"
     )]
