@@ -60,6 +60,7 @@ pub fn main() -> ExitCode {
         return launch::launch(&args);
     }
     init_tracing();
+    abort_on_panic();
     match run_foreground(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -75,6 +76,21 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_STARTUP_FAILED)
         }
     }
+}
+
+/// A panic in any of the daemon's threads (the event loop, a replication session, the NBD
+/// data path) ends the process at once, after logging it: a daemon with one thread gone
+/// would keep its sockets and state but hang every request that needs that thread. Ended,
+/// it is a crash like any other: the peer sees the connection go, and the next `up`
+/// recovers from the activity log.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread, "{info}; aborting the daemon");
+        default(info);
+        std::process::abort();
+    }));
 }
 
 fn init_tracing() {
