@@ -130,13 +130,21 @@ fn detach_keeps_the_primary_serving_through_the_peer_until_the_disk_is_replaced(
     let got = read_nbd(a, 0, MIB as usize).unwrap_or_else(|e| panic!("{e}\n{}", logs(&pair)));
     assert!(got == first, "read through the peer after the reconnect");
     // More writes while Diskless, then the operator's way back: move the Primary role,
-    // replace the disk (here: restart without the fault), resync.
+    // replace the disk and attach it (refused while Primary), resync.
     let third = random_bytes(3, MIB as usize);
     write_all(&pair, a, vec![(4 * MIB, third.clone())]);
+    let refused = a.adm(&["attach", "loop"]);
+    assert_ne!(refused.code, 0, "attach under a Diskless Primary");
+    assert!(
+        refused.stderr.contains("move the Primary role"),
+        "{}",
+        refused.stderr
+    );
     a.adm(&["secondary", "loop"]).ok();
     b.adm(&["primary", "loop"]).ok();
-    a.adm(&["down", "loop"]).ok();
-    a.adm(&["up", "loop"]).ok();
+    // The disk is replaced (here: the fault goes) and attached on the running node.
+    inject(a, &[]);
+    a.adm(&["attach", "loop"]).ok();
     wait_until(&pair, "alpha resynced from beta", SETTLE * 2, || {
         let (la, lb) = (proc_lines(a), proc_lines(b));
         la.len() == 2
@@ -205,6 +213,23 @@ fn call_local_io_error_runs_the_handler_and_detaches() {
     });
     let got = read_nbd(a, 0, 4096).unwrap_or_else(|e| panic!("{e}\n{}", logs(&pair)));
     assert!(got == random_bytes(7, 4096));
+    // The other way back: the role moves, the node goes down and comes up with its disk.
+    a.adm(&["secondary", "loop"]).ok();
+    pair.beta().adm(&["primary", "loop"]).ok();
+    a.adm(&["down", "loop"]).ok();
+    a.adm(&["up", "loop"]).ok();
+    wait_until(
+        &pair,
+        "alpha resynced after down and up",
+        SETTLE * 2,
+        || {
+            let la = proc_lines(a);
+            la.len() == 2
+                && la[0].contains("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate")
+                && la[1].ends_with(" oos:0")
+        },
+    );
+    assert_disks_identical(&pair);
 }
 
 #[test]

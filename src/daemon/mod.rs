@@ -86,7 +86,10 @@ pub fn main() -> ExitCode {
 fn abort_on_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
         tracing::error!(thread, "{info}; aborting the daemon");
         default(info);
         std::process::abort();

@@ -182,6 +182,25 @@ impl Runtime {
     fn attach(&mut self, i: usize) -> Result<(), AttachError> {
         let slot = &mut self.slots[i];
         slot.core.can_attach().map_err(AttachError::Refused)?;
+        if slot.peer.is_some() {
+            // A node that detached a failed disk (`on-io-error`) still talks to its peer.
+            // A Primary would need a resync under its users, which urbd does not do.
+            if slot.core.state().role == crate::core::Role::Primary {
+                return Err(AttachError::Daemon(DaemonError::Config(format!(
+                    "{}: this Diskless node is Primary and serves through its peer; attaching \
+                     a disk here would need a resync under the Primary, which urbd does not \
+                     do: move the Primary role to the peer first",
+                    disk::label(&self.view, &slot.view)
+                ))));
+            }
+            // A Secondary: the diskless session goes; the new one connects with the disk
+            // and resyncs it.
+            let label = disk::label(&self.view, &slot.view);
+            stop_peer(slot, &label);
+            if let Some(e) = slot.export.as_mut() {
+                e.detach();
+            }
+        }
         let (attached, info) = disk::open(&self.view, &slot.view)?;
         tracing::info!(
             volume = slot.view.volume,
