@@ -603,20 +603,27 @@ pub struct HandshakeDecision {
     pub call_pri_lost: bool,
 }
 
+impl HandshakeDecision {
+    /// Connected without a resync, no split brain, no handler, from `comparison`.
+    pub fn connected(comparison: Comparison) -> HandshakeDecision {
+        HandshakeDecision {
+            comparison,
+            outcome: Handshake::Connected,
+            split_brain: None,
+            by_disk_states: false,
+            demote_first: false,
+            call_initial_split_brain: false,
+            call_split_brain: false,
+            call_pri_lost: false,
+        }
+    }
+}
+
 /// DRBD 8.4's `drbd_sync_handshake` (without dry-run): compare UUIDs, then let disk states,
 /// the after-sb policies and `--discard-my-data` settle direction and split brain.
 pub fn sync_handshake(input: &HandshakeInput) -> HandshakeDecision {
     let comparison = uuid_compare(&input.local, &input.peer, &input.link);
-    let mut d = HandshakeDecision {
-        comparison,
-        outcome: Handshake::Connected,
-        split_brain: None,
-        by_disk_states: false,
-        demote_first: false,
-        call_initial_split_brain: false,
-        call_split_brain: false,
-        call_pri_lost: false,
-    };
+    let mut d = HandshakeDecision::connected(comparison);
     let refuse = |mut d: HandshakeDecision, why| {
         d.outcome = Handshake::Refuse(why);
         d

@@ -632,16 +632,7 @@ impl Connection {
         if l.disk <= DiskState::Failed || peer_disk <= DiskState::Failed {
             // DRBD's receive_state runs drbd_sync_handshake only when both nodes have a
             // disk: with a Diskless side there is nothing to compare or resync.
-            decision = HandshakeDecision {
-                outcome: Handshake::Connected,
-                split_brain: None,
-                by_disk_states: false,
-                demote_first: false,
-                call_initial_split_brain: false,
-                call_split_brain: false,
-                call_pri_lost: false,
-                ..decision
-            };
+            decision = HandshakeDecision::connected(decision.comparison);
         }
         // urbd's choices where DRBD changes a Primary's role inside the handshake:
         // - `call-pri-lost-after-sb` picked this Primary as the victim (`demote_first`).

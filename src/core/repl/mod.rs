@@ -894,24 +894,24 @@ impl Outgoing {
             }
             Outgoing::RsReply {
                 sector, block_id, ..
-            } => Packet::RsDataReply(Data {
-                sector,
-                block_id,
-                seq: 0,
-                dp_flags: 0,
-                digest,
-                payload: data,
-            }),
-            Outgoing::DataReply {
+            }
+            | Outgoing::DataReply {
                 sector, block_id, ..
-            } => Packet::DataReply(Data {
-                sector,
-                block_id,
-                seq: 0,
-                dp_flags: 0,
-                digest,
-                payload: data,
-            }),
+            } => {
+                let d = Data {
+                    sector,
+                    block_id,
+                    seq: 0,
+                    dp_flags: 0,
+                    digest,
+                    payload: data,
+                };
+                if matches!(self, Outgoing::RsReply { .. }) {
+                    Packet::RsDataReply(d)
+                } else {
+                    Packet::DataReply(d)
+                }
+            }
         };
         Frame::new(volume, packet).encode(out);
     }
