@@ -14,6 +14,9 @@ use super::{
 };
 use super::{SyncSide, Waiter, overlaps, pace};
 
+/// Resync requests in flight at most, whatever their size (see `target_window_full`).
+pub(super) const MAX_RS_REQUESTS: usize = 256;
+
 /// How far a resync is, for proc and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncProgress {
@@ -227,7 +230,7 @@ impl Replicator {
             self.resync.step_budget_sect = ctl.plan(now, in_flight * SECT_PER_BIT, arrived);
             self.resync.next_send = Some(now + super::SLEEP_TIME);
         }
-        while !self.resync.paused && self.resync.requests.len() < self.config.max_rs_requests {
+        while !self.resync.paused && !self.target_window_full(max_bits) {
             let next = self.resync.next_send.unwrap_or(now);
             if self.resync.controller.is_some() {
                 if self.resync.step_budget_sect == 0 {
@@ -286,7 +289,7 @@ impl Replicator {
                 self.resync.next_send = Some(next.max(floor) + pace(u64::from(size), rate));
             }
         }
-        self.resync.capped = self.resync.requests.len() >= self.config.max_rs_requests;
+        self.resync.capped = self.target_window_full(max_bits);
         if self.resync.cursor >= bits
             && self.resync.requests.is_empty()
             && self.resync.csum_reads.is_empty()
@@ -294,6 +297,16 @@ impl Replicator {
         {
             self.finish(SyncSide::Target);
         }
+    }
+
+    /// The SyncTarget's window: `max_rs_requests` requests of the largest size, in bits
+    /// (as DRBD bounds its resync by sectors in flight, not by requests), and at most
+    /// [`MAX_RS_REQUESTS`] requests: scattered out-of-sync blocks (one 4 KiB request each)
+    /// then keep as many disk operations going as a sequential run does bytes.
+    fn target_window_full(&self, max_bits: u64) -> bool {
+        let in_flight: u64 = self.resync.requests.values().map(|&(_, n)| n).sum();
+        self.resync.requests.len() >= MAX_RS_REQUESTS
+            || in_flight >= self.config.max_rs_requests as u64 * max_bits
     }
 
     fn pump_source(&mut self) {
