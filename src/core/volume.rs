@@ -339,6 +339,9 @@ impl Volume {
         } else {
             pdsk
         };
+        if self.md.is_some() && ns.conn >= ConnState::Connected {
+            ns.disk = connected_disk(ns.conn, ns.disk);
+        }
         if ns == os {
             return;
         }
@@ -784,6 +787,35 @@ pub fn flags_for(old: MdFlags, s: &State, crashed_primary: bool) -> MdFlags {
         s.pdsk <= DiskState::Outdated && s.pdsk >= DiskState::Inconsistent,
     );
     f
+}
+
+/// `sanitize_state`'s implications of a connected state on the local disk: Consistent and
+/// Outdated vanish (UpToDate) when connected; from the bitmap exchange to the start of a
+/// resync as target the disk is at best Outdated (`WFBitMapT`, `WFSyncUUID`, ...), during
+/// it at best Inconsistent. The Outdated is durable (`MDF_WAS_UP_TO_DATE` clears): a target
+/// that loses its source before the resync starts, crashes or not, must not be promoted
+/// without `--force` (its data may be older than the source's; the source's writes since
+/// are its alone, so a promotion here is a split brain the next handshake cannot see).
+/// DRBD's lower bounds (implicit upgrades) are left out: they never apply to a state the
+/// core reaches, and an upgrade is never the safe side.
+fn connected_disk(conn: ConnState, disk: DiskState) -> DiskState {
+    let disk = if matches!(disk, DiskState::Consistent | DiskState::Outdated)
+        && !matches!(conn, ConnState::Ahead | ConnState::Behind)
+    {
+        DiskState::UpToDate
+    } else {
+        disk
+    };
+    let max = match conn {
+        ConnState::WFBitMapT
+        | ConnState::PausedSyncT
+        | ConnState::StartingSyncT
+        | ConnState::WFSyncUUID
+        | ConnState::Behind => DiskState::Outdated,
+        ConnState::SyncTarget => DiskState::Inconsistent,
+        _ => DiskState::UpToDate,
+    };
+    disk.min(max)
 }
 
 /// Bit 0 of the current UUID says "Primary" (`__drbd_uuid_set`, attach, set_role).

@@ -882,6 +882,14 @@ impl Node {
                 self.write_bitmap();
                 self.cs_override = Some(ConnState::Connected);
                 let target = side == SyncSide::Target;
+                if !target {
+                    // As the session does (`drbd_resync_finished` sets the source's pdsk).
+                    self.peer_disk = if failed == 0 {
+                        DiskState::UpToDate
+                    } else {
+                        DiskState::Inconsistent
+                    };
+                }
                 self.vol
                     .handle_sync_finished(target, failed, self.peer_uuids);
                 self.perform();

@@ -156,6 +156,17 @@ impl Session {
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
                 self.cs_override = Some(ConnState::Connected);
+                if !target {
+                    // `drbd_resync_finished`: the source takes its target as UpToDate (or
+                    // Inconsistent with failed blocks) without waiting for its STATE; the
+                    // Inconsistent of `started_sync` would hide a lost finished target
+                    // from the volume (no new current UUID on a disconnect).
+                    self.peer_disk = if failed == 0 {
+                        DiskState::UpToDate
+                    } else {
+                        DiskState::Inconsistent
+                    };
+                }
                 self.call(PeerCall::SyncFinished {
                     target,
                     failed,
