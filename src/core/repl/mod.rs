@@ -645,8 +645,16 @@ impl Replicator {
             Waiter::OvCompare => self.on_ov_compare_done(id, res),
             Waiter::AlFlush => {
                 // A failed flush leaves nothing better to do than go on (DRBD would
-                // detach the disk on the error).
+                // detach the disk on the error), but the writes to the evicted extents may
+                // die with the cache: they stay out of sync, and the host writes their bits
+                // with the transaction (found by the simulation, seed 0xc74295ddab409c07).
                 if let Some((tr, evicted)) = self.al_after_flush.take() {
+                    if res.is_err() {
+                        let bytes = crate::meta::al::AL_EXTENT_BYTES;
+                        for &e in &evicted {
+                            self.mark_oos(u64::from(e) * bytes, bytes);
+                        }
+                    }
                     self.push(ReplAction::WriteAl { tr, evicted });
                 }
             }
