@@ -430,6 +430,7 @@ impl Runtime {
             }
             PeerCall::UuidRepair(u) => core.handle_uuid_repair(u),
             PeerCall::PeerWriteFailed => core.handle_peer_write_error(),
+            PeerCall::SyncSourceTail => core.handle_sync_source_tail(),
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
             PeerCall::SyncFinished {

@@ -737,6 +737,9 @@ impl Node {
                 if self.generation.take().is_some() {
                     self.outbox.push(Out::Close);
                 }
+                if self.repl.may_target_have_finished() {
+                    self.vol.handle_sync_source_tail();
+                }
                 self.repl.handle_link_down();
                 self.write_bitmap();
                 self.phase = Phase::Idle;
@@ -904,10 +907,15 @@ impl Node {
     /// the data disk: a bit is cleared when a resync write completes, which may be in the
     /// disk's volatile cache; the cleared bit must not become durable before the data.
     fn write_bitmap(&mut self) {
-        if self.mutation != Some(Mutation::BitmapWriteWithoutFlush) {
-            let _ = self.disk.flush();
+        let flushed =
+            self.mutation == Some(Mutation::BitmapWriteWithoutFlush) || self.disk.flush().is_ok();
+        if flushed {
+            self.meta.bitmap = self.repl.bitmap().clone();
+        } else {
+            // As the session does: without the flush no bit may be cleared on disk.
+            let live = self.repl.bitmap().words().to_vec();
+            self.meta.bitmap.or_words(0, &live);
         }
-        self.meta.bitmap = self.repl.bitmap().clone();
     }
 
     fn flush_now(&mut self) -> Result<(), Errno> {

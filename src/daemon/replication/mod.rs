@@ -59,6 +59,10 @@ pub enum PeerCall {
     /// A write the peer replicated failed on the local disk: the disk stops claiming the
     /// peer's data (`Volume::handle_peer_write_error`).
     PeerWriteFailed,
+    /// The link of a SyncSource goes while every out-of-sync block is answered: its target
+    /// may have finished unseen (`Volume::handle_sync_source_tail`). Comes before the
+    /// State call that reports the loss.
+    SyncSourceTail,
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.
