@@ -753,11 +753,13 @@ impl World {
                             )
                             && self.unrelated_victim.is_none()
                         {
-                            // The one with the newer data is the Primary, if any.
-                            let v = if self.nodes[1].role() == Role::Primary {
-                                0
+                            // The victim: an Inconsistent disk if one is, else the one that
+                            // is not Primary (the newer data is the Primary's).
+                            let d = [self.nodes[0].disk_state(), self.nodes[1].disk_state()];
+                            let v = if d[0] != d[1] {
+                                usize::from(d[1] < d[0])
                             } else {
-                                1
+                                usize::from(self.nodes[1].role() != Role::Primary)
                             };
                             self.log(|| format!("unrelated data: node{v} is the victim"));
                             self.unrelated_victim = Some(v);
