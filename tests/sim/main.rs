@@ -38,21 +38,26 @@ const STEPS: u64 = 1_000;
 /// Seeds in the CI budget unless `URBD_SIM_SEEDS` says otherwise.
 const CI_SEEDS: u64 = 2_000;
 /// Fault kinds the CI budget leaves out; none since the full mix passes (survey: the CI
-/// shards with `URBD_SIM_SURVEY=1`, `URBD_SIM_OFF=` runs everything; a kind named here,
+/// shards with `URBD_SIM_SURVEY=1`; `URBD_SIM_OFF=` runs everything, a kind named here,
 /// e.g. `crash,admin`, is left out). Seeds 0..2,000 pass with every kind on, and with
-/// `admin`, `crash` or both off (each setting about 15 s in release on two cores, the
-/// debug CI budget about 5 min). Fixed since (each a regression seed of `replay`): a
+/// `admin`, `crash` or both off (each setting about 15 s in release on two cores; the
+/// debug CI budget about 4 to 5 min). Fixed since (each a regression seed of `replay`): a
 /// Secondary that failed a replicated write stayed UpToDate; a SyncSource Primary that lost
 /// a finished target kept its current UUID; an empty resync finished on the source before
 /// its SYNC_UUID arrived; a demoted Primary lost cached writes in a crash; and, with
-/// crashes and operator actions on (survey before: 21 failures full mix, 5 with `crash`
-/// off, 16 with `admin` off): a finished SyncSource kept its target Inconsistent; a target
+/// crashes and operator actions on (survey of seeds 0..2,000 before: 21 failures full mix,
+/// 5 with `crash` off): a finished SyncSource kept its target Inconsistent; a target
 /// stayed UpToDate from WFBitMapT to the resync start; a SyncSource lost a target that had
 /// finished unseen; a promotion without a peer wrote on under a current UUID the peer had
 /// moved on from; an AL eviction or bitmap write-back after a failed data flush dropped
 /// bits; an acked write with its local half running was not marked out of sync at a link
-/// loss. The simulation's own model: an EIO armed at a healthy point counts for the next
-/// period, and "Unrelated data" (DRBD needs the operator) is answered with create-md.
+/// loss; a demotion did not write the bitmap out. The simulation's own model: an EIO armed
+/// at a healthy point counts for the next period, and "Unrelated data" (DRBD needs the
+/// operator) is answered with create-md.
+/// Open (seeds 2,000..10,000, full mix: 1 failure): 0xa1b405d7bce73535, a crashed
+/// Primary promoted again before it reconnects becomes SyncSource of its activity log
+/// (rule 70 after its new generation) and overwrites writes its cache lost but the
+/// survivor holds (DRBD 8.4 does the same; the survivor should be promoted instead).
 const CI_OFF: &str = "";
 /// The CI budget is split over this many tests.
 const SHARDS: u64 = 4;
@@ -212,6 +217,13 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     // A write the peer acked while the local half ran was not marked out of sync when the
     // link went before its barrier ack (the peer crashed and lost it).
     (0x3672_3f03_ce2a_8ee4, "admin"),
+    // Bits a SyncSource set during the resync (a local write error) kept it from seeing
+    // that its target may have finished.
+    (0x5ee6_07ee_5b1a_fd29, ""),
+    // A Primary that wrote without its peer, then demoted and crashed: its bits were only
+    // in memory (DRBD writes the bitmap out on a demotion).
+    (0x82f2_4636_e6f1_978c, ""),
+    (0x74f0_d674_2c9b_8c53, ""),
 ];
 
 /// Without `URBD_SIM_SEED`: the regression seeds must pass. With it: replays that seed

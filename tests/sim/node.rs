@@ -428,6 +428,13 @@ impl Node {
     fn on_local(&mut self, local: LocalDisk) {
         let old = *self.conn.local();
         self.conn.handle_local(local);
+        // As the session does: the bitmap goes to disk on a demotion (`after_state_ch`).
+        if old.role == Role::Primary
+            && local.role == Role::Secondary
+            && self.cstate() <= ConnState::Connected
+        {
+            self.write_bitmap();
+        }
         if !(self.generation.is_some() && self.conn.state() >= ConnState::Connected) {
             return;
         }

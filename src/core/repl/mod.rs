@@ -598,7 +598,11 @@ impl Replicator {
         let last = (offset + len - 1) / BM_BLOCK;
         let bits = self.bitmap.bits();
         if first < bits {
-            let _ = self.bitmap.set_range(first, (last + 1).min(bits) - first);
+            let n = self
+                .bitmap
+                .set_range(first, (last + 1).min(bits) - first)
+                .unwrap_or(0);
+            self.resync.note_new_oos(n);
         }
     }
 

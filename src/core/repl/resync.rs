@@ -86,6 +86,9 @@ pub(super) struct Resync {
     target_confirmed: bool,
     /// Source: bits of the RS_DATA_REPLYs sent whose RS_WRITE_ACK has not come yet.
     replied_bits: u64,
+    /// Source: bits set here since the resync started (a local write error, a write lost
+    /// with a link), which the target does not know of and never asks for.
+    new_bits: u64,
 }
 
 impl Resync {
@@ -108,6 +111,13 @@ impl Resync {
         let mut ctl = super::RateController::new(cfg);
         ctl.reset(now);
         self.controller = Some(ctl);
+    }
+
+    /// Source: `n` bits were newly set in the bitmap.
+    pub(super) fn note_new_oos(&mut self, n: u64) {
+        if self.side == Some(SyncSide::Source) {
+            self.new_bits += n;
+        }
     }
 
     /// The resync ends (finished, or the link went down). Reads still in flight are
@@ -342,7 +352,8 @@ impl Replicator {
         self.resync.side == Some(SyncSide::Source)
             && self.resync.pending.is_empty()
             && self.resync.reads.is_empty()
-            && self.bitmap.count() <= self.resync.replied_bits + self.resync.failed_bits
+            && self.bitmap.count()
+                <= self.resync.replied_bits + self.resync.failed_bits + self.resync.new_bits
     }
 
     /// The peer's connection state from its STATE packet (DRBD's `receive_state`). On a

@@ -581,6 +581,16 @@ impl Session {
         let old = *self.conn.local();
         local.oos_bits = self.repl.bitmap().count();
         self.conn.handle_local(local);
+        // `after_state_ch`: "Write out all changed bits on demote" (not during a resync).
+        // Once demoted, a crash no longer resyncs the activity log's extents, so the bits
+        // of the writes made without the peer must be on disk (found by the simulation,
+        // tests/sim, seed 0x82f24636e6f1978c).
+        if old.role == Role::Primary
+            && local.role == Role::Secondary
+            && self.cstate() <= ConnState::Connected
+        {
+            self.write_bitmap();
+        }
         if !self.linked_and_decided() {
             return;
         }
