@@ -41,23 +41,25 @@ const CI_SEEDS: u64 = 2_000;
 /// shards with `URBD_SIM_SURVEY=1`; `URBD_SIM_OFF=` runs everything, a kind named here,
 /// e.g. `crash,admin`, is left out). Seeds 0..2,000 pass with every kind on, and with
 /// `admin`, `crash` or both off (each setting about 15 s in release on two cores; the
-/// debug CI budget about 4 to 5 min). Fixed since (each a regression seed of `replay`): a
-/// Secondary that failed a replicated write stayed UpToDate; a SyncSource Primary that lost
-/// a finished target kept its current UUID; an empty resync finished on the source before
-/// its SYNC_UUID arrived; a demoted Primary lost cached writes in a crash; and, with
-/// crashes and operator actions on (survey of seeds 0..2,000 before: 21 failures full mix,
-/// 5 with `crash` off): a finished SyncSource kept its target Inconsistent; a target
-/// stayed UpToDate from WFBitMapT to the resync start; a SyncSource lost a target that had
-/// finished unseen; a promotion without a peer wrote on under a current UUID the peer had
-/// moved on from; an AL eviction or bitmap write-back after a failed data flush dropped
-/// bits; an acked write with its local half running was not marked out of sync at a link
-/// loss; a demotion did not write the bitmap out. The simulation's own model: an EIO armed
-/// at a healthy point counts for the next period, and "Unrelated data" (DRBD needs the
-/// operator) is answered with create-md.
-/// Open (seeds 2,000..10,000, full mix: 1 failure): 0xa1b405d7bce73535, a crashed
-/// Primary promoted again before it reconnects becomes SyncSource of its activity log
-/// (rule 70 after its new generation) and overwrites writes its cache lost but the
-/// survivor holds (DRBD 8.4 does the same; the survivor should be promoted instead).
+/// debug CI budget took 4.5 to 7 min here on a loaded machine). Fixed since (each a
+/// regression seed of `replay`): a Secondary that failed a replicated write stayed
+/// UpToDate; a SyncSource Primary that lost a finished target kept its current UUID; an
+/// empty resync finished on the source before its SYNC_UUID arrived; a demoted Primary lost
+/// cached writes in a crash; and, with crashes and operator actions on (survey before:
+/// seeds 0..2,000, 21 failures full mix, 5 with `crash` off, 22 with `admin` off; seeds
+/// 2,000..10,000, 90 full mix): a finished SyncSource kept its target Inconsistent; a
+/// target stayed UpToDate from WFBitMapT to the resync start; a SyncSource lost a target
+/// that had finished unseen; a promotion without a peer wrote on under a current UUID the
+/// peer had moved on from; an AL eviction or bitmap write-back after a failed data flush
+/// dropped bits; an acked write with its local half running was not marked out of sync at
+/// a link loss; a demotion did not write the bitmap out. The simulation's own model: an
+/// EIO armed at a healthy point counts for the next period, and "Unrelated data" (DRBD
+/// needs the operator) is answered with create-md.
+/// Open (seeds 2,000..10,000: 1 failure full mix, 0 with `crash` off, 1 with `admin` off):
+/// 0xa1b405d7bce73535, a crashed Primary promoted again before it reconnects becomes
+/// SyncSource of its activity log (rule 70 after its new generation) and overwrites writes
+/// its cache lost but the survivor holds (DRBD 8.4 does the same; promoting the survivor
+/// instead, or a flush before the crash, avoids it).
 const CI_OFF: &str = "";
 /// The CI budget is split over this many tests.
 const SHARDS: u64 = 4;

@@ -593,7 +593,8 @@ impl World {
     }
 
     /// Replay aid: `URBD_SIM_WATCH=block` logs every change of that block's version and
-    /// bitmap bit on either node.
+    /// bitmap bit on either node; `URBD_SIM_STATES=1` every change of a node's state and
+    /// UUIDs.
     fn watch(&mut self) {
         if self.trace.is_some() && std::env::var_os("URBD_SIM_STATES").is_some() {
             for i in 0..2 {
