@@ -284,8 +284,12 @@ fn force_primary_on_fresh_disk() {
     assert_eq!(v.md_flags(), Some(MdFlags(0x13)));
 }
 
-/// A bitmap UUID already set is kept on an unforced promotion (only `--force` replaces it,
-/// as drbd_set_role calls drbd_uuid_new_current only then).
+/// A bitmap UUID already set is kept on an unforced promotion without a peer (only `--force`
+/// replaces it, as drbd_set_role calls drbd_uuid_new_current only then), but a new data
+/// generation starts all the same: the current UUID goes to the history (a deviation from
+/// DRBD 8.4, which writes on under the old current UUID; the peer may have moved on from it
+/// unseen, and the next handshake would resolve the split brain silently; found by the
+/// simulation, seed 0x892185c1704cac8d).
 #[test]
 fn bitmap_uuid_kept_when_set() {
     let uuids = Uuids {
@@ -299,8 +303,9 @@ fn bitmap_uuid_kept_when_set() {
     assert_eq!(
         v.uuids().unwrap(),
         Uuids {
-            current: 0x2001,
-            ..uuids
+            current: RANDOM | 1,
+            bitmap: 0x3000,
+            history: [0x2000, 0x4000],
         }
     );
     v.handle_admin(AdminCmd::Secondary, RANDOM).unwrap();
@@ -311,8 +316,9 @@ fn bitmap_uuid_kept_when_set() {
     assert_eq!(
         v.uuids().unwrap(),
         Uuids {
-            current: 0x2001,
-            ..uuids
+            current: RANDOM | 1,
+            bitmap: 0x3000,
+            history: [RANDOM, 0x2000],
         }
     );
     // An Outdated disk with a bitmap UUID, forced: the bitmap slot is overwritten.
@@ -383,6 +389,40 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
             ..source
         }
     );
+    // Lost while Inconsistent as far as this side knows, but with every out-of-sync block
+    // answered (`handle_sync_source_tail`): the target may have finished unseen (found by
+    // the simulation, 0x52cc07d586c518ab), so a new generation too.
+    let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+        .unwrap();
+    v.handle_peer(
+        ConnState::SyncSource,
+        Role::Secondary,
+        DiskState::Inconsistent,
+        RANDOM,
+    );
+    v.handle_sync_source_tail();
+    v.handle_peer(
+        ConnState::NetworkFailure,
+        Role::Unknown,
+        DiskState::DUnknown,
+        0x7000,
+    );
+    assert_eq!(v.state().pdsk, DiskState::DUnknown);
+    assert_eq!(
+        v.uuids().unwrap(),
+        Uuids {
+            current: 0x7001,
+            bitmap: 0x2001,
+            history: [0x3000, 0x4000],
+        }
+    );
     // Lost after the target said UpToDate: a new generation.
     let v = syncing_primary(DiskState::UpToDate);
     assert_eq!(
@@ -412,6 +452,52 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
     let d = decision_between(&v, &t, true);
     assert_eq!(d.comparison.rule, 90, "{d:?}");
     assert!(matches!(d.outcome, Handshake::Refuse(_)), "{d:?}");
+}
+
+/// `sanitize_state`'s implications of the connection state on the disk: from the bitmap
+/// exchange to the start of a resync a target is at best Outdated, durably (a target that
+/// loses its source there, crashed or not, must not be promoted without `--force`; found by
+/// the simulation, 0x66abc1ae82aae915); Consistent and Outdated vanish when Connected.
+#[test]
+fn a_target_is_outdated_until_its_resync_starts() {
+    let uuids = Uuids {
+        current: 0x2000,
+        bitmap: 0,
+        history: [0, 0],
+    };
+    let mut v = attached(attach_info(uuids, C | W), Fencing::DontCare);
+    assert_eq!(v.state().disk, DiskState::UpToDate);
+    v.handle_peer(ConnState::WFBitMapT, Role::Primary, DiskState::UpToDate, 0);
+    assert_eq!(v.state().disk, DiskState::Outdated);
+    let flags = drain(&mut v)
+        .into_iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistSuperblock { update, .. } => Some(update.flags),
+            _ => None,
+        })
+        .expect("the Outdated disk is recorded");
+    assert!(flags.contains(MdFlags::CONSISTENT) && !flags.contains(MdFlags::WAS_UP_TO_DATE));
+    // The source is lost before the SYNC_UUID: still Outdated, not promotable.
+    v.handle_peer(
+        ConnState::NetworkFailure,
+        Role::Unknown,
+        DiskState::DUnknown,
+        0,
+    );
+    assert_eq!(v.state().disk, DiskState::Outdated);
+    assert!(
+        v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
+            .is_err()
+    );
+    // The next handshake finds nothing to sync: Connected, UpToDate again.
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        0,
+    );
+    assert_eq!(v.state().disk, DiskState::UpToDate);
 }
 
 /// A replicated write that failed on this disk (`__drbd_chk_io_error`, pass_on's state

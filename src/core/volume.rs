@@ -105,6 +105,12 @@ pub struct Volume {
     fence_tried: bool,
     /// The `on-io-error` disk option.
     on_io_error: super::OnIoError,
+    /// The disk is Inconsistent because it failed I/O (`pass_on`), not because it is a
+    /// SyncTarget: such a Primary goes on serving through an UpToDate peer.
+    failed_io: bool,
+    /// For the next [`Volume::handle_peer`] only: this SyncSource had answered every
+    /// out-of-sync block when the link went ([`Volume::handle_sync_source_tail`]).
+    target_may_be_done: bool,
 }
 
 /// Bound on queued actions: a request queues at most a handful, and the host drains the
@@ -130,6 +136,8 @@ impl Volume {
             connect_count: 0,
             fence_tried: false,
             on_io_error: super::OnIoError::Detach,
+            failed_io: false,
+            target_may_be_done: false,
         }
     }
 
@@ -181,9 +189,14 @@ impl Volume {
         if self.state.role != Role::Primary {
             Some("is Secondary")
         } else if self.state.disk == DiskState::UpToDate
-            || (self.state.conn >= ConnState::Connected && self.state.pdsk == DiskState::UpToDate)
+            || (self.state.conn >= ConnState::Connected
+                && self.state.pdsk == DiskState::UpToDate
+                && (self.state.disk == DiskState::Diskless
+                    || (self.failed_io && self.state.disk == DiskState::Inconsistent)))
         {
-            // Its own disk, or (Diskless or Inconsistent after an I/O error) the peer's.
+            // Its own disk, or, once its disk failed (Diskless after `detach`, Inconsistent
+            // after `pass_on`), the peer's. A Primary that is a SyncTarget does not serve
+            // (urbd does not resync under a Primary's users).
             None
         } else {
             Some("has no access to UpToDate data")
@@ -210,6 +223,7 @@ impl Volume {
             OnIoError::PassOn => {
                 let inconsistent = self.state.disk > DiskState::Inconsistent;
                 if inconsistent {
+                    self.failed_io = true;
                     self.state.disk = DiskState::Inconsistent;
                     self.after_state_change(false);
                 }
@@ -372,6 +386,7 @@ impl Volume {
     /// data": `drbd_uuid_new_current`), so that the next handshake finds the blocks written
     /// since in the bitmap. `random` is the new UUID, should one be needed.
     pub fn handle_peer(&mut self, conn: ConnState, peer: Role, pdsk: DiskState, random: u64) {
+        let target_may_be_done = std::mem::take(&mut self.target_may_be_done);
         let os = self.state;
         let mut ns = os;
         ns.conn = conn;
@@ -381,13 +396,27 @@ impl Volume {
         } else if conn < ConnState::Connected
             && pdsk == DiskState::DUnknown
             && (DiskState::Inconsistent..=DiskState::Outdated).contains(&os.pdsk)
+            && !target_may_be_done
         {
             // `sanitize_state`: without a connection a peer known to be Inconsistent or
-            // Outdated (fenced, or `MDF_PEER_OUT_DATED` at attach) stays so.
+            // Outdated (fenced, or `MDF_PEER_OUT_DATED` at attach) stays so (not a target
+            // that may have finished unseen: its disk is unknown).
             os.pdsk
         } else {
             pdsk
         };
+        if self.md.is_some() && ns.conn >= ConnState::Connected {
+            ns.disk = connected_disk(ns.conn, ns.disk);
+            // `sanitize_state`: a SyncSource's peer is at best Inconsistent. Only the
+            // Outdated of a late STATE from the target's WFBitMapT is clamped here: it would
+            // hide the loss of the target (`lost_contact_to_peer_data` skips Outdated). An
+            // UpToDate (the target finished first) is kept for the new generation below.
+            if matches!(ns.conn, ConnState::SyncSource | ConnState::PausedSyncS)
+                && ns.pdsk == DiskState::Outdated
+            {
+                ns.pdsk = DiskState::Inconsistent;
+            }
+        }
         if ns == os {
             return;
         }
@@ -427,7 +456,7 @@ impl Volume {
             && ns.disk >= DiskState::UpToDate
             && let Some(md) = self.md.as_mut()
             && (md.uuids.bitmap == 0
-                || (os.pdsk >= DiskState::Consistent
+                || ((os.pdsk >= DiskState::Consistent || target_may_be_done)
                     && matches!(os.conn, ConnState::SyncSource | ConnState::PausedSyncS)))
         {
             // drbd_uuid_new_current: the current UUID goes to the bitmap slot as it is,
@@ -447,7 +476,11 @@ impl Volume {
             // (rule 90, split brain), or the target's current is our bitmap UUID (rule 70,
             // a bitmap resync). A target still Inconsistent keeps DRBD 8.4's rule (it
             // cannot be promoted without --force; rotating there would push a UUID into
-            // the history on every interrupted resync and lose the common ancestor).
+            // the history on every interrupted resync and lose the common ancestor). A
+            // target this side has answered every block may have finished unseen (its
+            // UpToDate still on the way): that counts as said (`target_may_be_done`); if it
+            // had not finished, the next handshake finds its sync UUID in our history
+            // (rule 80) and resyncs it in full.
             let current = md.uuids.current;
             set_bitmap_uuid(&mut md.uuids, current);
             md.uuids.current = random;
@@ -455,6 +488,16 @@ impl Volume {
         }
         self.state = ns;
         self.after_state_change(false);
+    }
+
+    /// The link of a SyncSource is going, and the data side had answered every block still
+    /// out of sync ([`Replicator::may_target_have_finished`]): the target may have finished
+    /// the resync and taken this node's current UUID without this side knowing. Call it
+    /// before the [`Volume::handle_peer`] that reports the loss; it counts for that call only.
+    ///
+    /// [`Replicator::may_target_have_finished`]: super::repl::Replicator::may_target_have_finished
+    pub fn handle_sync_source_tail(&mut self) {
+        self.target_may_be_done = true;
     }
 
     /// The fence-peer handler's verdict (`conn_try_outdate_peer`). `connect_count` is the
@@ -687,6 +730,21 @@ impl Volume {
             if (no_peer && md.uuids.bitmap == 0) || forced {
                 md.uuids.bitmap = md.uuids.current;
                 md.uuids.current = random;
+            } else if no_peer {
+                // Deviation from DRBD 8.4, which keeps the current UUID when the bitmap
+                // UUID is set: the peer may have moved on from our current UUID unseen
+                // (a target that finished the resync of a SyncSource that crashed before it
+                // heard so, then was promoted: its bitmap UUID is our current). Writing on
+                // under that UUID makes the next handshake take us for the peer's plain
+                // SyncTarget (rule 50), and our writes vanish: a split brain resolved
+                // silently. As DRBD 9 does, a new generation starts; the current UUID goes to
+                // the history, the bitmap UUID stays (the bitmap tracks changes since it).
+                // A peer still at our bitmap UUID syncs from us as before (rule 70); one at
+                // our old current finds it in the history (rule 80, full sync); one that
+                // moved on too shares our history: split brain (rule 100).
+                md.uuids.history[1] = md.uuids.history[0];
+                md.uuids.history[0] = md.uuids.current;
+                md.uuids.current = random;
             }
             set_role_bit(&mut md.uuids, Role::Primary);
         }
@@ -780,6 +838,9 @@ impl Volume {
     /// `drbd_md_sync()`, and the data path's permission.
     fn after_state_change(&mut self, clean: bool) {
         let s = self.state;
+        if s.disk != DiskState::Inconsistent {
+            self.failed_io = false;
+        }
         if let Some(md) = self.md.as_mut() {
             md.flags = flags_for(md.flags, &s, md.crashed_primary);
             let update = MdUpdate {
@@ -833,6 +894,35 @@ pub fn flags_for(old: MdFlags, s: &State, crashed_primary: bool) -> MdFlags {
         s.pdsk <= DiskState::Outdated && s.pdsk >= DiskState::Inconsistent,
     );
     f
+}
+
+/// `sanitize_state`'s implications of a connected state on the local disk: Consistent and
+/// Outdated vanish (UpToDate) when connected; from the bitmap exchange to the start of a
+/// resync as target the disk is at best Outdated (`WFBitMapT`, `WFSyncUUID`, ...), during
+/// it at best Inconsistent. The Outdated is durable (`MDF_WAS_UP_TO_DATE` clears): a target
+/// that loses its source before the resync starts, crashes or not, must not be promoted
+/// without `--force` (its data may be older than the source's; the source's writes since
+/// are its alone, so a promotion here is a split brain the next handshake cannot see).
+/// DRBD's lower bounds (implicit upgrades) are left out: they never apply to a state the
+/// core reaches, and an upgrade is never the safe side.
+fn connected_disk(conn: ConnState, disk: DiskState) -> DiskState {
+    let disk = if matches!(disk, DiskState::Consistent | DiskState::Outdated)
+        && !matches!(conn, ConnState::Ahead | ConnState::Behind)
+    {
+        DiskState::UpToDate
+    } else {
+        disk
+    };
+    let max = match conn {
+        ConnState::WFBitMapT
+        | ConnState::PausedSyncT
+        | ConnState::StartingSyncT
+        | ConnState::WFSyncUUID
+        | ConnState::Behind => DiskState::Outdated,
+        ConnState::SyncTarget => DiskState::Inconsistent,
+        _ => DiskState::UpToDate,
+    };
+    disk.min(max)
 }
 
 /// Bit 0 of the current UUID says "Primary" (`__drbd_uuid_set`, attach, set_role).

@@ -477,6 +477,7 @@ impl Runtime {
                     }
                 }
             }
+            PeerCall::SyncSourceTail => core.handle_sync_source_tail(),
             PeerCall::SyncSourceStart => sync_uuid = core.handle_sync_source_start(random_u64()),
             PeerCall::SyncTargetStart(uuid) => core.handle_sync_target_start(uuid),
             PeerCall::SyncFinished {

@@ -435,6 +435,15 @@ impl Node {
     fn on_local(&mut self, local: LocalDisk) {
         let old = *self.conn.local();
         self.conn.handle_local(local);
+        self.repl
+            .handle_local_trusted(local.disk == DiskState::UpToDate);
+        // As the session does: the bitmap goes to disk on a demotion (`after_state_ch`).
+        if old.role == Role::Primary
+            && local.role == Role::Secondary
+            && self.cstate() <= ConnState::Connected
+        {
+            self.write_bitmap();
+        }
         if !(self.generation.is_some() && self.conn.state() >= ConnState::Connected) {
             return;
         }
@@ -744,6 +753,9 @@ impl Node {
                 if self.generation.take().is_some() {
                     self.outbox.push(Out::Close);
                 }
+                if self.repl.may_target_have_finished() {
+                    self.vol.handle_sync_source_tail();
+                }
                 self.repl.handle_link_down();
                 self.write_bitmap();
                 self.phase = Phase::Idle;
@@ -903,6 +915,14 @@ impl Node {
                 self.write_bitmap();
                 self.cs_override = Some(ConnState::Connected);
                 let target = side == SyncSide::Target;
+                if !target {
+                    // As the session does (`drbd_resync_finished` sets the source's pdsk).
+                    self.peer_disk = if failed == 0 {
+                        DiskState::UpToDate
+                    } else {
+                        DiskState::Inconsistent
+                    };
+                }
                 self.vol
                     .handle_sync_finished(target, failed, self.peer_uuids);
                 self.perform();
@@ -917,10 +937,15 @@ impl Node {
     /// the data disk: a bit is cleared when a resync write completes, which may be in the
     /// disk's volatile cache; the cleared bit must not become durable before the data.
     fn write_bitmap(&mut self) {
-        if self.mutation != Some(Mutation::BitmapWriteWithoutFlush) {
-            let _ = self.disk.flush();
+        let flushed =
+            self.mutation == Some(Mutation::BitmapWriteWithoutFlush) || self.disk.flush().is_ok();
+        if flushed {
+            self.meta.bitmap = self.repl.bitmap().clone();
+        } else {
+            // As the session does: without the flush no bit may be cleared on disk.
+            let live = self.repl.bitmap().words().to_vec();
+            self.meta.bitmap.or_words(0, &live);
         }
-        self.meta.bitmap = self.repl.bitmap().clone();
     }
 
     fn flush_now(&mut self) -> Result<(), Errno> {

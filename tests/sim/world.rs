@@ -123,10 +123,14 @@ pub struct World {
     eio_node: usize,
     spike_until: Option<Instant>,
     split_brain: bool,
+    /// A handshake found no common data generation ("Unrelated data"): the node the
+    /// operator recreates the metadata of.
+    unrelated_victim: Option<usize>,
     stats: Stats,
     trace: Option<Vec<String>>,
     pending_violation: Option<Violation>,
     watched: Option<Vec<(u64, bool, bool)>>,
+    watched_states: [String; 2],
 }
 
 fn initial_meta() -> DurableMeta {
@@ -149,6 +153,20 @@ fn initial_meta() -> DurableMeta {
         bitmap: Bitmap::new(SIZE / 512),
         al_slots: vec![urbd::meta::al::LC_FREE; usize::from(AL_EXTENTS)],
     }
+}
+
+/// What `drbdmeta create-md` writes (`meta::create_md`): the just-created UUID, no
+/// other, flags `MDF_AL_CLEAN` only (the disk attaches Inconsistent), an empty bitmap.
+fn created_meta() -> DurableMeta {
+    let mut m = initial_meta();
+    m.sb.uuids = Uuids {
+        current: urbd::meta::UUID_JUST_CREATED,
+        bitmap: 0,
+        history: [0, 0],
+    };
+    m.sb.flags = MdFlags(MdFlags::AL_CLEAN);
+    m.sb.la_size_sect = 0;
+    m
 }
 
 impl World {
@@ -179,10 +197,12 @@ impl World {
             eio_node: (seed >> 17) as usize & 1,
             spike_until: None,
             split_brain: false,
+            unrelated_victim: None,
             stats: Stats::default(),
             trace: trace.then(Vec::new),
             pending_violation: None,
             watched: None,
+            watched_states: Default::default(),
         };
         for n in &mut w.nodes {
             n.start(now);
@@ -587,8 +607,22 @@ impl World {
     }
 
     /// Replay aid: `URBD_SIM_WATCH=block` logs every change of that block's version and
-    /// bitmap bit on either node.
+    /// bitmap bit on either node; `URBD_SIM_STATES=1` every change of a node's state and
+    /// UUIDs.
     fn watch(&mut self) {
+        if self.trace.is_some() && std::env::var_os("URBD_SIM_STATES").is_some() {
+            for i in 0..2 {
+                let now = format!(
+                    "{:?} {:x?}",
+                    self.nodes[i].vol.state(),
+                    self.nodes[i].vol.uuids()
+                );
+                if self.watched_states[i] != now {
+                    self.log(|| format!("node{i} state {now}"));
+                    self.watched_states[i] = now;
+                }
+            }
+        }
         let Some(b) = self
             .trace
             .as_ref()
@@ -734,6 +768,23 @@ impl World {
                             .all(|n| n.disk_state() >= DiskState::Outdated);
                         self.oracle
                             .decided(i, outcome, generation, consistent, self.step)?;
+                        if outcome
+                            == urbd::core::Handshake::Refuse(
+                                urbd::core::HandshakeRefusal::Unrelated,
+                            )
+                            && self.unrelated_victim.is_none()
+                        {
+                            // The victim: an Inconsistent disk if one is, else the one that
+                            // is not Primary (the newer data is the Primary's).
+                            let d = [self.nodes[0].disk_state(), self.nodes[1].disk_state()];
+                            let v = if d[0] != d[1] {
+                                usize::from(d[1] < d[0])
+                            } else {
+                                usize::from(self.nodes[1].role() != Role::Primary)
+                            };
+                            self.log(|| format!("unrelated data: node{v} is the victim"));
+                            self.unrelated_victim = Some(v);
+                        }
                     }
                     Note::SplitBrain => {
                         self.log(|| format!("node{i} refused: split brain"));
@@ -781,6 +832,14 @@ impl World {
             if before > 0 {
                 self.log(|| format!("healthy (after {before} failures)"));
             }
+            // A disk fault still armed outlives the healthy point: the next write it fails
+            // (a Secondary's NEG_ACK leaves the block on the Primary alone) is a failure
+            // of the new period, so a crash after it is the second one.
+            for i in 0..2 {
+                if self.eio_until[i].is_some() {
+                    self.oracle.fault();
+                }
+            }
         }
         Ok(())
     }
@@ -818,6 +877,13 @@ impl World {
                     // SyncTarget"): the cluster manager stops the resource here first.
                     let r = self.nodes[i].admin(self.now, AdminCmd::Secondary);
                     self.log(|| format!("liveness: node{i} secondary: {r:?}"));
+                }
+                if self.unrelated_victim == Some(i)
+                    && self.nodes[i].up
+                    && self.nodes[i].conn.state() == ConnState::StandAlone
+                    && self.nodes[i].role() == Role::Secondary
+                {
+                    self.create_md(i);
                 }
                 if self.nodes[i].up && self.nodes[i].conn.state() == ConnState::StandAlone {
                     let victim = self.split_brain
@@ -886,6 +952,26 @@ impl World {
             self.net.due(self.now)
         );
         Err(self.violation(Rule::Liveness, s))
+    }
+
+    /// "Unrelated data, aborting!" (DRBD 8.4's `drbd_sync_handshake`, rule -1000) is
+    /// final for DRBD: neither `invalidate` nor `--discard-my-data` gets past it (both
+    /// act after the UUID comparison). DRBD's answer is the operator's: `down`,
+    /// `create-md` and `up` on the node whose data is to go, which then attaches
+    /// Inconsistent with the just-created UUID and becomes a full SyncTarget (rule 20).
+    /// What only the victim held is thrown away, as with `--discard-my-data`.
+    fn create_md(&mut self, i: usize) {
+        self.unrelated_victim = None;
+        self.log(|| format!("liveness: node{i} down, create-md, up"));
+        self.oracle.discard_requested(i);
+        let n = &mut self.nodes[i];
+        n.conn_admin(self.now, ConnAdmin::Disconnect);
+        // `down` flushes the data disk, so the restart below loses nothing of it.
+        let _ = n.disk.flush();
+        n.meta = created_meta();
+        n.crash(None);
+        n.start(self.now);
+        self.held[i] = None;
     }
 
     /// What changes while the pair converges (the liveness phase's notion of progress).

@@ -402,6 +402,10 @@ pub struct Replicator {
     peer_disk: bool,
     /// Reads served by the peer (both sides).
     reads: reads::Reads,
+    /// The local disk holds good data (UpToDate): a write it has is done even if the peer
+    /// lost it. Otherwise (Inconsistent: a SyncTarget, or after `on-io-error pass_on`) the
+    /// next resync from the peer would overwrite it, so only the peer's copy counts.
+    local_trusted: bool,
 }
 
 /// Who a local I/O belongs to.
@@ -451,6 +455,7 @@ impl Replicator {
             local_disk: true,
             peer_disk: true,
             reads: reads::Reads::default(),
+            local_trusted: true,
         }
     }
 
@@ -644,7 +649,11 @@ impl Replicator {
         let last = (offset + len - 1) / BM_BLOCK;
         let bits = self.bitmap.bits();
         if first < bits {
-            let _ = self.bitmap.set_range(first, (last + 1).min(bits) - first);
+            let n = self
+                .bitmap
+                .set_range(first, (last + 1).min(bits) - first)
+                .unwrap_or(0);
+            self.resync.note_new_oos(n);
         }
     }
 
@@ -692,8 +701,16 @@ impl Replicator {
             Waiter::DataRead => self.on_data_read_done(id, res),
             Waiter::AlFlush => {
                 // A failed flush leaves nothing better to do than go on (DRBD would
-                // detach the disk on the error).
+                // detach the disk on the error), but the writes to the evicted extents may
+                // die with the cache: they stay out of sync, and the host writes their bits
+                // with the transaction (found by the simulation, seed 0xc74295ddab409c07).
                 if let Some((tr, evicted)) = self.al_after_flush.take() {
+                    if res.is_err() {
+                        let bytes = crate::meta::al::AL_EXTENT_BYTES;
+                        for &e in &evicted {
+                            self.mark_oos(u64::from(e) * bytes, bytes);
+                        }
+                    }
                     self.push(ReplAction::WriteAl { tr, evicted });
                 }
             }

@@ -66,6 +66,11 @@ impl Replicator {
         }
     }
 
+    /// Whether the local disk holds good data (UpToDate); see the field.
+    pub fn handle_local_trusted(&mut self, trusted: bool) {
+        self.local_trusted = trusted;
+    }
+
     /// Whether the local disk is attached.
     pub fn has_local_disk(&self) -> bool {
         self.local_disk

@@ -87,6 +87,11 @@ pub(super) struct Resync {
     /// sync UUID further from it on every retry (DRBD 8.4 since protocol 95 finishes an
     /// empty resync in `receive_state`, on the target's Connected).
     target_confirmed: bool,
+    /// Source: bits of the RS_DATA_REPLYs sent whose RS_WRITE_ACK has not come yet.
+    replied_bits: u64,
+    /// Source: bits set here since the resync started (a local write error, a write lost
+    /// with a link), which the target does not know of and never asks for.
+    new_bits: u64,
 }
 
 impl Resync {
@@ -109,6 +114,13 @@ impl Resync {
         let mut ctl = super::RateController::new(cfg);
         ctl.reset(now);
         self.controller = Some(ctl);
+    }
+
+    /// Source: `n` bits were newly set in the bitmap.
+    pub(super) fn note_new_oos(&mut self, n: u64) {
+        if self.side == Some(SyncSide::Source) {
+            self.new_bits += n;
+        }
     }
 
     /// The resync ends (finished, or the link went down). Reads still in flight are
@@ -345,6 +357,18 @@ impl Replicator {
         self.resync.side == Some(SyncSide::Source) && !self.resync.target_started
     }
 
+    /// A SyncSource that has answered every block still out of sync here (or has none
+    /// left): its target may have finished the resync, and taken this node's current UUID,
+    /// while this side does not know yet (the acks, or the target's STATE, are on the way).
+    /// Until then the target cannot have finished: it still needs a block from here.
+    pub fn may_target_have_finished(&self) -> bool {
+        self.resync.side == Some(SyncSide::Source)
+            && self.resync.pending.is_empty()
+            && self.resync.reads.is_empty()
+            && self.bitmap.count()
+                <= self.resync.replied_bits + self.resync.failed_bits + self.resync.new_bits
+    }
+
     /// The peer's connection state from its STATE packet (DRBD's `receive_state`). On a
     /// SyncSource: SyncTarget says the target took the sync UUID; Connected after that
     /// says it finished, which finishes this side too once nothing is left here (the only
@@ -508,12 +532,21 @@ impl Replicator {
             return;
         }
         match res {
-            Ok(()) => self.send(Outgoing::RsReply {
-                payload: Payload::Read(id),
-                sector: r.sector,
-                block_id: r.block_id,
-                len: r.size,
-            }),
+            Ok(()) => {
+                let first = r.sector * 512 / BM_BLOCK;
+                let last = (r.sector * 512 + u64::from(r.size) - 1) / BM_BLOCK;
+                let set = self
+                    .bitmap
+                    .count_range(first, last + 1 - first)
+                    .unwrap_or(0);
+                self.resync.replied_bits += set;
+                self.send(Outgoing::RsReply {
+                    payload: Payload::Read(id),
+                    sector: r.sector,
+                    block_id: r.block_id,
+                    len: r.size,
+                })
+            }
             Err(_) => {
                 self.push(ReplAction::Release(Payload::Read(id)));
                 self.send(Outgoing::Ack {
@@ -545,6 +578,7 @@ impl Replicator {
         }
         let n = self.clear_oos(a.sector * 512, u64::from(a.size));
         self.resync.left_bits = self.resync.left_bits.saturating_sub(n);
+        self.resync.replied_bits = self.resync.replied_bits.saturating_sub(n);
         self.resync.target_confirmed = true;
         Ok(())
     }
@@ -565,6 +599,7 @@ impl Replicator {
                 self.resync.target_done(0, bits);
             }
             Some(SyncSide::Source) => {
+                self.resync.replied_bits = self.resync.replied_bits.saturating_sub(bits);
                 self.resync.failed_bits += bits;
                 self.resync.left_bits = self.resync.left_bits.saturating_sub(bits);
                 self.resync.target_confirmed = true;

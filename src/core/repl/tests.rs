@@ -1265,3 +1265,101 @@ fn reads_for_the_peer_wait_for_the_writes_received_before_them() {
     p.settle();
     assert_eq!(p.a.read_data[&2], block(9, 4096));
 }
+
+/// Delivers every frame in flight, both ways, without completing any local I/O.
+fn deliver(p: &mut Pair) {
+    loop {
+        p.drain();
+        if let Some(f) = p.a_to_b.pop_front() {
+            p.b.receive(p.now, &f);
+        } else if let Some(f) = p.b_to_a.pop_front() {
+            p.a.receive(p.now, &f);
+        } else {
+            return;
+        }
+    }
+}
+
+/// A write the peer acked while its local half still runs is not in the transfer log yet;
+/// a link lost before its epoch's BARRIER_ACK marks it out of sync all the same (DRBD's
+/// CONNECTION_LOST_WHILE_PENDING clears RQ_NET_OK; simulation seed 0x36723f03ce2a8ee4: the
+/// peer crashed and lost it from its cache).
+#[test]
+fn an_acked_write_whose_local_half_runs_is_marked_when_the_link_drops() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 3 * 4096, block(9, 4096));
+    deliver(&mut p);
+    assert!(p.b.complete_one(p.now), "the peer writes it");
+    deliver(&mut p);
+    assert!(!p.a.done(1), "the local half still runs");
+    p.a.r.handle_link_down();
+    deliver(&mut p);
+    assert!(p.a.r.bitmap().is_set(3), "not barrier-acked: out of sync");
+    assert!(p.a.complete_one(p.now));
+    deliver(&mut p);
+    assert!(p.a.done(1), "the client sees no error");
+}
+
+/// The flush before an AL transaction that evicts an extent failed: the extent's writes
+/// may die with the cache, so it stays out of sync (simulation seed 0xc74295ddab409c07).
+#[test]
+fn a_failed_flush_before_an_eviction_keeps_the_extent_out_of_sync() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r = Replicator::new(ReplConfig::default(), 2 * SIZE, Bitmap::new(2 * SIZE / 512))
+        .with_activity_log(crate::meta::AlWriter::new(1, 0));
+    p.a.r.handle_link_up();
+    p.a.write(1, 0, block(1, 4096));
+    p.settle();
+    assert!(p.a.done(1));
+    p.a.hold_al = true;
+    p.a.r
+        .handle_app_write(2, 4 << 20, 4096, WriteKind::Write { fua: false });
+    p.a.app.insert(
+        2,
+        (4 << 20, block(2, 4096), WriteKind::Write { fua: false }),
+    );
+    let Some(ReplAction::Local {
+        id,
+        io: LocalIo::Flush,
+    }) = p.a.r.poll_action()
+    else {
+        panic!("a flush first");
+    };
+    p.a.r
+        .handle_local_done(p.now, id, Err(crate::io::Errno::EIO));
+    let next = p.a.r.poll_action();
+    assert!(
+        matches!(&next, Some(ReplAction::WriteAl { evicted, .. }) if evicted == &[0]),
+        "{next:?}"
+    );
+    assert_eq!(p.a.r.bitmap().count(), 1024, "extent 0, 4 MiB, out of sync");
+}
+
+/// A SyncSource may take its target for finished once it has answered every block still
+/// out of sync here (the acks may still be on the way), not before.
+#[test]
+fn a_source_knows_when_its_target_may_have_finished() {
+    let mut bm = Bitmap::new(SIZE / 512);
+    bm.set_range(5, 1).unwrap();
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.r = Replicator::new(ReplConfig::default(), SIZE, bm.clone());
+    p.b.r = Replicator::new(ReplConfig::default(), SIZE, bm);
+    p.a.r.handle_link_up();
+    p.b.r.handle_link_up();
+    assert!(!p.a.r.may_target_have_finished(), "not syncing");
+    p.a.r.start_sync(p.now, SyncSide::Source);
+    p.b.r.start_sync(p.now, SyncSide::Target);
+    assert!(!p.a.r.may_target_have_finished(), "block 5 not answered");
+    deliver(&mut p);
+    assert!(!p.a.r.may_target_have_finished(), "requested, not read");
+    assert!(p.a.complete_one(p.now), "the source reads block 5");
+    deliver(&mut p);
+    assert!(p.a.r.may_target_have_finished(), "answered, ack pending");
+    p.settle();
+    assert_eq!(p.b.finished, vec![(SyncSide::Target, 0)]);
+    assert_eq!(p.a.finished, vec![(SyncSide::Source, 0)]);
+    assert!(
+        !p.a.r.may_target_have_finished(),
+        "finished: no longer a source"
+    );
+}

@@ -100,7 +100,12 @@ impl Writes {
     pub(super) fn link_down(&mut self) -> Vec<(u64, u32)> {
         let mut lost: Vec<(u64, u32)> = self.tl.drain(..).map(|(_, o, l)| (o, l)).collect();
         for r in self.reqs.values_mut() {
-            if r.started && r.peer != PeerPart::Done {
+            // A replicated write the peer acked while its local half is still running is
+            // not in the transfer log yet, but the peer may not have it on stable storage
+            // either: DRBD's CONNECTION_LOST_WHILE_PENDING clears RQ_NET_OK of every request
+            // not barrier-acked, so it is marked out of sync too (found by the simulation,
+            // seed 0x36723f03ce2a8ee4: the peer crashed and lost it from its cache).
+            if r.started && (r.peer != PeerPart::Done || r.replicated) {
                 if let ReqKind::Write { offset, len, .. } = r.kind {
                     lost.push((offset, len));
                 }
@@ -377,6 +382,10 @@ impl Replicator {
                 } else {
                     Err(crate::io::Errno::EIO)
                 }
+            }
+            // A disk that is not UpToDate is not where the write counts: the peer's is.
+            Ok(()) if !self.local_trusted && r.range().is_some() && !r.peer_ok => {
+                Err(crate::io::Errno::EIO)
             }
             Ok(()) => Ok(()),
             Err(e) => {

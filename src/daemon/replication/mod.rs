@@ -62,6 +62,10 @@ pub enum PeerCall {
         /// A write failed (else a read).
         write: bool,
     },
+    /// The link of a SyncSource goes while every out-of-sync block is answered: its target
+    /// may have finished unseen (`Volume::handle_sync_source_tail`). Comes before the
+    /// State call that reports the loss.
+    SyncSourceTail,
     /// Become SyncSource; the answer carries the sync UUID to send.
     SyncSourceStart,
     /// Become SyncTarget with this sync UUID.

@@ -181,6 +181,17 @@ impl Session {
                 let target = side == SyncSide::Target;
                 tracing::info!(resource = %self.cfg.resource, failed, "Resync done ({})", if target { "SyncTarget" } else { "SyncSource" });
                 self.cs_override = Some(ConnState::Connected);
+                if !target {
+                    // `drbd_resync_finished`: the source takes its target as UpToDate (or
+                    // Inconsistent with failed blocks) without waiting for its STATE; the
+                    // Inconsistent of `started_sync` would hide a lost finished target
+                    // from the volume (no new current UUID on a disconnect).
+                    self.peer_disk = if failed == 0 {
+                        DiskState::UpToDate
+                    } else {
+                        DiskState::Inconsistent
+                    };
+                }
                 self.call(PeerCall::SyncFinished {
                     target,
                     failed,
@@ -230,8 +241,13 @@ impl Session {
             && let Err(err) = f.sync_data()
         {
             tracing::error!(resource = %self.cfg.resource, error = %err, "flushing the data disk before the bitmap write-back failed");
+            // Then no bit may be cleared on disk: the resync writes behind the cleared bits
+            // may die with the cache in a crash (found by the simulation, tests/sim, seed
+            // 0x2cabd25f0a47bd1e). New bits still go out.
+            md.bitmap.or_words(0, self.repl.bitmap().words());
+        } else {
+            md.bitmap = self.repl.bitmap().clone();
         }
-        md.bitmap = self.repl.bitmap().clone();
         let capacity = md.bitmap.capacity();
         if let Err(err) = crate::meta::write_bitmap_range(dev, md, 0, capacity) {
             tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");

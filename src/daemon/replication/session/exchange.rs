@@ -298,6 +298,11 @@ impl Session {
                 self.freeze_if_fencing();
                 self.peer_waits.clear();
                 self.close_link();
+                // Before the loss reaches the volume (the next State call): a SyncSource
+                // that answered everything may have a finished target it has not heard of.
+                if self.repl.may_target_have_finished() {
+                    self.call(PeerCall::SyncSourceTail);
+                }
                 self.repl.handle_link_down();
                 self.sb_save_link_down(now);
                 // What is out of sync from now on is in the bitmap; write it back (DRBD

@@ -623,8 +623,20 @@ impl Session {
         }
         self.completions
             .set_remote_reads(local.disk != DiskState::UpToDate);
+        self.repl
+            .handle_local_trusted(local.disk == DiskState::UpToDate);
         local.oos_bits = self.repl.bitmap().count();
         self.conn.handle_local(local);
+        // `after_state_ch`: "Write out all changed bits on demote" (not during a resync).
+        // Once demoted, a crash no longer resyncs the activity log's extents, so the bits
+        // of the writes made without the peer must be on disk (found by the simulation,
+        // tests/sim, seed 0x82f24636e6f1978c).
+        if old.role == Role::Primary
+            && local.role == Role::Secondary
+            && self.cstate() <= ConnState::Connected
+        {
+            self.write_bitmap();
+        }
         if !self.linked_and_decided() {
             return;
         }
