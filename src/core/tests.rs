@@ -512,8 +512,9 @@ fn failed_peer_write_makes_the_disk_inconsistent() {
         (0, DiskState::Inconsistent),
     ] {
         let mut v = attached(attach_info(uuids_0x1000(), flags), Fencing::ResourceOnly);
+        v.set_on_io_error(crate::core::OnIoError::PassOn);
         assert_eq!(v.state().disk, before);
-        v.handle_peer_write_error();
+        v.handle_local_io_error();
         assert_eq!(v.state().disk, DiskState::Inconsistent);
         let actions = drain(&mut v);
         assert_eq!(
@@ -524,7 +525,8 @@ fn failed_peer_write_makes_the_disk_inconsistent() {
         assert!(!v.md_flags().unwrap().is_consistent());
     }
     let mut v = Volume::new(config(Fencing::DontCare));
-    v.handle_peer_write_error();
+    v.set_on_io_error(crate::core::OnIoError::PassOn);
+    v.handle_local_io_error();
     assert_eq!(v.state().disk, DiskState::Diskless);
     assert!(drain(&mut v).is_empty());
 }

@@ -360,24 +360,6 @@ impl Volume {
         }
     }
 
-    /// A write the peer replicated failed on the local disk ([`ReplAction::PeerWriteFailed`]
-    /// of the data side). DRBD 8.4's `__drbd_chk_io_error`: with `on-io-error pass_on` a
-    /// disk better than Inconsistent becomes Inconsistent; with `detach` (the default) it
-    /// goes Failed, then Diskless. urbd has no diskless mode yet, so it takes pass_on's
-    /// state change whatever `on-io-error` says: either way the disk must stop claiming
-    /// the peer's data (an UpToDate Secondary without an acknowledged write would be
-    /// promoted after a failover and serve the old block); the next handshake makes it
-    /// SyncTarget (the blocks are in both bitmaps).
-    ///
-    /// [`ReplAction::PeerWriteFailed`]: super::repl::ReplAction::PeerWriteFailed
-    pub fn handle_peer_write_error(&mut self) {
-        if self.md.is_none() || self.state.disk <= DiskState::Inconsistent {
-            return;
-        }
-        self.state.disk = DiskState::Inconsistent;
-        self.after_state_change(false);
-    }
-
     // ----- the peer (driven by the connection) ------------------------------------------
 
     /// What the connection knows now: its state, the peer's role and disk. When a Primary

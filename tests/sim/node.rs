@@ -890,12 +890,6 @@ impl Node {
             }
             // Nothing here reads through the peer.
             ReplAction::ReadData { .. } => {}
-            ReplAction::PeerWriteFailed => {
-                self.vol.handle_peer_write_error();
-                self.perform();
-                let local = self.local_disk();
-                self.on_local(local);
-            }
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => {
                     self.peer_bufs.remove(&k);

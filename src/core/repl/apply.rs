@@ -333,7 +333,7 @@ impl Replicator {
             }
         } else if res.is_err() {
             self.mark_oos(f.sector * 512, u64::from(f.len));
-            self.push(ReplAction::PeerWriteFailed);
+            self.push(ReplAction::LocalIoError { write: true });
             if f.write_ack {
                 self.send(Outgoing::Ack {
                     ty: PacketType::NEG_ACK,

@@ -300,12 +300,9 @@ pub enum ReplAction {
         /// Extents that leave the active set.
         evicted: Vec<u32>,
     },
-    /// A write the peer replicated failed on the local disk: it was answered with NEG_ACK
-    /// and its blocks are marked out of sync, so this disk no longer holds the peer's
-    /// data; tell the volume ([`crate::core::Volume::handle_peer_write_error`]).
-    PeerWriteFailed,
-    /// The local disk failed an application write or a read (for the application or for
-    /// the peer): the volume applies `on-io-error`
+    /// The local disk failed a write (the application's, or one the peer replicated: that
+    /// one was answered with NEG_ACK and its blocks are marked out of sync) or a read (for
+    /// the application or for the peer): the volume applies `on-io-error`
     /// ([`crate::core::Volume::handle_local_io_error`]). The request itself was answered
     /// from the peer where it could be.
     LocalIoError {

@@ -34,8 +34,6 @@ struct Node {
     al_written: Vec<(Vec<u32>, Vec<u32>)>,
     /// Do not report AL transactions as written (the test does it).
     hold_al: bool,
-    /// `PeerWriteFailed` actions seen.
-    peer_write_failed: usize,
     /// Every local I/O fails with EIO (a dead disk).
     fail_io: bool,
     /// `LocalIoError` actions seen: (write?).
@@ -61,7 +59,6 @@ impl Node {
             next_key: 1,
             al_written: Vec::new(),
             hold_al: false,
-            peer_write_failed: 0,
             fail_io: false,
             local_io_errors: Vec::new(),
             read_data: HashMap::new(),
@@ -97,7 +94,6 @@ impl Node {
                     out.push_back(f);
                 }
                 ReplAction::Complete { tag, res } => self.completed.push((tag, res)),
-                ReplAction::PeerWriteFailed => self.peer_write_failed += 1,
                 ReplAction::LocalIoError { write } => self.local_io_errors.push(write),
                 ReplAction::ReadData { tag, at, payload } => {
                     let data = self.bufs.remove(&payload).expect("payload");
@@ -446,9 +442,9 @@ fn a_failed_peer_write_is_neg_acked_and_reported() {
         p.a.done(1),
         "the Primary's disk has it: NEG_ACK completes the write"
     );
-    assert_eq!(p.b.peer_write_failed, 1);
+    assert_eq!(p.b.local_io_errors, vec![true]);
     assert!(p.a.r.bitmap().is_set(2) && p.b.r.bitmap().is_set(2));
-    assert_eq!(p.a.peer_write_failed, 0);
+    assert!(p.a.local_io_errors.is_empty());
 }
 
 #[test]

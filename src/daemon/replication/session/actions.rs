@@ -100,11 +100,6 @@ impl Session {
                 }
                 self.app_done.push(Done { tag, res, buf });
             }
-            ReplAction::PeerWriteFailed => {
-                tracing::error!(resource = %self.cfg.resource,
-                    "Local IO failed in a replicated write (answered with NegAck)");
-                self.call(PeerCall::LocalIoError { write: true });
-            }
             ReplAction::LocalIoError { write } => {
                 tracing::error!(resource = %self.cfg.resource,
                     "Local IO failed in {}", if write { "a write" } else { "a read" });
