@@ -343,7 +343,7 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
         bitmap: 0x3000,
         history: [0x4000, 0],
     };
-    let syncing_primary = |pdsk: DiskState| {
+    let connected_primary = || {
         let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
         v.handle_peer(
             ConnState::Connected,
@@ -353,6 +353,10 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
         );
         v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
             .unwrap();
+        v
+    };
+    let syncing_primary = |pdsk: DiskState| {
+        let mut v = connected_primary();
         v.handle_peer(ConnState::SyncSource, Role::Secondary, pdsk, RANDOM);
         assert_eq!(
             v.uuids().unwrap().current,
@@ -369,15 +373,7 @@ fn new_generation_when_a_finished_target_is_lost_with_a_bitmap_uuid() {
     };
     // Lost before the resync ran (the bitmap exchange, the target still UpToDate from the
     // handshake): DRBD 8.4's rule, nothing moves.
-    let mut v = attached(attach_info(source, C | W | O), Fencing::DontCare);
-    v.handle_peer(
-        ConnState::Connected,
-        Role::Secondary,
-        DiskState::UpToDate,
-        RANDOM,
-    );
-    v.handle_admin(AdminCmd::Primary { force: false }, RANDOM)
-        .unwrap();
+    let mut v = connected_primary();
     lose_peer(&mut v);
     assert_eq!(v.uuids().unwrap().current, 0x2001);
     // Lost while the target was Inconsistent: DRBD 8.4's rule, nothing moves.
