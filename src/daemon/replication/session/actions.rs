@@ -100,11 +100,8 @@ impl Session {
                 }
                 self.app_done.push(Done { tag, res, buf });
             }
-            ReplAction::LocalIoError { write } => {
-                tracing::error!(resource = %self.cfg.resource,
-                    "Local IO failed in {}", if write { "a write" } else { "a read" });
-                self.call(PeerCall::LocalIoError { write });
-            }
+            // The event loop logs it with what `on-io-error` made of it.
+            ReplAction::LocalIoError { write } => self.call(PeerCall::LocalIoError { write }),
             ReplAction::ReadData { tag, at, payload } => {
                 if let Payload::Peer(k) = payload {
                     if let (Some(Op::Read { buf, .. }), Some(data)) =

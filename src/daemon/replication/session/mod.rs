@@ -696,14 +696,16 @@ impl Session {
 
     fn on_app(&mut self, tag: u64, op: Op) {
         tracing::trace!(tag, op = op.name(), "application request");
-        if self.frozen {
+        // The latency histogram counts whole requests, not the parts of a split write.
+        if !split::Splits::is_part(tag) {
             self.app_started.entry(tag).or_insert_with(Instant::now);
+        }
+        if self.frozen {
             self.held.push_back((tag, op));
             return;
         }
         let op = match self.splits.split(tag, op) {
             Ok(parts) => {
-                self.app_started.entry(tag).or_insert_with(Instant::now);
                 for (sub, part) in parts {
                     self.on_app(sub, part);
                 }
@@ -711,10 +713,7 @@ impl Session {
             }
             Err(op) => op,
         };
-        if !split::Splits::is_part(tag) {
-            self.app_started.entry(tag).or_insert_with(Instant::now);
-        }
-        let kind = match &op {
+        let (offset, len, kind) = match &op {
             Op::Flush => {
                 self.repl.handle_app_flush(tag);
                 return;
@@ -728,23 +727,20 @@ impl Session {
                 return;
             }
             Op::Write { fua, buf, offset } => {
-                Some((*offset, buf.len() as u64, WriteKind::Write { fua: *fua }))
+                (*offset, buf.len() as u64, WriteKind::Write { fua: *fua })
             }
-            Op::Trim { offset, len } => Some((*offset, *len, WriteKind::Trim)),
+            Op::Trim { offset, len } => (*offset, *len, WriteKind::Trim),
             Op::Zero {
                 offset,
                 len,
                 may_trim,
-            } => Some((
+            } => (
                 *offset,
                 *len,
                 WriteKind::Zero {
                     may_trim: *may_trim,
                 },
-            )),
-        };
-        let Some((offset, len, kind)) = kind else {
-            return;
+            ),
         };
         let Ok(len) = u32::try_from(len) else {
             self.app_started.remove(&tag);
@@ -931,8 +927,8 @@ impl Session {
 
 use super::PeerReply;
 
-/// With `data-integrity-alg crc32c` (`on`), a DATA, RS_DATA_REPLY or DATA_REPLY that carries data must
-/// carry the CRC32C of it; `Err(sector)` otherwise.
+/// With `data-integrity-alg crc32c` (`on`), a DATA, RS_DATA_REPLY or DATA_REPLY that
+/// carries data must carry the CRC32C of it; `Err(sector)` otherwise.
 fn integrity_ok(on: bool, packet: &Packet<'_>) -> Result<(), u64> {
     if !on {
         return Ok(());
