@@ -54,6 +54,8 @@ pub(super) struct Resync {
     cursor: u64,
     /// Target: requests out, block_id -> (first bit, bits).
     requests: BTreeMap<u64, (u64, u64)>,
+    /// Target: the bits of `requests`, summed (asked for before every new request).
+    requested_bits: u64,
     /// Target: when the next request may go.
     next_send: Option<Instant>,
     /// Source: requests not read yet (waiting for overlapping application writes).
@@ -175,7 +177,16 @@ impl Resync {
 
     /// Target: a reply for request `block_id` arrived (false: no such request).
     pub(super) fn take_request(&mut self, block_id: u64) -> bool {
-        self.side == Some(SyncSide::Target) && self.requests.remove(&block_id).is_some()
+        if self.side != Some(SyncSide::Target) {
+            return false;
+        }
+        match self.requests.remove(&block_id) {
+            Some((_, n)) => {
+                self.requested_bits -= n;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The controller's current aim, KiB/s (proc's `want:`).
@@ -237,7 +248,7 @@ impl Replicator {
             && self.resync.next_send.is_none_or(|t| t <= now)
         {
             // DRBD's drbd_rs_number_requests: one plan step every SLEEP_TIME.
-            let in_flight: u64 = self.resync.requests.values().map(|&(_, n)| n).sum();
+            let in_flight = self.resync.requested_bits;
             let arrived = std::mem::take(&mut self.resync.arrived_sect);
             self.resync.step_budget_sect = ctl.plan(now, in_flight * SECT_PER_BIT, arrived);
             self.resync.next_send = Some(now + super::SLEEP_TIME);
@@ -272,6 +283,7 @@ impl Replicator {
             self.resync.cursor = first + n;
             let block_id = self.id();
             self.resync.requests.insert(block_id, (first, n));
+            self.resync.requested_bits += n;
             let size = (n * BM_BLOCK) as u32;
             if self.config.csums {
                 // Read the blocks first: their checksums go instead of a plain request.
@@ -316,7 +328,7 @@ impl Replicator {
     /// [`MAX_RS_REQUESTS`] requests: scattered out-of-sync blocks (one 4 KiB request each)
     /// then keep as many disk operations going as a sequential run does bytes.
     fn target_window_full(&self, max_bits: u64) -> bool {
-        let in_flight: u64 = self.resync.requests.values().map(|&(_, n)| n).sum();
+        let in_flight = self.resync.requested_bits;
         self.resync.requests.len() >= MAX_RS_REQUESTS
             || in_flight >= self.config.max_rs_requests as u64 * max_bits
     }
