@@ -6,6 +6,9 @@
 //! `cs:Connected ... ds:UpToDate/UpToDate` and `oos:0` on both nodes, polled every 20 ms):
 //! - `nbdcopy`, `nbdcopy_flush`: the baseline, `nbdcopy SRC DST` (and with `--flush`) between
 //!   two `nbdkit file` exports on unix sockets;
+//! - `physical`, `physical_1pct`: the physical limit of the same work on this disk, fio's
+//!   io_uring engine with O_DIRECT reading the source while writing a file of the same size
+//!   (all of it in 512 KiB requests; every 100th 4 KiB block), fio's own runtime;
 //! - `full_sync`: `invalidate` on beta (Secondary), a full resync without csums;
 //! - `dirty_1pct`, `dirty_10pct`: `disconnect` on alpha (Primary), every 100th (10th) 4 KiB
 //!   block written through alpha's NBD socket, then `connect`: a bitmap resync;
@@ -748,6 +751,85 @@ impl Baseline {
     }
 }
 
+/// The physical limit of a resync on this one disk (both nodes' files are on it): fio's
+/// io_uring engine with O_DIRECT reading the random source while it writes a file of the
+/// same size, the two jobs at once. Full: 512 KiB requests, 16 in flight each (the resync's
+/// window at its largest request size); `stride` (in 4 KiB blocks): only every stride-th
+/// 4 KiB block, 256 in flight each (the dirty scenarios' pattern). The time is fio's own
+/// (the longer job's runtime), without its start-up.
+struct Physical {
+    src: PathBuf,
+    dst: PathBuf,
+    size: u64,
+}
+
+impl Physical {
+    fn start(env: &Env) -> Physical {
+        let dst = env.dir.path().join("physical-dst.img");
+        // Allocated and written back first (as the urbd disks are), untimed.
+        fs::copy(&env.source, &dst).expect("copy the source for fio");
+        fs::File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .expect("sync fio's destination");
+        Physical {
+            src: env.source.clone(),
+            dst,
+            size: env.size,
+        }
+    }
+
+    fn copy(&self, stride: Option<u64>) -> Duration {
+        let (rw_read, rw_write, bs, depth, ios) = match stride {
+            None => ("read".to_string(), "write".to_string(), "512k", "16", None),
+            Some(n) => {
+                let skip = format!(":{}k", (n - 1) * BLOCK / 1024);
+                (
+                    format!("read{skip}"),
+                    format!("write{skip}"),
+                    "4k",
+                    "256",
+                    Some((self.size / BLOCK).div_ceil(n)),
+                )
+            }
+        };
+        let mut cmd = Command::new("fio");
+        cmd.arg("--output-format=json");
+        for (name, file, rw) in [
+            ("read", &self.src, &rw_read),
+            ("write", &self.dst, &rw_write),
+        ] {
+            cmd.arg(format!("--name={name}"))
+                .arg(format!("--filename={}", file.display()))
+                .arg(format!("--rw={rw}"))
+                .arg(format!("--bs={bs}"))
+                .arg(format!("--iodepth={depth}"))
+                .arg(format!("--size={}", self.size))
+                .args(["--direct=1", "--ioengine=io_uring"]);
+            if let Some(n) = ios {
+                cmd.arg(format!("--number_ios={n}"));
+            }
+        }
+        let out = run_ok(&mut cmd);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!(
+                "fio's JSON output: {e}
+{out}"
+            )
+        });
+        let ms = json["jobs"]
+            .as_array()
+            .map(|jobs| {
+                jobs.iter()
+                    .filter_map(|j| j["job_runtime"].as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        assert!(ms > 0, "fio reported no runtime:\n{out}");
+        Duration::from_millis(ms)
+    }
+}
+
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -795,15 +877,17 @@ fn summary(size: u64, load_start: &str) {
     );
     println!(
         "MiB/s = disk size / median time (of the timed runs, criterion's warm-up left out); \
-         ratio = MiB/s over nbdcopy's MiB/s\n"
+         x nbdcopy = MiB/s over nbdcopy's; x physical = fio's time (same pattern, O_DIRECT, this disk) over the scenario's\n"
     );
     println!(
-        "| scenario | runs | median time | MiB/s | x nbdcopy | resynced KiB | Began->done (median) | MiB/s Began->done | command->Began | done->in sync | ns KiB (median) | TCP KiB both ways (median) |"
+        "| scenario | runs | median time | MiB/s | x nbdcopy | x physical | resynced KiB | Began->done (median) | MiB/s Began->done | command->Began | done->in sync | ns KiB (median) | TCP KiB both ways (median) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in [
         "nbdcopy",
         "nbdcopy_flush",
+        "physical",
+        "physical_1pct",
         "full_sync",
         "dirty_1pct",
         "dirty_10pct",
@@ -821,6 +905,12 @@ fn summary(size: u64, load_start: &str) {
         };
         let (to_began, after_done) = (phase(|s| s.to_began), phase(|s| s.after_done));
         let ratio = base.map_or("-".into(), |b| format!("{:.2}x", b / t));
+        let phys = match name {
+            "full_sync" | "csums_identical" => secs("physical"),
+            "dirty_1pct" => secs("physical_1pct"),
+            _ => None,
+        };
+        let phys_ratio = phys.map_or("-".into(), |p| format!("{:.2}x", p / t));
         let kib = runs.last().and_then(|s| s.resynced_kib);
         let span = median(
             runs.iter()
@@ -837,10 +927,10 @@ fn summary(size: u64, load_start: &str) {
                 .filter_map(|s| s.wire_bytes.map(|b| b as f64 / 1024.0))
                 .collect(),
         );
-        let urbd = !name.starts_with("nbdcopy");
+        let urbd = !name.starts_with("nbdcopy") && !name.starts_with("physical");
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
         println!(
-            "| {name} | {} | {:.3} s | {rate:.1} | {ratio} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {:.3} s | {rate:.1} | {ratio} | {phys_ratio} | {} | {} | {} | {} | {} | {} | {} |",
             runs.len(),
             t,
             kib.map_or("-".into(), |k| k.to_string()),
@@ -872,6 +962,18 @@ fn summary(size: u64, load_start: &str) {
                 .collect(),
         )
     };
+    if let (Some(p), Some(f)) = (secs("physical"), span("full_sync")) {
+        println!(
+            "full sync, Began->done: {:.2}x the physical limit (fio reading and writing the same amount at once on this disk)",
+            p / f
+        );
+    }
+    if let (Some(p), Some(d)) = (secs("physical_1pct"), span("dirty_1pct")) {
+        println!(
+            "1% dirty, Began->done: {:.2}x the physical limit (fio reading and writing every 100th 4 KiB block at once)",
+            p / d
+        );
+    }
     for (name, label) in [("dirty_1pct", "1% dirty"), ("dirty_10pct", "10% dirty")] {
         if let (Some(d), Some(f)) = (span(name), span("full_sync")) {
             println!(
@@ -925,6 +1027,8 @@ fn main() {
         for n in [
             "nbdcopy",
             "nbdcopy_flush",
+            "physical",
+            "physical_1pct",
             "full_sync",
             "dirty_1pct",
             "dirty_10pct",
@@ -957,6 +1061,29 @@ fn main() {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let t = base.copy(flush);
+                            record(
+                                name,
+                                Sample {
+                                    time: t,
+                                    ..Sample::default()
+                                },
+                            );
+                            total += t;
+                        }
+                        total
+                    })
+                });
+            }
+        }
+
+        {
+            let phys = Physical::start(&env);
+            for (name, stride) in [("physical", None), ("physical_1pct", Some(100))] {
+                g.bench_function(name, |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = phys.copy(stride);
                             record(
                                 name,
                                 Sample {

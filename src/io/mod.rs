@@ -33,7 +33,7 @@ mod mem;
 mod uring;
 
 pub use align::Aligned;
-pub use buf::{AlignedBuf, BUF_ALIGN};
+pub use buf::{AlignedBuf, BUF_ALIGN, BufPool};
 pub use driver::{BACKEND_KEY_BIT, IoCtx, SyncDriver, new_ring};
 pub use fault::{
     FAULT_INJECTION_ENV, FaultBackend, FaultPlan, Faults, faults_for, injection_enabled, wrap_for,

@@ -15,7 +15,7 @@ use super::{
 use super::{SyncSide, Waiter, overlaps, pace};
 
 /// Resync requests in flight at most, whatever their size (see `target_window_full`).
-pub(super) const MAX_RS_REQUESTS: usize = 256;
+pub(super) const MAX_RS_REQUESTS: usize = 1024;
 
 /// How far a resync is, for proc and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

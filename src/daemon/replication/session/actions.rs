@@ -44,7 +44,9 @@ impl Session {
                             Some(Op::Write { buf, .. }) => buf.as_slice(),
                             _ => &[],
                         },
-                        Some(Payload::Peer(k)) => self.peer_bufs.get(&k).map_or(&[][..], |v| v),
+                        Some(Payload::Peer(k)) => {
+                            self.peer_bufs.get(&k).map_or(&[][..], |v| v.bytes())
+                        }
                         Some(Payload::Read(id)) => {
                             self.read_bufs.get(&id).map_or(&[][..], |b| b.as_slice())
                         }
@@ -67,8 +69,10 @@ impl Session {
                     };
                     o.encode(0, data, &digest, &mut buf);
                 }
-                if let Some(Payload::Read(id)) = payload {
-                    self.read_bufs.remove(&id);
+                if let Some(Payload::Read(id)) = payload
+                    && let Some(b) = self.read_bufs.remove(&id)
+                {
+                    self.recycle(b);
                 }
                 if let crate::core::repl::Outgoing::Data {
                     block_id, dp_flags, ..
@@ -104,9 +108,10 @@ impl Session {
             ReplAction::LocalIoError { write } => self.call(PeerCall::LocalIoError { write }),
             ReplAction::ReadData { tag, at, payload } => {
                 if let Payload::Peer(k) = payload {
-                    if let (Some(Op::Read { buf, .. }), Some(data)) =
-                        (self.app_ops.get_mut(&tag), self.peer_bufs.get(&k))
-                    {
+                    if let (Some(Op::Read { buf, .. }), Some(data)) = (
+                        self.app_ops.get_mut(&tag),
+                        self.peer_bufs.get(&k).map(|b| b.bytes()),
+                    ) {
                         let at = at as usize;
                         if let Some(dst) = buf.as_mut_slice().get_mut(at..at + data.len()) {
                             dst.copy_from_slice(data);
@@ -118,7 +123,9 @@ impl Session {
             ReplAction::Release(p) => match p {
                 Payload::Peer(k) => self.drop_peer_buf(k),
                 Payload::Read(id) => {
-                    self.read_bufs.remove(&id);
+                    if let Some(b) = self.read_bufs.remove(&id) {
+                        self.recycle(b);
+                    }
                 }
                 Payload::App(_) => {}
             },
@@ -275,11 +282,11 @@ impl Session {
                 fua,
             } => {
                 let data = match key {
-                    Payload::Peer(k) => self.peer_bufs.get(&k).map(|v| v.as_slice()),
+                    Payload::Peer(k) => self.peer_bufs.get(&k).map(|v| v.bytes()),
                     _ => None,
                 };
                 let buf = match data {
-                    Some(d) if d.len() == len as usize => AlignedBuf::from_slice(d),
+                    Some(d) if d.len() == len as usize => self.pool.copy_of(d),
                     _ => {
                         tracing::error!(?key, "write payload missing");
                         return;
@@ -313,7 +320,7 @@ impl Session {
                     Job::Read { digest },
                     Op::Read {
                         offset,
-                        buf: AlignedBuf::zeroed(len as usize),
+                        buf: self.pool.take(len as usize),
                     },
                 )
             }

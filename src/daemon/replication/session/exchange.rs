@@ -53,20 +53,29 @@ impl Session {
                 }
                 let key = self.next_key;
                 self.next_key += 1;
-                let data = match &packet {
-                    Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d) => {
-                        d.payload.to_vec()
-                    }
-                    _ => Vec::new(),
+                // The block stays in the received frame (no copy): where it is in it.
+                let (at, len) = match &packet {
+                    Packet::Data(d) | Packet::RsDataReply(d) | Packet::DataReply(d) => (
+                        (d.payload.as_ptr() as usize).saturating_sub(payload.as_ptr() as usize),
+                        d.payload.len(),
+                    ),
+                    _ => (0, 0),
                 };
-                // nr: data received, as ns counts data sent.
-                self.recv_bytes += data.len() as u64;
-                self.buffered.fetch_add(data.len(), Ordering::AcqRel);
-                self.peer_bufs.insert(key, data);
+                // The core only queues actions here; the payload is stored before they run.
                 if let Err(e) = self.repl.handle_packet(now, &packet, Some(key)) {
-                    self.drop_peer_buf(key);
-                    self.protocol_error(now, e);
+                    return self.protocol_error(now, e);
                 }
+                // nr: data received, as ns counts data sent.
+                self.recv_bytes += len as u64;
+                self.buffered.fetch_add(len, Ordering::AcqRel);
+                self.peer_bufs.insert(
+                    key,
+                    PeerBuf {
+                        frame: payload,
+                        at,
+                        len,
+                    },
+                );
             }
             other => {
                 if let Packet::WriteAck(a) | Packet::RecvAck(a) | Packet::NegAck(a) = &other {
@@ -82,7 +91,7 @@ impl Session {
     /// A received payload is no longer needed.
     pub(super) fn drop_peer_buf(&mut self, key: u64) {
         if let Some(b) = self.peer_bufs.remove(&key) {
-            self.buffered.fetch_sub(b.len(), Ordering::AcqRel);
+            self.buffered.fetch_sub(b.len, Ordering::AcqRel);
         }
     }
 

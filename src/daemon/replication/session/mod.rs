@@ -20,7 +20,7 @@ use crate::core::repl::{
     LocalIo, Payload, ReplAction, ReplConfig, Replicator, SyncSide, WriteKind,
 };
 use crate::core::{ConnState, DiskState, Handshake, Role};
-use crate::io::{AlignedBuf, BackendSpec, Done, Errno, Op};
+use crate::io::{AlignedBuf, BackendSpec, BufPool, Done, Errno, Op};
 use crate::meta::{Bitmap, Uuids};
 use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
 
@@ -86,6 +86,8 @@ const BITMAP_WRITEBACK: Duration = Duration::from_secs(5);
 const OOS_REPORT_EVERY: Duration = Duration::from_millis(500);
 /// How often status is refreshed at most while the session is busy.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Free disk buffers kept for reuse while a resync runs, at most (16 of its largest).
+const RESYNC_POOL_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -109,6 +111,20 @@ enum Phase {
 }
 
 /// What a disk job carries back.
+/// A block received from the peer, left where it arrived: inside its frame's payload.
+pub(super) struct PeerBuf {
+    pub(super) frame: Vec<u8>,
+    pub(super) at: usize,
+    pub(super) len: usize,
+}
+
+impl PeerBuf {
+    /// The block (empty if the frame is shorter than recorded, which decoding rules out).
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.frame.get(self.at..self.at + self.len).unwrap_or(&[])
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Job {
     /// The application's request `tag`: keep its buffer until the completion.
@@ -158,12 +174,15 @@ pub(super) struct Session {
     app_ops: HashMap<u64, Op>,
     app_bufs: HashMap<u64, AlignedBuf>,
     jobs: HashMap<u64, Job>,
-    peer_bufs: HashMap<u64, Vec<u8>>,
+    peer_bufs: HashMap<u64, PeerBuf>,
     /// Bytes of peer data received and not written yet (the data socket's receiver stops
     /// reading above [`MAX_PEER_BUFFERED`]: TCP then holds the peer back, as DRBD's
     /// `max-buffers` does).
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     read_bufs: HashMap<u64, AlignedBuf>,
+    /// Large disk buffers reused while a resync runs (its reads and writes), emptied when
+    /// it is over.
+    pool: BufPool,
     next_key: u64,
     phase: Phase,
     peer_uuids: Option<Uuids>,
@@ -283,6 +302,7 @@ impl Session {
             peer_bufs: HashMap::new(),
             buffered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             read_bufs: HashMap::new(),
+            pool: BufPool::new(RESYNC_POOL_BYTES),
             next_key: 1,
             phase: Phase::Idle,
             peer_uuids: None,
@@ -362,6 +382,9 @@ impl Session {
             }
             if busy {
                 continue;
+            }
+            if self.pool.kept_bytes() > 0 && !self.repl.is_syncing() {
+                self.pool.clear();
             }
             // Nothing to do: sleep on the ring until a disk operation completes, an input
             // rings the doorbell or the next timer is due.
@@ -469,12 +492,24 @@ impl Session {
                     self.read_bufs.insert(id, b);
                 }
             }
-            _ => {}
+            Some(Job::Other) => {
+                if let Some(b) = buf {
+                    self.recycle(b);
+                }
+            }
+            None => {}
         }
         if let Err(e) = res {
             tracing::error!(resource = %self.cfg.resource, error = %e, "local disk I/O failed");
         }
         self.repl.handle_local_done(now, id, res);
+    }
+
+    /// A disk buffer that is no longer needed: kept for the next one while a resync runs.
+    pub(super) fn recycle(&mut self, buf: AlignedBuf) {
+        if self.repl.is_syncing() {
+            self.pool.give(buf);
+        }
     }
 
     fn quiet(&self) -> bool {
