@@ -38,11 +38,24 @@ pub enum FrameError {
     },
 }
 
-/// Reads frames from a stream into one buffer, reused from frame to frame. The buffer
-/// grows to the largest payload seen, at most [`MAX_PAYLOAD`](crate::wire::MAX_PAYLOAD).
+/// Bytes a [`FrameReader`] asks the stream for beyond the frame it needs: small frames
+/// (acks, requests, 4 KiB blocks) that arrive together are then read with one call.
+const READ_AHEAD: usize = 64 << 10;
+
+/// Reads frames from a stream into one buffer, reused from frame to frame. Each read asks
+/// for as much as fits (up to [`READ_AHEAD`] past the frame in hand), so frames that
+/// arrived together cost one system call, not two each (header, then payload). The buffer
+/// is [`READ_AHEAD`] bytes, grown only for a frame whose checked header announces more
+/// (at most [`MAX_PAYLOAD`](crate::wire::MAX_PAYLOAD) plus the header).
+///
+/// Bytes read ahead belong to this reader: once it has read from a stream, nothing else
+/// may read frames from that stream.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
 }
 
 impl FrameReader {
@@ -55,54 +68,81 @@ impl FrameReader {
     /// internal buffer until the next call).
     ///
     /// The header is checked completely, and its length bounded by the packet type's cap,
-    /// before any payload byte is read: a frame announcing too much fails with
+    /// before the buffer grows for the payload: a frame announcing too much fails with
     /// [`FrameError::Wire`] at once. End of file before the first header byte is
     /// [`FrameError::Closed`]; anywhere later it is [`FrameError::Truncated`].
     pub fn read<'a>(
         &'a mut self,
         s: &mut impl Read,
     ) -> Result<(FrameHeader, &'a [u8]), FrameError> {
-        let mut head = [0u8; HEADER_LEN];
-        match fill(s, &mut head)? {
+        match self.next_frame(s) {
+            Ok((header, at)) => Ok((header, &self.buf[at..at + header.len as usize])),
+            Err(e) => {
+                // The stream is out of step: what was read ahead means nothing now.
+                (self.start, self.end) = (0, 0);
+                Err(e)
+            }
+        }
+    }
+
+    /// The next frame's header and where its payload starts in the buffer.
+    fn next_frame(&mut self, s: &mut impl Read) -> Result<(FrameHeader, usize), FrameError> {
+        match self.fill(s, HEADER_LEN)? {
             0 => return Err(FrameError::Closed),
-            HEADER_LEN => {}
-            got => {
+            got if got < HEADER_LEN => {
                 return Err(FrameError::Truncated {
                     got,
                     expected: HEADER_LEN,
                 });
             }
+            _ => {}
         }
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
         let header = FrameHeader::decode(&head)?;
         // Bounded by the type's cap (at most MAX_PAYLOAD) by FrameHeader::decode.
-        let len = header.len as usize;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        let payload = &mut self.buf[..len];
-        let got = fill(s, payload)?;
-        if got < len {
+        let total = HEADER_LEN + header.len as usize;
+        let got = self.fill(s, total)?;
+        if got < total {
             return Err(FrameError::Truncated {
-                got: HEADER_LEN + got,
-                expected: HEADER_LEN + len,
+                got,
+                expected: total,
             });
         }
-        Ok((header, &self.buf[..len]))
+        let at = self.start + HEADER_LEN;
+        self.start += total;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        Ok((header, at))
     }
-}
 
-/// Reads until `buf` is full or end of file; returns the bytes read.
-fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    /// Reads until `need` unread bytes are buffered or the stream ends; returns the unread
+    /// bytes buffered.
+    fn fill(&mut self, s: &mut impl Read, need: usize) -> io::Result<usize> {
+        loop {
+            let have = self.end - self.start;
+            if have >= need {
+                return Ok(have);
+            }
+            if self.start + need > self.buf.len() {
+                // Move the unread bytes to the front, and grow for a large frame.
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, have);
+                let want = need.max(READ_AHEAD);
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
+                }
+            }
+            let room = (self.start + need + READ_AHEAD).min(self.buf.len());
+            match s.read(&mut self.buf[self.end..room]) {
+                Ok(0) => return Ok(have),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok(got)
 }
 
 /// Writes one frame. `scratch` is the encoding buffer, reused across calls (cleared
@@ -295,6 +335,72 @@ mod tests {
         assert!(matches!(reader.read(&mut src), Err(FrameError::Closed)));
     }
 
+    /// Counts the reads it serves from `data`, each at most `step` bytes.
+    struct Counting<'a> {
+        inner: Trickle<'a>,
+        reads: usize,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            self.inner.read(buf)
+        }
+    }
+
+    #[test]
+    fn frames_that_arrive_together_are_read_together() {
+        // 200 acks and small blocks, then a block larger than the read-ahead, then more.
+        let small = vec![0x11; 4096];
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut frames = Vec::new();
+        for i in 0..200u64 {
+            frames.push(if i % 2 == 0 {
+                Frame::new(
+                    0,
+                    Packet::RsWriteAck(BlockAck {
+                        sector: i,
+                        block_id: i,
+                        size: 4096,
+                        seq: 0,
+                    }),
+                )
+            } else {
+                data_frame(&small)
+            });
+        }
+        frames.push(data_frame(&large));
+        frames.push(Frame::new(0, Packet::Ping));
+        frames.push(data_frame(&small));
+        let mut wire = Vec::new();
+        for f in &frames {
+            write_frame(&mut wire, f, &mut Vec::new()).expect("write");
+        }
+        let mut src = Counting {
+            inner: Trickle {
+                data: &wire,
+                pos: 0,
+                step: usize::MAX,
+            },
+            reads: 0,
+        };
+        let mut reader = FrameReader::new();
+        for f in &frames {
+            let (h, p) = reader.read(&mut src).expect("frame");
+            assert_eq!(Packet::decode(h.ty, p), Ok(f.packet));
+        }
+        assert!(matches!(reader.read(&mut src), Err(FrameError::Closed)));
+        // Two reads a frame before; now about one per READ_AHEAD bytes.
+        let bound = wire.len() / READ_AHEAD + 8;
+        assert!(
+            src.reads <= bound,
+            "{} reads for {} frames of {} bytes (bound {bound})",
+            src.reads,
+            frames.len(),
+            wire.len()
+        );
+    }
+
     #[test]
     fn end_of_file_inside_a_frame_is_truncated() {
         let mut wire = Vec::new();
@@ -312,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn an_oversize_length_fails_before_the_payload_is_read() {
+    fn an_oversize_length_fails_before_the_buffer_grows() {
         let mut head = Vec::new();
         FrameHeader {
             flags: 0,
@@ -334,8 +440,10 @@ mod tests {
             matches!(err, FrameError::Wire(WireError::TooLong { .. })),
             "{err:?}"
         );
-        assert_eq!(src.pos, HEADER_LEN, "nothing after the header was read");
-        assert!(reader.buf.is_empty(), "nothing was allocated");
+        assert!(
+            reader.buf.len() <= READ_AHEAD,
+            "nothing was allocated from the announced length"
+        );
 
         let mut bad_magic = head.clone();
         bad_magic[0] = b'X';
