@@ -906,7 +906,7 @@ fn summary(size: u64, load_start: &str) {
         let (to_began, after_done) = (phase(|s| s.to_began), phase(|s| s.after_done));
         let ratio = base.map_or("-".into(), |b| format!("{:.2}x", b / t));
         let phys = match name {
-            "full_sync" | "csums_identical" => secs("physical"),
+            "full_sync" => secs("physical"),
             "dirty_1pct" => secs("physical_1pct"),
             _ => None,
         };
