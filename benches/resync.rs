@@ -8,7 +8,8 @@
 //!   two `nbdkit file` exports on unix sockets;
 //! - `physical`, `physical_1pct`: the physical limit of the same work on this disk, fio's
 //!   io_uring engine with O_DIRECT reading the source while writing a file of the same size
-//!   (all of it in 512 KiB requests; every 100th 4 KiB block), fio's own runtime;
+//!   (all of it in 512 KiB requests; every 100th 4 KiB block) and flushing it at the end,
+//!   fio's own runtime;
 //! - `full_sync`: `invalidate` on beta (Secondary), a full resync without csums;
 //! - `dirty_1pct`, `dirty_10pct`: `disconnect` on alpha (Primary), every 100th (10th) 4 KiB
 //!   block written through alpha's NBD socket, then `connect`: a bitmap resync;
@@ -755,8 +756,10 @@ impl Baseline {
 /// io_uring engine with O_DIRECT reading the random source while it writes a file of the
 /// same size, the two jobs at once. Full: 512 KiB requests, 16 in flight each (the resync's
 /// window at its largest request size); `stride` (in 4 KiB blocks): only every stride-th
-/// 4 KiB block, 256 in flight each (the dirty scenarios' pattern). The time is fio's own
-/// (the longer job's runtime), without its start-up.
+/// 4 KiB block, 256 in flight each (the dirty scenarios' pattern). The written file is
+/// flushed at the end (`end_fsync`), as a resync flushes its target's disk before it
+/// reports the blocks in sync. The time is fio's own (the longer job's runtime, the final
+/// flush included), without its start-up.
 struct Physical {
     src: PathBuf,
     dst: PathBuf,
@@ -807,6 +810,10 @@ impl Physical {
                 .args(["--direct=1", "--ioengine=io_uring"]);
             if let Some(n) = ios {
                 cmd.arg(format!("--number_ios={n}"));
+            }
+            if name == "write" {
+                // Durable at the end, as a finished resync is (its runtime includes it).
+                cmd.arg("--end_fsync=1");
             }
         }
         let out = run_ok(&mut cmd);
