@@ -837,6 +837,31 @@ impl Physical {
     }
 }
 
+/// A scenario without urbd: each iteration is one copy, timed by `run`.
+fn bench_copy(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &'static str,
+    run: impl Fn() -> Duration,
+) {
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = run();
+                record(
+                    name,
+                    Sample {
+                        time: t,
+                        ..Sample::default()
+                    },
+                );
+                total += t;
+            }
+            total
+        })
+    });
+}
+
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1063,46 +1088,14 @@ fn main() {
         {
             let base = Baseline::start(&env);
             for (name, flush) in [("nbdcopy", false), ("nbdcopy_flush", true)] {
-                g.bench_function(name, |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let t = base.copy(flush);
-                            record(
-                                name,
-                                Sample {
-                                    time: t,
-                                    ..Sample::default()
-                                },
-                            );
-                            total += t;
-                        }
-                        total
-                    })
-                });
+                bench_copy(&mut g, name, || base.copy(flush));
             }
         }
 
         {
             let phys = Physical::start(&env);
             for (name, stride) in [("physical", None), ("physical_1pct", Some(100))] {
-                g.bench_function(name, |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let t = phys.copy(stride);
-                            record(
-                                name,
-                                Sample {
-                                    time: t,
-                                    ..Sample::default()
-                                },
-                            );
-                            total += t;
-                        }
-                        total
-                    })
-                });
+                bench_copy(&mut g, name, || phys.copy(stride));
             }
         }
 
