@@ -168,6 +168,17 @@ pub enum LocalIo {
     Flush,
 }
 
+impl LocalIo {
+    /// A read of the sectors the peer asked for (`sector`, `size` bytes), for it.
+    pub(super) fn read_for_peer(sector: u64, size: u32, digest: bool) -> LocalIo {
+        LocalIo::Read {
+            offset: sector * 512,
+            len: size,
+            digest,
+        }
+    }
+}
+
 /// A packet for the peer. Data payloads are referred to by key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outgoing {

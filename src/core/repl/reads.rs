@@ -207,11 +207,7 @@ impl Replicator {
         }
         let id = self.local_io(
             Waiter::DataRead,
-            LocalIo::Read {
-                offset: r.sector * 512,
-                len: r.size,
-                digest: false,
-            },
+            LocalIo::read_for_peer(r.sector, r.size, false),
         );
         self.reads.serving.insert(id, r);
     }

@@ -345,11 +345,7 @@ impl Replicator {
             let digest = self.resync.expected.contains_key(&r.block_id);
             let id = self.local_io(
                 Waiter::RsRead,
-                LocalIo::Read {
-                    offset: r.sector * 512,
-                    len: r.size,
-                    digest,
-                },
+                LocalIo::read_for_peer(r.sector, r.size, digest),
             );
             self.resync.reads.insert(id, r);
         }

@@ -194,11 +194,7 @@ impl Replicator {
         }
         let id = self.local_io(
             Waiter::OvRead,
-            LocalIo::Read {
-                offset: r.sector * 512,
-                len: r.size,
-                digest: false,
-            },
+            LocalIo::read_for_peer(r.sector, r.size, false),
         );
         self.verify.reads.insert(id, *r);
         Ok(())
@@ -261,11 +257,7 @@ impl Replicator {
         };
         let id = self.local_io(
             Waiter::OvCompare,
-            LocalIo::Read {
-                offset: r.sector * 512,
-                len: r.size,
-                digest: true,
-            },
+            LocalIo::read_for_peer(r.sector, r.size, true),
         );
         self.verify.compares.insert(id, (req, r.digest.to_vec()));
         Ok(())
