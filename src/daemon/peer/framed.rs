@@ -75,73 +75,123 @@ impl FrameReader {
         &'a mut self,
         s: &mut impl Read,
     ) -> Result<(FrameHeader, &'a [u8]), FrameError> {
-        match self.next_frame(s) {
-            Ok((header, at)) => Ok((header, &self.buf[at..at + header.len as usize])),
-            Err(e) => {
-                // The stream is out of step: what was read ahead means nothing now.
-                (self.start, self.end) = (0, 0);
-                Err(e)
+        let (header, at) = loop {
+            match self.next_buffered() {
+                Ok(Some(f)) => break f,
+                Ok(None) => {}
+                Err(e) => return Err(e),
             }
-        }
+            match s.read(self.space()) {
+                Ok(0) => return Err(self.ended()),
+                Ok(n) => self.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.reset();
+                    return Err(e.into());
+                }
+            }
+        };
+        Ok((header, self.payload(&header, at)))
     }
 
-    /// The next frame's header and where its payload starts in the buffer.
-    fn next_frame(&mut self, s: &mut impl Read) -> Result<(FrameHeader, usize), FrameError> {
-        match self.fill(s, HEADER_LEN)? {
-            0 => return Err(FrameError::Closed),
-            got if got < HEADER_LEN => {
-                return Err(FrameError::Truncated {
-                    got,
-                    expected: HEADER_LEN,
-                });
-            }
-            _ => {}
+    /// The next frame if it is buffered whole: its header and where its payload starts
+    /// (for [`payload`](Self::payload)); `None` if more bytes are needed. A bad header fails
+    /// at once (and the reader is reset: the stream is out of step).
+    pub fn next_buffered(&mut self) -> Result<Option<(FrameHeader, usize)>, FrameError> {
+        let have = self.end - self.start;
+        if have < HEADER_LEN {
+            return Ok(None);
         }
-        let mut head = [0u8; HEADER_LEN];
-        head.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let header = FrameHeader::decode(&head)?;
+        let header = match self.header() {
+            Ok(h) => h,
+            Err(e) => {
+                self.reset();
+                return Err(e.into());
+            }
+        };
         // Bounded by the type's cap (at most MAX_PAYLOAD) by FrameHeader::decode.
         let total = HEADER_LEN + header.len as usize;
-        let got = self.fill(s, total)?;
-        if got < total {
-            return Err(FrameError::Truncated {
-                got,
-                expected: total,
-            });
+        if have < total {
+            return Ok(None);
         }
         let at = self.start + HEADER_LEN;
         self.start += total;
+        Ok(Some((header, at)))
+    }
+
+    /// The payload of a frame [`next_buffered`](Self::next_buffered) returned (valid
+    /// until the next [`space`](Self::space)).
+    pub fn payload(&self, header: &FrameHeader, at: usize) -> &[u8] {
+        &self.buf[at..at + header.len as usize]
+    }
+
+    /// Where the next read from the stream goes: room for the frame in hand (its header
+    /// first, then as much as the checked header announces) plus up to [`READ_AHEAD`]
+    /// bytes. Consumed frames are dropped from the buffer here, so frames returned before
+    /// are no longer valid. Never empty.
+    pub fn space(&mut self) -> &mut [u8] {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }
-        Ok((header, at))
-    }
-
-    /// Reads until `need` unread bytes are buffered or the stream ends; returns the unread
-    /// bytes buffered.
-    fn fill(&mut self, s: &mut impl Read, need: usize) -> io::Result<usize> {
-        loop {
-            let have = self.end - self.start;
-            if have >= need {
-                return Ok(have);
-            }
-            if self.start + need > self.buf.len() {
-                // Move the unread bytes to the front, and grow for a large frame.
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, have);
-                let want = need.max(READ_AHEAD);
-                if self.buf.len() < want {
-                    self.buf.resize(want, 0);
-                }
-            }
-            let room = (self.start + need + READ_AHEAD).min(self.buf.len());
-            match s.read(&mut self.buf[self.end..room]) {
-                Ok(0) => return Ok(have),
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let have = self.end - self.start;
+        // A header that is buffered was checked by `next_buffered` (which returned None
+        // because the payload is incomplete); an unchecked one only asks for its own size.
+        let need = match self.header() {
+            Ok(h) if have >= HEADER_LEN => HEADER_LEN + h.len as usize,
+            _ => HEADER_LEN,
+        }
+        .max(have + 1);
+        if self.start + need > self.buf.len() {
+            // Move the unread bytes to the front, and grow for a large frame.
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, have);
+            let want = need.max(READ_AHEAD);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
             }
         }
+        let room = (self.start + need + READ_AHEAD).min(self.buf.len());
+        &mut self.buf[self.end..room]
+    }
+
+    /// `n` bytes were read into [`space`](Self::space).
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// The stream ended: the error that says where (and the reader is reset).
+    pub fn ended(&mut self) -> FrameError {
+        let got = self.end - self.start;
+        let e = if got == 0 {
+            FrameError::Closed
+        } else if got < HEADER_LEN {
+            FrameError::Truncated {
+                got,
+                expected: HEADER_LEN,
+            }
+        } else {
+            let expected = self
+                .header()
+                .map_or(HEADER_LEN, |h| HEADER_LEN + h.len as usize);
+            FrameError::Truncated { got, expected }
+        };
+        self.reset();
+        e
+    }
+
+    /// Forgets what is buffered (after an error the stream is out of step).
+    fn reset(&mut self) {
+        (self.start, self.end) = (0, 0);
+    }
+
+    /// The buffered header of the next frame, checked (the caller made sure it is there).
+    fn header(&self) -> Result<FrameHeader, WireError> {
+        let mut head = [0u8; HEADER_LEN];
+        match self.buf.get(self.start..self.start + HEADER_LEN) {
+            Some(b) if self.end - self.start >= HEADER_LEN => head.copy_from_slice(b),
+            _ => return Err(WireError::Truncated("frame header")),
+        }
+        FrameHeader::decode(&head)
     }
 }
 
@@ -298,6 +348,63 @@ mod tests {
         let mut want = Vec::new();
         discard.encode(&mut want);
         assert_eq!(empty, want);
+    }
+
+    /// The calls a caller with its own reads makes (the session's ring): space, filled,
+    /// next_buffered, ended. Bytes arrive in pieces of every size from 1 to 9.
+    #[test]
+    fn frames_come_out_of_bytes_filled_in_by_the_caller() {
+        let block: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+        let frames = [
+            Frame::new(0, Packet::Ping),
+            data_frame(&block),
+            Frame::new(0, Packet::PingAck),
+        ];
+        let mut wire = Vec::new();
+        let mut scratch = Vec::new();
+        for f in &frames {
+            write_frame(&mut wire, f, &mut scratch).expect("write");
+        }
+        for step in 1..10 {
+            let mut reader = FrameReader::new();
+            let (mut pos, mut got) = (0, Vec::new());
+            while got.len() < frames.len() {
+                while let Some((h, at)) = reader.next_buffered().expect("good frames") {
+                    let p = reader.payload(&h, at).to_vec();
+                    got.push((h.ty, p));
+                }
+                if got.len() == frames.len() {
+                    break;
+                }
+                let space = reader.space();
+                assert!(!space.is_empty());
+                let n = step.min(space.len()).min(wire.len() - pos);
+                assert!(n > 0, "the reader wants bytes past the last frame");
+                space[..n].copy_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                reader.filled(n);
+            }
+            assert_eq!(pos, wire.len());
+            for (f, (ty, p)) in frames.iter().zip(&got) {
+                assert_eq!(Packet::decode(*ty, p), Ok(f.packet.clone()));
+            }
+            assert!(matches!(reader.ended(), FrameError::Closed));
+        }
+
+        // End of file inside a frame, and a bad header, are errors that say so.
+        let mut reader = FrameReader::new();
+        let space = reader.space();
+        space[..20].copy_from_slice(&wire[HEADER_LEN..HEADER_LEN + 20]);
+        reader.filled(20);
+        assert!(matches!(
+            reader.ended(),
+            FrameError::Truncated { got: 20, .. }
+        ));
+        let space = reader.space();
+        let bad = [0xffu8; 64];
+        space[..64].copy_from_slice(&bad);
+        reader.filled(64);
+        assert!(matches!(reader.next_buffered(), Err(FrameError::Wire(_))));
     }
 
     #[test]

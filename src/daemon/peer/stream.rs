@@ -2,7 +2,7 @@
 //! a `TcpStream`: blocking `Read` and `Write` (also through `&PeerStream`), `try_clone` for
 //! a receiver thread, `shutdown`, a write timeout, and "is it still open".
 //!
-//! The session reads each socket on its own receiver thread while it writes from its
+//! Inside TLS, the session reads each socket on its own receiver thread while it writes from its
 //! loop, so the two directions of one socket run at once. A rustls connection is one
 //! state machine for both directions: here it sits behind a mutex, the socket is
 //! non-blocking, and neither side holds the lock while it waits in poll(2). A writer that
@@ -188,6 +188,14 @@ impl PeerStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
+    }
+
+    /// The socket's descriptor if the stream is in clear (its bytes are the frames).
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            PeerStream::Plain(s) => Some(std::os::fd::AsRawFd::as_raw_fd(s)),
+            PeerStream::Tls(_) => None,
+        }
     }
 
     /// Whether the stream is inside TLS.

@@ -15,6 +15,10 @@ use crate::io::{BACKEND_KEY_BIT, Backend, BackendSpec, Done, IoCtx, Op, open_bac
 const RING_ENTRIES: u32 = 256;
 /// `user_data` of the doorbell read (backend keys carry [`BACKEND_KEY_BIT`]).
 const BELL_KEY: u64 = 1;
+/// `user_data` of a peer socket's receive: this plus the socket's index (0 data, 1 meta).
+const RECV_KEY: u64 = 2;
+/// Peer sockets whose receives run on the ring.
+pub const RECV_SOCKETS: usize = 2;
 
 /// The ring and the disk it drives.
 pub struct SessionRing {
@@ -25,6 +29,8 @@ pub struct SessionRing {
     bell_fd: RawFd,
     bell_buf: Box<[u8; 8]>,
     bell_armed: bool,
+    /// Results of finished receives, by socket index, not yet taken.
+    received: [Option<i32>; RECV_SOCKETS],
 }
 
 impl SessionRing {
@@ -44,6 +50,7 @@ impl SessionRing {
             bell_fd,
             bell_buf: Box::new([0; 8]),
             bell_armed: false,
+            received: [None; RECV_SOCKETS],
         })
     }
 
@@ -82,10 +89,42 @@ impl SessionRing {
             } else if ud == BELL_KEY {
                 self.bell_armed = false;
                 rang = true;
+            } else if let Some(slot) = ud
+                .checked_sub(RECV_KEY)
+                .and_then(|i| self.received.get_mut(usize::try_from(i).ok()?))
+            {
+                *slot = Some(res);
             }
         }
         out.append(&mut self.done);
         rang
+    }
+
+    /// Starts a receive from socket `fd` into `len` bytes at `buf`; its result comes out of
+    /// [`take_received`](Self::take_received)`(index)` after a [`reap`](Self::reap).
+    ///
+    /// # Safety
+    /// `buf` must stay valid, and nothing else may touch it, until that result was taken
+    /// (or until the ring is dropped after the socket was shut down).
+    pub unsafe fn receive(
+        &mut self,
+        index: usize,
+        fd: RawFd,
+        buf: *mut u8,
+        len: usize,
+    ) -> io::Result<()> {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let entry = opcode::Recv::new(types::Fd(fd), buf, len)
+            .build()
+            .user_data(RECV_KEY + index as u64);
+        // SAFETY: the caller keeps the buffer valid until the completion was reaped.
+        unsafe { crate::io::driver_push(&mut self.ring, &entry) }
+    }
+
+    /// The result of socket `index`'s finished receive (bytes, 0 at end of file, or a
+    /// negative errno), once.
+    pub fn take_received(&mut self, index: usize) -> Option<i32> {
+        self.received.get_mut(index).and_then(Option::take)
     }
 
     /// Sleeps until something completes (a disk operation or the doorbell, whose read is

@@ -5,8 +5,9 @@
 //! [`ReplBackend`]; the daemon's event loop owns the volume's roles, disk states and UUIDs,
 //! and the session asks it to change them with [`PeerCall`]s.
 //!
-//! Threads: the session (all decisions and the local disk's I/O, on its own ring), one
-//! connector while dialling/accepting, two receivers while linked (data and meta socket,
+//! Threads: the session (all decisions, the local disk's I/O and, on a plain TCP link, the
+//! receives from both peer sockets, on its own ring), one connector while
+//! dialling/accepting, and inside TLS two receivers while linked (data and meta socket,
 //! blocking frame reads). All of them, the NBD thread and the daemon's event loop feed the
 //! session's one input queue ([`Input`], with a doorbell: `inbox`).
 

@@ -106,6 +106,37 @@ impl Session {
         let _ = link.data.set_write_timeout(Some(timeout));
         let _ = link.meta.set_write_timeout(Some(timeout));
         let mut readers = Vec::new();
+        let ring = match (link.data.plain_fd(), link.meta.plain_fd()) {
+            (Some(data), Some(meta)) => Some(super::ring_recv::RingRecv::new(data, meta)),
+            _ => {
+                readers = self.start_receivers(&link, generation);
+                None
+            }
+        };
+        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted,
+            tls = link.data.is_tls(), "connection established");
+        self.link = Some(LinkIo {
+            data: link.data,
+            meta: link.meta,
+            readers,
+            ring,
+        });
+        self.arm_receives();
+        let mut random = [0u8; crate::core::conn::CHALLENGE_LEN];
+        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        self.refresh_local_oos();
+        self.conn.handle_transport_up(
+            now,
+            TransportUp {
+                accepted: link.accepted,
+                random,
+            },
+        );
+    }
+
+    /// A receiver thread per socket (a link inside TLS).
+    fn start_receivers(&self, link: &PeerLink, generation: u64) -> Vec<JoinHandle<()>> {
+        let mut readers = Vec::new();
         for (name, s) in [("data", &link.data), ("meta", &link.meta)] {
             match s.try_clone() {
                 Ok(r) => {
@@ -122,23 +153,7 @@ impl Session {
                 Err(e) => tracing::error!(error = %e, "cannot clone the {name} socket"),
             }
         }
-        tracing::info!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, accepted = link.accepted,
-            tls = link.data.is_tls(), "connection established");
-        self.link = Some(LinkIo {
-            data: link.data,
-            meta: link.meta,
-            readers,
-        });
-        let mut random = [0u8; crate::core::conn::CHALLENGE_LEN];
-        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
-        self.refresh_local_oos();
-        self.conn.handle_transport_up(
-            now,
-            TransportUp {
-                accepted: link.accepted,
-                random,
-            },
-        );
+        readers
     }
 
     pub(super) fn close_link(&mut self) {
@@ -149,6 +164,9 @@ impl Session {
             let _ = l.meta.shutdown(Shutdown::Both);
             for r in l.readers {
                 let _ = r.join();
+            }
+            if let Some(rr) = l.ring {
+                self.end_ring_receives(rr);
             }
         }
         self.generation += 1;
@@ -251,7 +269,7 @@ impl Session {
 const MAX_QUEUED_OUT: usize = 1 << 20;
 
 /// Peer data buffered in memory at most before the data socket's receiver pauses.
-const MAX_PEER_BUFFERED: usize = 16 << 20;
+pub(super) const MAX_PEER_BUFFERED: usize = 16 << 20;
 
 /// A receiver thread: frames from one socket into the session's queue. With `limit`, it
 /// stops reading while more than [`MAX_PEER_BUFFERED`] bytes of received data wait to be

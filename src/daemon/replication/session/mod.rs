@@ -4,6 +4,7 @@
 mod actions;
 mod exchange;
 mod link;
+mod ring_recv;
 mod sb_save;
 mod split;
 
@@ -25,7 +26,7 @@ use crate::meta::{Bitmap, Uuids};
 use crate::wire::{self, Frame, Packet, PacketType, Socket, SyncUuid, flags};
 
 use super::super::peer::{
-    FrameReader, LinkConfig, Listener, PeerLink, PeerStream, PeerTls, establish,
+    FrameError, FrameReader, LinkConfig, Listener, PeerLink, PeerStream, PeerTls, establish,
 };
 use super::bridge::Completions;
 use super::disk::SessionRing;
@@ -139,7 +140,10 @@ enum Job {
 struct LinkIo {
     data: PeerStream,
     meta: PeerStream,
+    /// Receiver threads (inside TLS).
     readers: Vec<JoinHandle<()>>,
+    /// Receives on the session's ring (plain TCP).
+    ring: Option<ring_recv::RingRecv>,
 }
 
 pub(super) struct Session {
@@ -372,6 +376,7 @@ impl Session {
             self.check_ko_count(now);
             self.drain(now);
             self.lazy_bitmap_writeback(now);
+            self.arm_receives();
             self.flush_out();
             if !busy || now.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
                 self.publish(now);
@@ -469,8 +474,12 @@ impl Session {
             self.on_disk_done(now, d);
             self.drain(now);
         }
-        self.disk_done = done;
-        any || rang
+        let received = self.on_received(now);
+        // A link that closed meanwhile reaped into `disk_done` while it waited for its
+        // receives: those are handled in the next turn.
+        let later = std::mem::replace(&mut self.disk_done, done);
+        self.disk_done.extend(later);
+        any || rang || received || !self.disk_done.is_empty()
     }
 
     fn on_disk_done(&mut self, now: Instant, d: Done) {
@@ -575,18 +584,7 @@ impl Session {
                 generation,
                 data,
                 why,
-            } => {
-                // The data socket's receiver delivers everything the peer sent before it
-                // closed (its last STATE, say, before a refusal), so the loss is declared
-                // when that receiver stops; the meta socket's end alone only waits for it
-                // (a dead peer ends both; a broken meta socket fails the next PING send).
-                if generation == self.generation && self.link.is_some() && data {
-                    tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "connection lost: {why}");
-                    self.conn.handle_transport_lost(now);
-                } else if generation == self.generation && self.link.is_some() {
-                    tracing::debug!(resource = %self.cfg.resource, "meta socket closed: {why}");
-                }
-            }
+            } => self.on_recv_failed(now, generation, data, why),
             Input::Admin(a) => self.on_admin(now, a),
             Input::SplitBrainSaved(r) => self.on_split_brain_saved(now, r),
             Input::Reply { call, reply } => self.on_reply(now, call, reply),
@@ -595,6 +593,20 @@ impl Session {
                 self.conn
                     .handle_admin(now, crate::core::ConnAdmin::Disconnect);
             }
+        }
+    }
+
+    /// A socket's receiving ended (end of file, error, bad frame).
+    fn on_recv_failed(&mut self, now: Instant, generation: u64, data: bool, why: String) {
+        // The data socket's receiver delivers everything the peer sent before it closed
+        // (its last STATE, say, before a refusal), so the loss is declared when that
+        // receiver stops; the meta socket's end alone only waits for it (a dead peer ends
+        // both; a broken meta socket fails the next PING send).
+        if generation == self.generation && self.link.is_some() && data {
+            tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, "connection lost: {why}");
+            self.conn.handle_transport_lost(now);
+        } else if generation == self.generation && self.link.is_some() {
+            tracing::debug!(resource = %self.cfg.resource, "meta socket closed: {why}");
         }
     }
 
