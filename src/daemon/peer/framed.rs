@@ -386,7 +386,7 @@ mod tests {
             }
             assert_eq!(pos, wire.len());
             for (f, (ty, p)) in frames.iter().zip(&got) {
-                assert_eq!(Packet::decode(*ty, p), Ok(f.packet.clone()));
+                assert_eq!(Packet::decode(*ty, p), Ok(f.packet));
             }
             assert!(matches!(reader.ended(), FrameError::Closed));
         }
