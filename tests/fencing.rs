@@ -229,9 +229,12 @@ fn outdate_offline_is_drbdmetas() {
         "get-gi after outdate: {}",
         b.get_gi()
     );
-    // Up again: Outdated, and the next connect resyncs it.
+    // Up again: Outdated, and the next connect resyncs it. alpha stays disconnected
+    // until the state was seen (else the resync may already have begun).
+    pair.alpha().adm(&["disconnect", "loop"]).ok();
     b.adm(&["up", "loop"]).ok();
     assert_eq!(dstate(b).split('/').next(), Some("Outdated"));
+    pair.alpha().adm(&["connect", "loop"]).ok();
     wait_synced(&pair);
 
     // Inconsistent (fresh metadata): refused by both with 5, the file unchanged.
