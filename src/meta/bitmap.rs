@@ -265,6 +265,46 @@ impl Bitmap {
         self.set_range(first, count).unwrap_or(0)
     }
 
+    /// The 4 KiB blocks (relative to the bitmap start) whose bits differ from `other`'s
+    /// (every block where the two bitmaps differ in size).
+    pub fn changed_blocks(&self, other: &Bitmap) -> Vec<u64> {
+        let words_per_block = (BITS_PER_BLOCK / 64) as usize;
+        let blocks = self.words.len().div_ceil(words_per_block);
+        if self.words.len() != other.words.len() {
+            return (0..blocks as u64).collect();
+        }
+        self.words
+            .chunks(words_per_block)
+            .zip(other.words.chunks(words_per_block))
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| i as u64)
+            .collect()
+    }
+
+    /// Makes 4 KiB block `block` equal to `other`'s (nothing if either lacks it).
+    pub fn copy_block_from(&mut self, other: &Bitmap, block: u64) {
+        let words_per_block = BITS_PER_BLOCK / 64;
+        let Some(from) = usize::try_from(block.saturating_mul(words_per_block)).ok() else {
+            return;
+        };
+        let to = from.saturating_add(words_per_block as usize);
+        let (mine, theirs) = (self.words.len(), other.words.len());
+        let (Some(dst), Some(src)) = (
+            self.words.get_mut(from..to.min(mine)),
+            other.words.get(from..to.min(theirs)),
+        ) else {
+            return;
+        };
+        if dst.len() != src.len() {
+            return;
+        }
+        let before: u64 = dst.iter().map(|w| u64::from(w.count_ones())).sum();
+        let after: u64 = src.iter().map(|w| u64::from(w.count_ones())).sum();
+        dst.copy_from_slice(src);
+        self.set = self.set - before + after;
+    }
+
     /// 4 KiB blocks (relative to the bitmap start) touched by `first..first+count`.
     pub fn blocks_of(first: u64, count: u64) -> std::ops::Range<u64> {
         if count == 0 {
@@ -276,6 +316,29 @@ impl Bitmap {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changed_blocks_and_block_copies_make_two_bitmaps_equal() {
+        // Three 4 KiB blocks and a bit.
+        let sect = (BITS_PER_BLOCK * 3 + 1) * 8;
+        let mut disk = super::Bitmap::new(sect);
+        let mut mem = super::Bitmap::new(sect);
+        assert!(mem.changed_blocks(&disk).is_empty());
+        mem.set_range(5, 3).expect("range");
+        mem.set_range(BITS_PER_BLOCK * 3, 1).expect("range");
+        disk.set_range(BITS_PER_BLOCK + 7, 1).expect("range");
+        let changed = mem.changed_blocks(&disk);
+        assert_eq!(changed, vec![0, 1, 3]);
+        for b in changed {
+            disk.copy_block_from(&mem, b);
+        }
+        assert_eq!(disk, mem);
+        assert_eq!(disk.count(), 4);
+        assert!(mem.changed_blocks(&disk).is_empty());
+        // A bitmap of another size differs everywhere.
+        let other = super::Bitmap::new(sect * 2);
+        assert_eq!(other.changed_blocks(&mem).len(), 7);
+    }
+
     #[test]
     fn or_words_sets_only_bits_that_cover_storage() {
         // 100 bits of storage (800 sectors).

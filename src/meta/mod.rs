@@ -545,6 +545,16 @@ pub fn write_bitmap_range(
             },
         });
     }
+    write_bitmap_blocks(dev, md, Bitmap::blocks_of(first, count))
+}
+
+/// Writes the given 4 KiB bitmap blocks of `md.bitmap` (one aligned 4 KiB write each) and
+/// syncs. The blocks must lie within the bitmap (as [`Bitmap::changed_blocks`] gives them).
+pub fn write_bitmap_blocks(
+    dev: &MetaDevice,
+    md: &Metadata,
+    blocks: impl IntoIterator<Item = u64>,
+) -> Result<(), MetaError> {
     let (disk, geo) = open_for_update(dev, &md.superblock)?;
     if geo != md.geometry {
         return Err(MetaError::Mismatch {
@@ -555,7 +565,23 @@ pub fn write_bitmap_range(
             ),
         });
     }
-    for block in Bitmap::blocks_of(first, count) {
+    let capacity = md.bitmap.capacity();
+    let blocks: Vec<u64> = blocks.into_iter().collect();
+    // All checked before anything is written.
+    if let Some(&bad) = blocks
+        .iter()
+        .find(|&&b| b.saturating_mul(bitmap::BITS_PER_BLOCK) >= capacity)
+    {
+        return Err(MetaError::BitmapRange {
+            path: dev.path.clone(),
+            source: bitmap::OutOfRange {
+                first: bad.saturating_mul(bitmap::BITS_PER_BLOCK),
+                count: bitmap::BITS_PER_BLOCK,
+                capacity,
+            },
+        });
+    }
+    for block in blocks {
         disk.write_at(
             geo.bm_byte_offset() + block * 4096,
             &md.bitmap.block_bytes(block),

@@ -17,7 +17,8 @@
 //!   the usual case exactly one node dials each socket, and nothing crosses.
 //! - An accepted connection whose first frame is followed by end-of-file is a leftover of a
 //!   crossed try; it is dropped without counting as a cross.
-//! - Once both sockets exist, the node waits [`SETTLE`] (DRBD waits `ping-timeout`/10),
+//! - Once both sockets exist, the node waits [`SETTLE`] (DRBD waits `sock-check-timeo`,
+//!   or else `ping-timeout`: 500 ms by default),
 //!   handling connections that are still queued, and returns only if both sockets are still
 //!   open and nothing from the peer is pending.
 //!
@@ -44,8 +45,8 @@ use super::stream::PeerStream;
 use super::tls::PeerTls;
 
 /// How long a node that holds both sockets waits before it returns them, so that a cross
-/// the peer is still detecting shows up first (DRBD waits `ping-timeout`/10, 50 ms by
-/// default).
+/// the peer is still detecting shows up first (DRBD's `connection_established` waits
+/// `sock-check-timeo`, or else `ping-timeout`: 500 ms by default).
 pub const SETTLE: Duration = Duration::from_millis(50);
 
 /// The longest the loop sleeps without looking at the stop flag.

@@ -208,15 +208,18 @@ impl Session {
             self.repl.handle_al_written();
             return;
         };
-        if !evicted.is_empty() {
-            md.bitmap = self.repl.bitmap().clone();
-            for &e in evicted {
-                let Some((first, count)) = md.bitmap.al_extent_bits(e) else {
-                    continue;
-                };
-                if let Err(err) = crate::meta::write_bitmap_range(dev, md, first, count) {
-                    tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap of an evicted extent failed");
-                }
+        for &e in evicted {
+            let Some((first, count)) = md.bitmap.al_extent_bits(e) else {
+                continue;
+            };
+            // `md.bitmap` stays what the meta-disk holds: only the blocks written change.
+            let blocks = crate::meta::Bitmap::blocks_of(first, count);
+            for b in blocks.clone() {
+                md.bitmap.copy_block_from(self.repl.bitmap(), b);
+            }
+            if let Err(err) = crate::meta::write_bitmap_blocks(dev, md, blocks) {
+                self.bm_on_disk_known = false;
+                tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap of an evicted extent failed");
             }
         }
         if let Err(err) = crate::meta::write_al_transaction(dev, md, tr) {
@@ -228,28 +231,60 @@ impl Session {
         self.repl.handle_al_written();
     }
 
-    /// The whole bitmap to the meta-disk (before a resync starts, so that a crash during it
-    /// resumes from what is left rather than from a stale bitmap).
+    /// The bitmap to the meta-disk (before a resync starts, so that a crash during it
+    /// resumes from what is left rather than from a stale bitmap): the 4 KiB blocks that
+    /// differ from what the meta-disk holds (`md.bitmap`; all of them the first time, and
+    /// after a failed write), as DRBD writes only changed bitmap pages. On a large device
+    /// the whole bitmap is megabytes, written while the session waits.
     pub(super) fn write_bitmap(&mut self) {
         let Some((dev, md)) = self.cfg.meta.as_mut() else {
             return;
         };
+        let all = |b: &crate::meta::Bitmap| {
+            (0..b.capacity() / crate::meta::bitmap::BITS_PER_BLOCK).collect()
+        };
+        let known = self.bm_on_disk_known;
+        let mut changed: Vec<u64> = if known {
+            self.repl.bitmap().changed_blocks(&md.bitmap)
+        } else {
+            all(self.repl.bitmap())
+        };
+        if changed.is_empty() {
+            self.bm_written = (Instant::now(), self.repl.bitmap().count());
+            return;
+        }
         // Bits cleared by a resync stand for data written to the data disk: that data must
-        // be durable before the bitmap says so (found by the simulation, tests/sim).
-        if let Some(f) = &self.data_sync
+        // be durable before the bitmap says so (found by the simulation, tests/sim). A disk
+        // that took no write since its last flush needs none (a SyncSource, say: its flush
+        // would only wait for whatever else shares the device).
+        let flush = std::mem::take(&mut self.data_dirty);
+        if flush
+            && let Some(f) = &self.data_sync
             && let Err(err) = f.sync_data()
         {
+            self.data_dirty = true;
             tracing::error!(resource = %self.cfg.resource, error = %err, "flushing the data disk before the bitmap write-back failed");
             // Then no bit may be cleared on disk: the resync writes behind the cleared bits
             // may die with the cache in a crash (found by the simulation, tests/sim, seed
             // 0x2cabd25f0a47bd1e). New bits still go out.
+            let before = md.bitmap.clone();
             md.bitmap.or_words(0, self.repl.bitmap().words());
+            if known {
+                changed = md.bitmap.changed_blocks(&before);
+            }
         } else {
             md.bitmap = self.repl.bitmap().clone();
         }
-        let capacity = md.bitmap.capacity();
-        if let Err(err) = crate::meta::write_bitmap_range(dev, md, 0, capacity) {
-            tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");
+        if changed.is_empty() {
+            return;
+        }
+        match crate::meta::write_bitmap_blocks(dev, md, changed) {
+            Ok(()) => self.bm_on_disk_known = true,
+            Err(err) => {
+                // What the meta-disk holds is not known now: the next write-back is whole.
+                self.bm_on_disk_known = false;
+                tracing::error!(resource = %self.cfg.resource, error = %err, "writing the bitmap failed");
+            }
         }
         self.bm_writes += 1;
         self.bm_written = (Instant::now(), self.repl.bitmap().count());
@@ -269,7 +304,7 @@ impl Session {
         };
         let (job, op) = match io {
             LocalIo::App { tag } => match self.app_ops.remove(&tag) {
-                Some(op) => (Job::App(tag), op),
+                Some(op) => (Job::App { tag, write: false }, op),
                 None => {
                     tracing::error!(tag, "application request vanished");
                     return;
@@ -293,10 +328,10 @@ impl Session {
                     }
                 };
                 self.disk_written += u64::from(len);
-                (Job::Other, Op::Write { offset, buf, fua })
+                (Job::Other { write: false }, Op::Write { offset, buf, fua })
             }
             LocalIo::Discard { offset, len, zero } => (
-                Job::Other,
+                Job::Other { write: false },
                 if zero {
                     Op::Zero {
                         offset,
@@ -324,7 +359,13 @@ impl Session {
                     },
                 )
             }
-            LocalIo::Flush => (Job::Other, Op::Flush),
+            LocalIo::Flush => (Job::Other { write: false }, Op::Flush),
+        };
+        let writes = matches!(op, Op::Write { .. } | Op::Trim { .. } | Op::Zero { .. });
+        let job = match job {
+            Job::App { tag, .. } => Job::App { tag, write: writes },
+            Job::Other { .. } => Job::Other { write: writes },
+            read => read,
         };
         self.jobs.insert(id, job);
         self.disk.submit(id, op);

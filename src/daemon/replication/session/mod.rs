@@ -128,13 +128,14 @@ impl PeerBuf {
 
 #[derive(Debug, Clone, Copy)]
 enum Job {
-    /// The application's request `tag`: keep its buffer until the completion.
-    App(u64),
+    /// The application's request `tag`: keep its buffer until the completion (`write`: it
+    /// changes the disk).
+    App { tag: u64, write: bool },
     /// A read for the peer: keep the buffer as the payload (`digest`: hand the core its
     /// block digests first).
     Read { digest: bool },
-    /// Anything else.
-    Other,
+    /// Anything else (`write`: it changes the disk).
+    Other { write: bool },
 }
 
 struct LinkIo {
@@ -164,6 +165,12 @@ pub(super) struct Session {
     /// The data disk, for a synchronous flush before bitmap write-back (cleared bits must
     /// not reach the meta-disk before the data they stand for is durable).
     data_sync: Option<std::fs::File>,
+    /// A write (or discard) to the data disk completed since `data_sync` was last
+    /// flushed (true at the start: nothing is known of what came before).
+    data_dirty: bool,
+    /// The session's `md.bitmap` is what the meta-disk's bitmap area holds (false until
+    /// the session wrote all of it once, and after a failed write).
+    bm_on_disk_known: bool,
     /// Frames for the peer not yet written, per socket: written once per loop turn, so a
     /// burst of acks or data costs one system call and one wakeup of the peer's receiver.
     out_data: Vec<u8>,
@@ -292,6 +299,8 @@ impl Session {
             completions,
             disk,
             data_sync,
+            data_dirty: true,
+            bm_on_disk_known: false,
             app_done: Vec::new(),
             disk_done: Vec::new(),
             out_data: Vec::new(),
@@ -485,7 +494,8 @@ impl Session {
     fn on_disk_done(&mut self, now: Instant, d: Done) {
         let Done { tag: id, res, buf } = d;
         match self.jobs.remove(&id) {
-            Some(Job::App(tag)) => {
+            Some(Job::App { tag, write }) => {
+                self.data_dirty |= write;
                 if let Some(b) = buf {
                     self.app_bufs.insert(tag, b);
                 }
@@ -501,7 +511,8 @@ impl Session {
                     self.read_bufs.insert(id, b);
                 }
             }
-            Some(Job::Other) => {
+            Some(Job::Other { write }) => {
+                self.data_dirty |= write;
                 if let Some(b) = buf {
                     self.recycle(b);
                 }
