@@ -15,10 +15,15 @@ use crate::io::{BACKEND_KEY_BIT, Backend, BackendSpec, Done, IoCtx, Op, open_bac
 const RING_ENTRIES: u32 = 256;
 /// `user_data` of the doorbell read (backend keys carry [`BACKEND_KEY_BIT`]).
 const BELL_KEY: u64 = 1;
-/// `user_data` of a peer socket's receive: this plus the socket's index (0 data, 1 meta).
-const RECV_KEY: u64 = 2;
+/// `user_data` of a peer socket's receive: this bit, the link's tag shifted by one, and
+/// the socket's index (0 data, 1 meta).
+const RECV_BIT: u64 = 1 << 62;
 /// Peer sockets whose receives run on the ring.
 pub const RECV_SOCKETS: usize = 2;
+const _: () = assert!(
+    RECV_SOCKETS == 2,
+    "one bit of user_data holds the socket index"
+);
 
 /// The ring and the disk it drives.
 pub struct SessionRing {
@@ -29,8 +34,8 @@ pub struct SessionRing {
     bell_fd: RawFd,
     bell_buf: Box<[u8; 8]>,
     bell_armed: bool,
-    /// Results of finished receives, by socket index, not yet taken.
-    received: [Option<i32>; RECV_SOCKETS],
+    /// Results of finished receives not yet taken: (socket index, link tag, result).
+    received: Vec<(usize, u64, i32)>,
 }
 
 impl SessionRing {
@@ -50,7 +55,7 @@ impl SessionRing {
             bell_fd,
             bell_buf: Box::new([0; 8]),
             bell_armed: false,
-            received: [None; RECV_SOCKETS],
+            received: Vec::new(),
         })
     }
 
@@ -89,11 +94,9 @@ impl SessionRing {
             } else if ud == BELL_KEY {
                 self.bell_armed = false;
                 rang = true;
-            } else if let Some(slot) = ud
-                .checked_sub(RECV_KEY)
-                .and_then(|i| self.received.get_mut(usize::try_from(i).ok()?))
-            {
-                *slot = Some(res);
+            } else if ud & RECV_BIT != 0 {
+                let index = (ud & 1) as usize;
+                self.received.push((index, (ud & !RECV_BIT) >> 1, res));
             }
         }
         out.append(&mut self.done);
@@ -109,22 +112,41 @@ impl SessionRing {
     pub unsafe fn receive(
         &mut self,
         index: usize,
+        tag: u64,
         fd: RawFd,
         buf: *mut u8,
         len: usize,
     ) -> io::Result<()> {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let ud = RECV_BIT | ((tag << 1) & !RECV_BIT & !BACKEND_KEY_BIT) | (index as u64 & 1);
         let entry = opcode::Recv::new(types::Fd(fd), buf, len)
             .build()
-            .user_data(RECV_KEY + index as u64);
+            .user_data(ud);
         // SAFETY: the caller keeps the buffer valid until the completion was reaped.
         unsafe { crate::io::driver_push(&mut self.ring, &entry) }
     }
 
-    /// The result of socket `index`'s finished receive (bytes, 0 at end of file, or a
-    /// negative errno), once.
-    pub fn take_received(&mut self, index: usize) -> Option<i32> {
-        self.received.get_mut(index).and_then(Option::take)
+    /// The ring's descriptor (readable while completions wait).
+    pub fn ring_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.ring)
+    }
+
+    /// The result of the finished receive of socket `index` armed with `tag` (bytes, 0 at
+    /// end of file, or a negative errno), once. Results of that socket with another tag
+    /// (a link given up on) are dropped.
+    pub fn take_received(&mut self, index: usize, tag: u64) -> Option<i32> {
+        let tag = (tag << 1 & !RECV_BIT & !BACKEND_KEY_BIT) >> 1;
+        let mut found = None;
+        self.received.retain(|&(i, t, res)| {
+            if i != index {
+                return true;
+            }
+            if t == tag && found.is_none() {
+                found = Some(res);
+            }
+            false
+        });
+        found
     }
 
     /// Sleeps until something completes (a disk operation or the doorbell, whose read is

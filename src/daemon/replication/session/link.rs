@@ -107,7 +107,9 @@ impl Session {
         let _ = link.meta.set_write_timeout(Some(timeout));
         let mut readers = Vec::new();
         let ring = match (link.data.plain_fd(), link.meta.plain_fd()) {
-            (Some(data), Some(meta)) => Some(super::ring_recv::RingRecv::new(data, meta)),
+            (Some(data), Some(meta)) => {
+                Some(super::ring_recv::RingRecv::new(data, meta, generation))
+            }
             _ => {
                 readers = self.start_receivers(&link, generation);
                 None
@@ -191,29 +193,34 @@ impl Session {
     /// Writes the queued frames: the meta socket's first (acks and pings never wait behind
     /// data).
     pub(super) fn flush_link(&mut self) {
-        let Some(l) = self.link.as_mut() else {
+        if self.link.is_none() {
             self.out_data.clear();
             self.out_meta.clear();
             return;
-        };
+        }
         let mut failed = None;
-        for (s, out) in [
-            (&mut l.meta, &mut self.out_meta),
-            (&mut l.data, &mut self.out_data),
-        ] {
-            if out.is_empty() || failed.is_some() {
-                out.clear();
-                continue;
-            }
-            if let Err(e) = s.write_all(out) {
-                failed = Some(e);
+        for data in [false, true] {
+            let mut out = std::mem::take(if data {
+                &mut self.out_data
+            } else {
+                &mut self.out_meta
+            });
+            if !out.is_empty() && failed.is_none() {
+                failed = self.write_link(data, &out).err();
             }
             out.clear();
             if out.capacity() > 4 * MAX_QUEUED_OUT {
                 out.shrink_to(MAX_QUEUED_OUT);
             }
+            *(if data {
+                &mut self.out_data
+            } else {
+                &mut self.out_meta
+            }) = out;
         }
-        if let Some(e) = failed {
+        if let Some(e) = failed
+            && let Some(l) = self.link.as_ref()
+        {
             tracing::warn!(resource = %self.cfg.resource, peer = %self.cfg.link.peer_name, error = %e, "sending to the peer failed");
             let _ = l.data.shutdown(Shutdown::Both);
             let _ = l.meta.shutdown(Shutdown::Both);
@@ -221,6 +228,50 @@ impl Session {
         }
     }
 
+    /// Writes all of `bytes` to the data or meta socket. On a link received on the ring the
+    /// socket is written without blocking, and while it is full the session goes on
+    /// receiving (into the frame buffers, handled after the write): the peer may be
+    /// writing to us at the same moment (both bitmaps at a connect, remote reads beside
+    /// writes), and two nodes that both waited for the other to read would wait until the
+    /// write timeout.
+    fn write_link(&mut self, data: bool, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(l) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let s = if data { &mut l.data } else { &mut l.meta };
+        let fd = match (l.ring.is_some(), s.plain_fd()) {
+            (true, Some(fd)) => fd,
+            _ => return s.write_all(bytes),
+        };
+        let timeout = self.cfg.conn.timers.timeout.max(Duration::from_secs(1));
+        let mut deadline = Instant::now() + timeout;
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            // SAFETY: sending from a valid slice on a socket the link owns.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                at += n as usize;
+                // As SO_SNDTIMEO: the time limit is for making no progress.
+                deadline = Instant::now() + timeout;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => self.wait_writable(fd, deadline)?,
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
     pub(super) fn send_packet(&mut self, socket: Socket, packet: Packet<'_>) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();

@@ -21,6 +21,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The ring receives of one link.
 pub(super) struct RingRecv {
     sockets: [RecvSocket; RECV_SOCKETS],
+    /// The link's tag on the ring (its generation): a completion of an earlier link's
+    /// receive is never taken for this one.
+    tag: u64,
 }
 
 struct RecvSocket {
@@ -30,6 +33,10 @@ struct RecvSocket {
     armed: bool,
     /// The socket ended (end of file or error): no more receives.
     ended: bool,
+    /// Bytes were received while the session waited to write: frames to handle.
+    unparsed: bool,
+    /// The end of file or error a receive returned while the session waited to write.
+    stash: Option<i32>,
 }
 
 /// Index of the data socket (the meta socket is 1), as the ring keys them.
@@ -37,15 +44,18 @@ const DATA: usize = 0;
 
 impl RingRecv {
     /// Receives for a link's data and meta sockets (plain TCP).
-    pub(super) fn new(data: RawFd, meta: RawFd) -> RingRecv {
+    pub(super) fn new(data: RawFd, meta: RawFd, tag: u64) -> RingRecv {
         let socket = |fd| RecvSocket {
             fd,
             reader: FrameReader::new(),
             armed: false,
             ended: false,
+            unparsed: false,
+            stash: None,
         };
         RingRecv {
             sockets: [socket(data), socket(meta)],
+            tag,
         }
     }
 
@@ -63,15 +73,19 @@ impl Session {
         let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
             return;
         };
+        let tag = rr.tag;
         for (i, s) in rr.sockets.iter_mut().enumerate() {
-            if s.armed || s.ended || (i == DATA && over) {
+            if s.armed || s.ended || s.stash.is_some() || (i == DATA && over) {
                 continue;
             }
             let space = s.reader.space();
             // SAFETY: the buffer belongs to the reader, which is neither touched nor
             // dropped until this receive's completion is taken (`on_received`, or
             // `end_ring_receives` when the link closes).
-            match unsafe { self.disk.receive(i, s.fd, space.as_mut_ptr(), space.len()) } {
+            match unsafe {
+                self.disk
+                    .receive(i, tag, s.fd, space.as_mut_ptr(), space.len())
+            } {
                 Ok(()) => s.armed = true,
                 Err(e) => {
                     tracing::error!(resource = %self.cfg.resource, error = %e, "session ring: cannot arm a receive");
@@ -84,28 +98,50 @@ impl Session {
     pub(super) fn on_received(&mut self, now: Instant) -> bool {
         let mut any = false;
         for i in 0..RECV_SOCKETS {
-            let Some(res) = self.disk.take_received(i) else {
-                continue;
-            };
-            any = true;
             let generation = self.generation;
             let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
                 continue;
             };
+            let taken = self.disk.take_received(i, rr.tag);
             let s = &mut rr.sockets[i];
-            s.armed = false;
-            match res {
-                n if n > 0 => s.reader.filled(n as usize),
-                0 => {
-                    s.ended = true;
-                    let why = s.reader.ended().to_string();
-                    self.on_recv_failed(now, generation, i == DATA, why);
-                    continue;
+            let res = match taken {
+                Some(r) => {
+                    s.armed = false;
+                    Some(r)
                 }
-                e if -e == libc::EINTR || -e == libc::EAGAIN => continue,
-                e => {
+                None => s.stash.take(),
+            };
+            if res.is_none() && !std::mem::take(&mut s.unparsed) {
+                continue;
+            }
+            any = true;
+            match res {
+                None => {}
+                Some(n) if n > 0 => s.reader.filled(n as usize),
+                Some(e) if -e == libc::EINTR || -e == libc::EAGAIN => {}
+                Some(r) => {
+                    // Frames that came before the end are handled first.
+                    s.stash = Some(r);
+                    self.frames_received(now, i, generation);
+                    let Some(s) = self
+                        .link
+                        .as_mut()
+                        .and_then(|l| l.ring.as_mut())
+                        .map(|rr| &mut rr.sockets[i])
+                    else {
+                        continue;
+                    };
+                    s.stash = None;
+                    if self.generation != generation || s.ended {
+                        // The link went, or a bad frame before the end was reported.
+                        continue;
+                    }
                     s.ended = true;
-                    let why = FrameError::from(std::io::Error::from_raw_os_error(-e)).to_string();
+                    let why = if r == 0 {
+                        s.reader.ended().to_string()
+                    } else {
+                        FrameError::from(std::io::Error::from_raw_os_error(-r)).to_string()
+                    };
                     self.on_recv_failed(now, generation, i == DATA, why);
                     continue;
                 }
@@ -113,6 +149,77 @@ impl Session {
             self.frames_received(now, i, generation);
         }
         any
+    }
+
+    /// While the session waits to write to a full socket (`fd`, until `deadline`): takes
+    /// what the ring receives meanwhile into the frame buffers, without handling it, and
+    /// re-arms, so that a peer writing to us at the same moment is not stuck either.
+    pub(super) fn wait_writable(&mut self, fd: RawFd, deadline: Instant) -> std::io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer took no data within the timeout",
+                ));
+            }
+            self.buffer_receives();
+            self.disk.flush();
+            let mut fds = [
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.disk.ring_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = (deadline - now).as_millis().clamp(1, 100) as libc::c_int;
+            // SAFETY: two valid pollfd entries.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                continue;
+            }
+            if fds[0].revents != 0 {
+                // Writable, or an error the next send reports.
+                self.buffer_receives();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes finished receives into their frame buffers (handled later by `on_received`)
+    /// and arms new ones. Disk completions reaped on the way are handled by the loop.
+    fn buffer_receives(&mut self) {
+        self.disk.reap(&mut self.disk_done);
+        let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
+            return;
+        };
+        for (i, s) in rr.sockets.iter_mut().enumerate() {
+            if !s.armed {
+                continue;
+            }
+            match self.disk.take_received(i, rr.tag) {
+                Some(n) if n > 0 => {
+                    s.armed = false;
+                    s.reader.filled(n as usize);
+                    s.unparsed = true;
+                }
+                Some(r) => {
+                    s.armed = false;
+                    s.stash = Some(r);
+                }
+                None => {}
+            }
+        }
+        self.arm_receives();
     }
 
     /// Handles every frame buffered whole on socket `i` (while the link stays the same).
@@ -147,7 +254,7 @@ impl Session {
         while rr.any_armed() {
             self.disk.reap(&mut self.disk_done);
             for (i, s) in rr.sockets.iter_mut().enumerate() {
-                if s.armed && self.disk.take_received(i).is_some() {
+                if s.armed && self.disk.take_received(i, rr.tag).is_some() {
                     s.armed = false;
                 }
             }
