@@ -282,27 +282,20 @@ impl Bitmap {
             .collect()
     }
 
-    /// Makes 4 KiB block `block` equal to `other`'s (nothing if either lacks it).
-    pub fn copy_block_from(&mut self, other: &Bitmap, block: u64) {
+    /// Sets in 4 KiB block `block` the bits `other` has set there (nothing if `other`
+    /// lacks it). Returns how many were clear before.
+    pub fn or_block_from(&mut self, other: &Bitmap, block: u64) -> u64 {
         let words_per_block = BITS_PER_BLOCK / 64;
-        let Some(from) = usize::try_from(block.saturating_mul(words_per_block)).ok() else {
-            return;
+        let Ok(from) = usize::try_from(block.saturating_mul(words_per_block)) else {
+            return 0;
         };
-        let to = from.saturating_add(words_per_block as usize);
-        let (mine, theirs) = (self.words.len(), other.words.len());
-        let (Some(dst), Some(src)) = (
-            self.words.get_mut(from..to.min(mine)),
-            other.words.get(from..to.min(theirs)),
-        ) else {
-            return;
-        };
-        if dst.len() != src.len() {
-            return;
+        let to = from
+            .saturating_add(words_per_block as usize)
+            .min(other.words.len());
+        match other.words.get(from..to) {
+            Some(words) => self.or_words(from as u64, words),
+            None => 0,
         }
-        let before: u64 = dst.iter().map(|w| u64::from(w.count_ones())).sum();
-        let after: u64 = src.iter().map(|w| u64::from(w.count_ones())).sum();
-        dst.copy_from_slice(src);
-        self.set = self.set - before + after;
     }
 
     /// 4 KiB blocks (relative to the bitmap start) touched by `first..first+count`.
@@ -317,7 +310,7 @@ impl Bitmap {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn changed_blocks_and_block_copies_make_two_bitmaps_equal() {
+    fn changed_blocks_and_or_blocks_make_two_bitmaps_equal() {
         // Three 4 KiB blocks and a bit.
         let sect = (BITS_PER_BLOCK * 3 + 1) * 8;
         let mut disk = super::Bitmap::new(sect);
@@ -325,14 +318,21 @@ mod tests {
         assert!(mem.changed_blocks(&disk).is_empty());
         mem.set_range(5, 3).expect("range");
         mem.set_range(BITS_PER_BLOCK * 3, 1).expect("range");
-        disk.set_range(BITS_PER_BLOCK + 7, 1).expect("range");
+        disk.set_range(7, 1).expect("range");
         let changed = mem.changed_blocks(&disk);
-        assert_eq!(changed, vec![0, 1, 3]);
+        assert_eq!(changed, vec![0, 3]);
         for b in changed {
-            disk.copy_block_from(&mem, b);
+            disk.or_block_from(&mem, b);
         }
         assert_eq!(disk, mem);
         assert_eq!(disk.count(), 4);
+        // OR-ing a block in keeps the bits set on the other side.
+        let mut older = super::Bitmap::new(sect);
+        older.set_range(BITS_PER_BLOCK + 9, 1).expect("range");
+        assert_eq!(older.or_block_from(&mem, 0), 3);
+        assert_eq!(older.or_block_from(&mem, 1), 0);
+        assert_eq!(older.count(), 4);
+        assert!(older.is_set(BITS_PER_BLOCK + 9) && older.is_set(5));
         assert!(mem.changed_blocks(&disk).is_empty());
         // A bitmap of another size differs everywhere.
         let other = super::Bitmap::new(sect * 2);

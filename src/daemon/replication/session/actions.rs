@@ -213,9 +213,12 @@ impl Session {
                 continue;
             };
             // `md.bitmap` stays what the meta-disk holds: only the blocks written change.
+            // Their set bits go out; a bit cleared in memory stays set on disk until
+            // `write_bitmap`, which first makes the data behind it durable (a 4 KiB block
+            // covers 32 extents, whose resync writes may still be in the disk's cache).
             let blocks = crate::meta::Bitmap::blocks_of(first, count);
             for b in blocks.clone() {
-                md.bitmap.copy_block_from(self.repl.bitmap(), b);
+                md.bitmap.or_block_from(self.repl.bitmap(), b);
             }
             if let Err(err) = crate::meta::write_bitmap_blocks(dev, md, blocks) {
                 self.bm_on_disk_known = false;
