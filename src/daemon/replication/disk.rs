@@ -15,15 +15,22 @@ use crate::io::{BACKEND_KEY_BIT, Backend, BackendSpec, Done, IoCtx, Op, open_bac
 const RING_ENTRIES: u32 = 256;
 /// `user_data` of the doorbell read (backend keys carry [`BACKEND_KEY_BIT`]).
 const BELL_KEY: u64 = 1;
-/// `user_data` of a peer socket's receive: this bit, the link's tag shifted by one, and
-/// the socket's index (0 data, 1 meta).
+/// `user_data` of a peer socket's receive: this bit, the link's tag (its low
+/// [`RECV_TAG_BITS`]) shifted by one, and the socket's index (0 data, 1 meta).
 const RECV_BIT: u64 = 1 << 62;
+/// Bits of a link's tag that a receive's `user_data` keeps.
+const RECV_TAG_BITS: u32 = 61;
 /// Peer sockets whose receives run on the ring.
 pub const RECV_SOCKETS: usize = 2;
 const _: () = assert!(
     RECV_SOCKETS == 2,
     "one bit of user_data holds the socket index"
 );
+
+/// The part of a link's tag that a receive's `user_data` keeps.
+fn recv_tag(tag: u64) -> u64 {
+    tag & ((1 << RECV_TAG_BITS) - 1)
+}
 
 /// The ring and the disk it drives.
 pub struct SessionRing {
@@ -96,15 +103,16 @@ impl SessionRing {
                 rang = true;
             } else if ud & RECV_BIT != 0 {
                 let index = (ud & 1) as usize;
-                self.received.push((index, (ud & !RECV_BIT) >> 1, res));
+                self.received.push((index, recv_tag(ud >> 1), res));
             }
         }
         out.append(&mut self.done);
         rang
     }
 
-    /// Starts a receive from socket `fd` into `len` bytes at `buf`; its result comes out of
-    /// [`take_received`](Self::take_received)`(index)` after a [`reap`](Self::reap).
+    /// Starts a receive from socket `fd` into `len` bytes at `buf` for the link tagged
+    /// `tag`; its result comes out of [`take_received`](Self::take_received)`(index, tag)`
+    /// after a [`reap`](Self::reap).
     ///
     /// # Safety
     /// `buf` must stay valid, and nothing else may touch it, until that result was taken
@@ -118,7 +126,7 @@ impl SessionRing {
         len: usize,
     ) -> io::Result<()> {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
-        let ud = RECV_BIT | ((tag << 1) & !RECV_BIT & !BACKEND_KEY_BIT) | (index as u64 & 1);
+        let ud = RECV_BIT | recv_tag(tag) << 1 | (index as u64 & 1);
         let entry = opcode::Recv::new(types::Fd(fd), buf, len)
             .build()
             .user_data(ud);
@@ -135,7 +143,7 @@ impl SessionRing {
     /// end of file, or a negative errno), once. Results of that socket with another tag
     /// (a link given up on) are dropped.
     pub fn take_received(&mut self, index: usize, tag: u64) -> Option<i32> {
-        let tag = (tag << 1 & !RECV_BIT & !BACKEND_KEY_BIT) >> 1;
+        let tag = recv_tag(tag);
         let mut found = None;
         self.received.retain(|&(i, t, res)| {
             if i != index {

@@ -243,14 +243,12 @@ impl Session {
         let Some((dev, md)) = self.cfg.meta.as_mut() else {
             return;
         };
-        let all = |b: &crate::meta::Bitmap| {
-            (0..b.capacity() / crate::meta::bitmap::BITS_PER_BLOCK).collect()
-        };
         let known = self.bm_on_disk_known;
         let mut changed: Vec<u64> = if known {
             self.repl.bitmap().changed_blocks(&md.bitmap)
         } else {
-            all(self.repl.bitmap())
+            let blocks = self.repl.bitmap().capacity() / crate::meta::bitmap::BITS_PER_BLOCK;
+            (0..blocks).collect()
         };
         if changed.is_empty() {
             self.bm_written = (Instant::now(), self.repl.bitmap().count());

@@ -102,7 +102,7 @@ impl Session {
         }
         self.generation += 1;
         let generation = self.generation;
-        let timeout = self.cfg.conn.timers.timeout.max(Duration::from_secs(1));
+        let timeout = self.write_timeout();
         let _ = link.data.set_write_timeout(Some(timeout));
         let _ = link.meta.set_write_timeout(Some(timeout));
         let mut readers = Vec::new();
@@ -180,10 +180,7 @@ impl Session {
         if self.link.is_none() {
             return;
         }
-        let out = match socket {
-            Socket::Data => &mut self.out_data,
-            _ => &mut self.out_meta,
-        };
+        let out = self.out_buf(socket == Socket::Data);
         out.extend_from_slice(bytes);
         if out.len() >= MAX_QUEUED_OUT {
             self.flush_link();
@@ -200,11 +197,7 @@ impl Session {
         }
         let mut failed = None;
         for data in [false, true] {
-            let mut out = std::mem::take(if data {
-                &mut self.out_data
-            } else {
-                &mut self.out_meta
-            });
+            let mut out = std::mem::take(self.out_buf(data));
             if !out.is_empty() && failed.is_none() {
                 failed = self.write_link(data, &out).err();
             }
@@ -212,11 +205,7 @@ impl Session {
             if out.capacity() > 4 * MAX_QUEUED_OUT {
                 out.shrink_to(MAX_QUEUED_OUT);
             }
-            *(if data {
-                &mut self.out_data
-            } else {
-                &mut self.out_meta
-            }) = out;
+            *self.out_buf(data) = out;
         }
         if let Some(e) = failed
             && let Some(l) = self.link.as_ref()
@@ -243,7 +232,7 @@ impl Session {
             (true, Some(fd)) => fd,
             _ => return s.write_all(bytes),
         };
-        let timeout = self.cfg.conn.timers.timeout.max(Duration::from_secs(1));
+        let timeout = self.write_timeout();
         let mut deadline = Instant::now() + timeout;
         let mut at = 0;
         while at < bytes.len() {
@@ -272,6 +261,21 @@ impl Session {
         }
         Ok(())
     }
+
+    /// The frames queued for the data or the meta socket.
+    fn out_buf(&mut self, data: bool) -> &mut Vec<u8> {
+        if data {
+            &mut self.out_data
+        } else {
+            &mut self.out_meta
+        }
+    }
+
+    /// How long a write to the peer may make no progress (`timeout`, at least 1 s).
+    fn write_timeout(&self) -> Duration {
+        self.cfg.conn.timers.timeout.max(Duration::from_secs(1))
+    }
+
     pub(super) fn send_packet(&mut self, socket: Socket, packet: Packet<'_>) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();

@@ -33,9 +33,9 @@ struct RecvSocket {
     armed: bool,
     /// The socket ended (end of file or error): no more receives.
     ended: bool,
-    /// Bytes were received while the session waited to write: frames to handle.
+    /// Bytes were received and not yet looked at for frames.
     unparsed: bool,
-    /// The end of file or error a receive returned while the session waited to write.
+    /// The end of file or error a receive returned, not yet handled.
     stash: Option<i32>,
 }
 
@@ -94,59 +94,79 @@ impl Session {
         }
     }
 
-    /// Takes the finished receives and handles the frames they completed; true if any.
+    /// Takes the finished receives and handles the frames they completed, then an end of
+    /// file or error; true if any.
     pub(super) fn on_received(&mut self, now: Instant) -> bool {
-        let mut any = false;
+        let mut any = self.take_receives();
         for i in 0..RECV_SOCKETS {
             let generation = self.generation;
-            let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
+            let Some(s) = self.ring_socket(i) else {
                 continue;
             };
-            let taken = self.disk.take_received(i, rr.tag);
-            let s = &mut rr.sockets[i];
-            let res = match taken {
-                Some(r) => {
-                    s.armed = false;
-                    Some(r)
-                }
-                None => s.stash.take(),
-            };
-            if res.is_none() && !std::mem::take(&mut s.unparsed) {
+            let end = s.stash;
+            if !std::mem::take(&mut s.unparsed) && end.is_none() {
                 continue;
             }
             any = true;
-            match res {
-                None => {}
-                Some(n) if n > 0 => s.reader.filled(n as usize),
-                Some(e) if -e == libc::EINTR || -e == libc::EAGAIN => {}
-                Some(r) => {
-                    // Frames that came before the end are handled first.
-                    s.stash = Some(r);
-                    self.frames_received(now, i, generation);
-                    let Some(s) = self
-                        .link
-                        .as_mut()
-                        .and_then(|l| l.ring.as_mut())
-                        .map(|rr| &mut rr.sockets[i])
-                    else {
-                        continue;
-                    };
-                    s.stash = None;
-                    if self.generation != generation || s.ended {
-                        // The link went, or a bad frame before the end was reported.
-                        continue;
-                    }
-                    s.ended = true;
-                    let why = if r == 0 {
-                        s.reader.ended().to_string()
-                    } else {
-                        FrameError::from(std::io::Error::from_raw_os_error(-r)).to_string()
-                    };
-                    self.on_recv_failed(now, generation, i == DATA, why);
-                    continue;
-                }
-            }
+            // Frames that came before the end are handled first (the stash keeps the
+            // socket from being armed meanwhile).
             self.frames_received(now, i, generation);
+            let Some(r) = end else {
+                continue;
+            };
+            let same_link = self.generation == generation;
+            let Some(s) = self.ring_socket(i) else {
+                continue;
+            };
+            s.stash = None;
+            if -r == libc::EINTR || -r == libc::EAGAIN {
+                continue;
+            }
+            if !same_link || s.ended {
+                // The link went, or a bad frame before the end was reported.
+                continue;
+            }
+            s.ended = true;
+            let why = if r == 0 {
+                s.reader.ended().to_string()
+            } else {
+                FrameError::from(std::io::Error::from_raw_os_error(-r)).to_string()
+            };
+            self.on_recv_failed(now, generation, i == DATA, why);
+        }
+        any
+    }
+
+    /// Socket `i` of the current link, if it is received on the ring.
+    fn ring_socket(&mut self, i: usize) -> Option<&mut RecvSocket> {
+        self.link
+            .as_mut()
+            .and_then(|l| l.ring.as_mut())
+            .and_then(|rr| rr.sockets.get_mut(i))
+    }
+
+    /// Takes finished receives: bytes into the frame buffers (`unparsed`), an end of file
+    /// or error into `stash`. True if any.
+    fn take_receives(&mut self) -> bool {
+        let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
+            return false;
+        };
+        let mut any = false;
+        for (i, s) in rr.sockets.iter_mut().enumerate() {
+            if !s.armed {
+                continue;
+            }
+            let Some(res) = self.disk.take_received(i, rr.tag) else {
+                continue;
+            };
+            s.armed = false;
+            any = true;
+            if res > 0 {
+                s.reader.filled(res as usize);
+                s.unparsed = true;
+            } else {
+                s.stash = Some(res);
+            }
         }
         any
     }
@@ -199,26 +219,7 @@ impl Session {
     /// and arms new ones. Disk completions reaped on the way are handled by the loop.
     fn buffer_receives(&mut self) {
         self.disk.reap(&mut self.disk_done);
-        let Some(rr) = self.link.as_mut().and_then(|l| l.ring.as_mut()) else {
-            return;
-        };
-        for (i, s) in rr.sockets.iter_mut().enumerate() {
-            if !s.armed {
-                continue;
-            }
-            match self.disk.take_received(i, rr.tag) {
-                Some(n) if n > 0 => {
-                    s.armed = false;
-                    s.reader.filled(n as usize);
-                    s.unparsed = true;
-                }
-                Some(r) => {
-                    s.armed = false;
-                    s.stash = Some(r);
-                }
-                None => {}
-            }
-        }
+        self.take_receives();
         self.arm_receives();
     }
 
