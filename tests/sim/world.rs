@@ -116,6 +116,9 @@ pub struct World {
     establish_at: Option<Instant>,
     partitioned_until: Option<Instant>,
     down_until: [Option<Instant>; 2],
+    /// The node crashed as Primary and has not decided a handshake with its peer since:
+    /// the fail-over promotes its peer rather than it (see `fail_over`).
+    crashed_primary: [bool; 2],
     eio_until: [Option<Instant>; 2],
     /// The node whose disk has EIO episodes in this seed: one failing disk (two would be
     /// a double failure, which `on-io-error` does not promise to survive: both disks
@@ -193,6 +196,7 @@ impl World {
             establish_at: None,
             partitioned_until: None,
             down_until: [None; 2],
+            crashed_primary: [false; 2],
             eio_until: [None; 2],
             eio_node: (seed >> 17) as usize & 1,
             spike_until: None,
@@ -435,6 +439,7 @@ impl World {
         let tear = self.rng.chance(self.opts.tear).then(|| self.rng.next_u64());
         self.log(|| format!("CRASH node{i} ({before:?}) tear={}", tear.is_some()));
         self.stats.crashes += 1;
+        self.crashed_primary[i] |= before.role == Role::Primary;
         self.nodes[i].crash(tear);
         self.held[i] = None;
         if self.held[1 - i].is_some() && self.net.cut() {
@@ -567,11 +572,20 @@ impl World {
         );
     }
 
-    /// Pacemaker's move: no Primary, promote an UpToDate node.
+    /// Pacemaker's move: no Primary, promote an UpToDate node. Not a node that crashed as
+    /// Primary and has not reconnected since, while its peer is a candidate: the cluster
+    /// promoted the survivor while the crashed node was down (the simulation reboots in
+    /// milliseconds what takes minutes), and a rejoining node does not take the role from
+    /// a live peer. Promoted anyway (an operator's choice), it would make its own disk the
+    /// data, without the writes its volatile cache lost and its peer holds, as in DRBD.
+    /// Alone, it is still promoted.
     fn fail_over(&mut self) {
-        let candidates: Vec<usize> = (0..2)
+        let mut candidates: Vec<usize> = (0..2)
             .filter(|&i| self.nodes[i].up && self.nodes[i].disk_state() == DiskState::UpToDate)
             .collect();
+        if candidates.len() == 2 && self.crashed_primary[0] != self.crashed_primary[1] {
+            candidates.retain(|&i| !self.crashed_primary[i]);
+        }
         if candidates.is_empty() || self.nodes.iter().any(|n| n.up && n.role() == Role::Primary) {
             return;
         }
@@ -755,6 +769,14 @@ impl World {
                         self.log(|| {
                             format!("node{i} decided {outcome:?} on transport {generation}: {why}")
                         });
+                        if matches!(
+                            outcome,
+                            urbd::core::Handshake::Connected
+                                | urbd::core::Handshake::SyncSource { .. }
+                                | urbd::core::Handshake::SyncTarget { .. }
+                        ) {
+                            self.crashed_primary[i] = false;
+                        }
                         if matches!(
                             outcome,
                             urbd::core::Handshake::SyncSource { .. }
