@@ -1,5 +1,13 @@
 //! The receiving side: writes and resync data from the peer, applied in arrival order,
 //! acks per protocol, and barriers (wait for the epoch, flush, BARRIER_ACK).
+//!
+//! The flush a barrier needs may already be under way: a Secondary that has written the
+//! peer's writes and has nothing else to do flushes at once, before the BARRIER arrives
+//! (it comes a round trip later: the Primary sends it when the epoch's first WRITE_ACK
+//! completes a write). The barrier then waits for that flush instead of starting its own,
+//! but only if the flush was issued after every write it must cover had completed: a flush
+//! makes durable what completed before it was submitted, nothing later. DRBD 8.4's
+//! `receive_Barrier` starts the flush only when the barrier is received.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -52,8 +60,9 @@ struct InFlight {
 enum BarrierPhase {
     /// Waiting for the epoch's writes.
     Draining,
-    /// Waiting for the disk flush.
-    Flushing,
+    /// Waiting for a disk flush that covers this many completed writes
+    /// ([`Apply::completed`]).
+    Flushing(u64),
 }
 
 #[derive(Debug, Default)]
@@ -62,10 +71,18 @@ pub(super) struct Apply {
     inflight: BTreeMap<u64, InFlight>,
     epoch_writes: u32,
     barrier: Option<(u32, u32, BarrierPhase)>,
-    /// Something was written since the last barrier flush started: a barrier with
-    /// nothing to make durable (an application flush right after an epoch's barrier) is
-    /// answered without flushing the disk again.
-    unflushed: bool,
+    /// Writes completed so far (a count that also moves at each link-up, so that the
+    /// first barrier of a connection always flushes).
+    completed: u64,
+    /// [`Apply::completed`] when the newest successful flush was submitted: those writes
+    /// are durable. A barrier with nothing newer (an application flush right after an
+    /// epoch's barrier) is answered without flushing the disk again.
+    durable: u64,
+    /// Flushes in flight: their local I/O id and the [`Apply::completed`] they cover.
+    flushes: Vec<(u64, u64)>,
+    /// A replicated write completed since the last flush was submitted: when the
+    /// Secondary goes idle, it flushes before the barrier comes.
+    early_due: bool,
     /// The barrier's flush failed: when to try it again (the BARRIER_ACK says the epoch
     /// is on stable storage, so it waits until a flush succeeds).
     flush_retry_at: Option<Instant>,
@@ -88,7 +105,12 @@ impl Apply {
     pub(super) fn link_up(&mut self) {
         self.epoch_writes = 0;
         self.barrier = None;
-        self.unflushed = true;
+        self.completed += 1;
+    }
+
+    /// The newest flush in flight covers every completed write.
+    fn flush_covers_all(&self) -> bool {
+        self.flushes.iter().any(|&(_, c)| c >= self.completed)
     }
 
     /// Drop what was received but not started; returns the payloads to release. Writes
@@ -178,8 +200,13 @@ impl Replicator {
         self.apply.queue.push_back(Incoming::Read(r));
     }
 
-    /// Start what may start, in order.
+    /// Start what may start, in order; flush early if that leaves the receiver idle.
     pub(super) fn pump_apply(&mut self) {
+        self.start_queued();
+        self.flush_early();
+    }
+
+    fn start_queued(&mut self) {
         loop {
             self.check_barrier();
             if self.apply.barrier.is_some() {
@@ -226,7 +253,6 @@ impl Replicator {
                 len,
             } => {
                 self.apply.epoch_writes += 1;
-                self.apply.unflushed = true;
                 if flags & dp_flags::SEND_RECEIVE_ACK != 0 {
                     self.send(Outgoing::Ack {
                         ty: PacketType::RECV_ACK,
@@ -271,7 +297,6 @@ impl Replicator {
                 block_id,
                 len,
             } => {
-                self.apply.unflushed = true;
                 let id = self.local_io(
                     Waiter::Peer,
                     LocalIo::Write {
@@ -303,6 +328,8 @@ impl Replicator {
         let Some(f) = self.apply.inflight.remove(&id) else {
             return;
         };
+        self.apply.completed += 1;
+        self.apply.early_due |= !f.rs;
         if let Some(k) = f.key {
             self.push(ReplAction::Release(Payload::Peer(k)));
         }
@@ -356,31 +383,66 @@ impl Replicator {
         if !self.apply.inflight.is_empty() {
             return;
         }
-        if self.config.flush_at_barrier && self.apply.unflushed {
-            self.apply.unflushed = false;
-            self.apply.barrier = Some((epoch, set_size, BarrierPhase::Flushing));
-            self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
+        let need = self.apply.completed;
+        if self.config.flush_at_barrier && self.apply.durable < need {
+            self.apply.barrier = Some((epoch, set_size, BarrierPhase::Flushing(need)));
+            if !self.apply.flush_covers_all() {
+                self.start_barrier_flush();
+            }
         } else {
             self.apply.barrier = None;
             self.send(Outgoing::BarrierAck { epoch, set_size });
         }
     }
 
-    pub(super) fn on_barrier_flush_done(&mut self, now: Instant, res: Result<(), Errno>) {
-        let Some((epoch, set_size, BarrierPhase::Flushing)) = self.apply.barrier else {
+    /// A flush of every write completed so far.
+    fn start_barrier_flush(&mut self) {
+        let id = self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
+        self.apply.flushes.push((id, self.apply.completed));
+        self.apply.early_due = false;
+    }
+
+    /// The receiver is idle after replicated writes: flush now, so that the barrier that
+    /// follows them finds the flush under way (or done). One early flush at a time; none
+    /// while a barrier waits (it starts its own) or during a resync's stream of writes.
+    fn flush_early(&mut self) {
+        let a = &self.apply;
+        if self.config.flush_at_barrier
+            && a.early_due
+            && a.barrier.is_none()
+            && a.queue.is_empty()
+            && a.inflight.is_empty()
+            && a.flushes.is_empty()
+            && a.flush_retry_at.is_none()
+            && a.durable < a.completed
+            && self.is_linked()
+        {
+            self.start_barrier_flush();
+        }
+    }
+
+    pub(super) fn on_barrier_flush_done(&mut self, now: Instant, id: u64, res: Result<(), Errno>) {
+        let Some(i) = self.apply.flushes.iter().position(|&(f, _)| f == id) else {
             return;
         };
-        if res.is_err() {
+        let (_, covers) = self.apply.flushes.swap_remove(i);
+        if res.is_ok() {
+            self.apply.durable = self.apply.durable.max(covers);
+        }
+        let Some((epoch, set_size, BarrierPhase::Flushing(need))) = self.apply.barrier else {
+            return;
+        };
+        if self.apply.durable >= need {
+            self.apply.barrier = None;
+            if self.is_linked() {
+                self.send(Outgoing::BarrierAck { epoch, set_size });
+            }
+        } else if res.is_err() && !self.apply.flush_covers_all() {
             // The epoch's writes may still sit in the disk's volatile cache: the
             // BARRIER_ACK would tell the Primary they are durable, and it would forget them
             // (its transfer log marks only unacknowledged epochs out of sync when the link
             // goes). Try again later; the barrier holds later writes back meanwhile.
             self.apply.flush_retry_at = Some(now + FLUSH_RETRY);
-            return;
-        }
-        self.apply.barrier = None;
-        if self.is_linked() {
-            self.send(Outgoing::BarrierAck { epoch, set_size });
         }
     }
 
@@ -393,7 +455,9 @@ impl Replicator {
     pub(super) fn retry_barrier_flush(&mut self, now: Instant) {
         if self.apply.flush_retry_at.is_some_and(|t| t <= now) {
             self.apply.flush_retry_at = None;
-            self.local_io(Waiter::BarrierFlush, LocalIo::Flush);
+            if matches!(self.apply.barrier, Some((_, _, BarrierPhase::Flushing(_)))) {
+                self.start_barrier_flush();
+            }
         }
     }
 }

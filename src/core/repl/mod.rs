@@ -701,7 +701,7 @@ impl Replicator {
             Waiter::App(req) => self.on_app_local_done(req, res),
             Waiter::AppFlush(req) => self.on_app_flush_done(req, res),
             Waiter::Peer => self.on_peer_write_done(id, res),
-            Waiter::BarrierFlush => self.on_barrier_flush_done(now, res),
+            Waiter::BarrierFlush => self.on_barrier_flush_done(now, id, res),
             Waiter::RsRead => self.on_rs_read_done(now, id, res),
             Waiter::CsumRead => self.on_csum_read_done(id, res),
             Waiter::OvRead => self.on_ov_read_done(id, res),

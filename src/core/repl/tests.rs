@@ -521,6 +521,96 @@ fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
 }
 
 #[test]
+fn an_idle_secondary_flushes_before_the_barrier_arrives_and_the_barrier_uses_it() {
+    let mut p = Pair::new(ReplConfig::default());
+    p.a.write(1, 0, block(1, 4096));
+    p.drain();
+    assert!(p.a.complete_one(p.now), "local write");
+    p.drain();
+    let data = p.a_to_b.pop_front().expect("DATA");
+    p.b.receive(p.now, &data);
+    p.drain();
+    assert!(p.b.complete_one(p.now), "peer write");
+    p.drain();
+    // Nothing else to apply: the flush starts now, before the BARRIER is even sent.
+    assert!(
+        matches!(p.b.pending_io.front(), Some((_, LocalIo::Flush))),
+        "{:?}",
+        p.b.pending_io
+    );
+    let ack = p.b_to_a.pop_front().expect("WRITE_ACK");
+    p.a.receive(p.now, &ack);
+    p.drain();
+    let barrier = p.a_to_b.pop_front().expect("BARRIER");
+    p.b.receive(p.now, &barrier);
+    p.drain();
+    assert_eq!(p.b.pending_io.len(), 1, "the barrier waits for that flush");
+    assert!(
+        p.b_to_a.is_empty(),
+        "no BARRIER_ACK before the flush is done"
+    );
+    assert!(p.b.complete_one(p.now));
+    p.drain();
+    let back = p.b_to_a.pop_front().expect("BARRIER_ACK");
+    let (f, _) = Frame::decode(&back).unwrap().unwrap();
+    assert!(matches!(f.packet, Packet::BarrierAck(_)), "{:?}", f.packet);
+    assert_eq!(p.b.flushes, 1);
+}
+
+#[test]
+fn an_early_flush_does_not_cover_writes_that_complete_after_it() {
+    let mut p = Pair::new(ReplConfig::default());
+    // Write 1 reaches the Secondary alone; its early flush starts.
+    p.a.write(1, 0, block(1, 4096));
+    p.drain();
+    let data1 = p.a_to_b.pop_front().expect("DATA 1");
+    p.b.receive(p.now, &data1);
+    p.drain();
+    assert!(p.b.complete_one(p.now), "peer write 1");
+    p.drain();
+    assert!(matches!(p.b.pending_io.front(), Some((_, LocalIo::Flush))));
+    // Write 2 of the same epoch arrives and completes while that flush runs.
+    p.a.write(2, 8192, block(2, 4096));
+    p.drain();
+    let data2 = p.a_to_b.pop_front().expect("DATA 2");
+    p.b.receive(p.now, &data2);
+    p.drain();
+    let (id, io) = p.b.pending_io.pop_back().expect("peer write 2");
+    assert!(matches!(io, LocalIo::Write { .. }), "{io:?}");
+    p.b.pending_io.push_front((id, io));
+    assert!(p.b.complete_one(p.now), "peer write 2");
+    p.drain();
+    // The acks complete both writes on the Primary, which closes the epoch.
+    while let Some(f) = p.b_to_a.pop_front() {
+        p.a.receive(p.now, &f);
+        p.drain();
+    }
+    while p.a.complete_one(p.now) {
+        p.drain();
+    }
+    assert!(p.a.done(1) && p.a.done(2));
+    let barrier = p.a_to_b.pop_front().expect("BARRIER");
+    p.b.receive(p.now, &barrier);
+    p.drain();
+    // The early flush was submitted before write 2 completed: the barrier needs another.
+    let flushes: Vec<_> =
+        p.b.pending_io
+            .iter()
+            .filter(|(_, io)| matches!(io, LocalIo::Flush))
+            .collect();
+    assert_eq!(flushes.len(), 2, "{:?}", p.b.pending_io);
+    // The early flush completing is not enough for the BARRIER_ACK.
+    assert!(p.b.complete_one(p.now));
+    p.drain();
+    assert!(p.b_to_a.is_empty(), "acked on a flush that misses write 2");
+    assert!(p.b.complete_one(p.now));
+    p.drain();
+    let back = p.b_to_a.pop_front().expect("BARRIER_ACK");
+    let (f, _) = Frame::decode(&back).unwrap().unwrap();
+    assert!(matches!(f.packet, Packet::BarrierAck(_)), "{:?}", f.packet);
+}
+
+#[test]
 fn flush_waits_for_the_peers_barrier_ack() {
     let mut p = Pair::new(ReplConfig::default());
     p.a.write(1, 0, block(1, 4096));
