@@ -727,7 +727,6 @@ fn decision_between(a: &Volume, b: &Volume, a_resolves: bool) -> HandshakeDecisi
         local_discard_my_data: false,
         peer_discard_my_data: false,
         policies: Policies::default(),
-        synchronous: true,
     };
     sync_handshake(&input)
 }

@@ -496,9 +496,6 @@ pub struct HandshakeInput {
     pub peer_discard_my_data: bool,
     /// The `net` options.
     pub policies: Policies,
-    /// Protocol C: a write is answered only once the peer has written it too (see
-    /// [`HandshakeDecision::survivor_source`]).
-    pub synchronous: bool,
 }
 
 /// Where the handshake leads.
@@ -604,15 +601,6 @@ pub struct HandshakeDecision {
     pub call_split_brain: bool,
     /// Call the `pri-lost` handler (`rr-conflict call-pri-lost`).
     pub call_pri_lost: bool,
-    /// Rule 40 turned around (urbd, not DRBD): of two Secondaries with equal UUIDs of
-    /// which one crashed as Primary, the other one is the SyncSource of the crashed
-    /// Primary's activity-log extents when the link runs protocol C. There every write
-    /// the crashed Primary answered was written by its peer before the answer, while the
-    /// crashed Primary's own disk may have lost it with its volatile cache; the peer's
-    /// disk is also crash-consistent (barriers), so even if it crashed too, its copy of
-    /// those extents is one the application could have seen. DRBD 8.4 copies the crashed
-    /// Primary's extents over the peer's, and with them the loss.
-    pub survivor_source: bool,
 }
 
 impl HandshakeDecision {
@@ -627,7 +615,6 @@ impl HandshakeDecision {
             call_initial_split_brain: false,
             call_split_brain: false,
             call_pri_lost: false,
-            survivor_source: false,
         }
     }
 }
@@ -655,24 +642,6 @@ pub fn sync_handshake(input: &HandshakeInput) -> HandshakeDecision {
     };
 
     let peer_disk = input.peer_disk;
-    if comparison.rule == 40
-        && input.synchronous
-        && input.local.crashed_primary != input.peer.crashed_primary
-        && matches!(
-            comparison.decision,
-            Decision::SyncSourceAfterCrash | Decision::SyncTargetAfterCrash
-        )
-    {
-        let (survivor, crashed) = if input.local.crashed_primary {
-            (peer_disk, mydisk)
-        } else {
-            (mydisk, peer_disk)
-        };
-        if survivor >= DiskState::Consistent && survivor >= crashed {
-            hg = if input.local.crashed_primary { -1 } else { 1 };
-            d.survivor_source = true;
-        }
-    }
     if (mydisk == DiskState::Inconsistent && peer_disk > DiskState::Inconsistent)
         || (peer_disk == DiskState::Inconsistent && mydisk > DiskState::Inconsistent)
     {
@@ -1358,7 +1327,6 @@ mod tests {
             local_discard_my_data: false,
             peer_discard_my_data: false,
             policies,
-            synchronous: false,
         })
     }
 
@@ -1451,7 +1419,6 @@ mod tests {
             local_discard_my_data: true,
             peer_discard_my_data: false,
             policies: Policies::default(),
-            synchronous: false,
         };
         let db = sync_handshake(&inb);
         assert_eq!(db.outcome, Handshake::SyncTarget { full: false });
@@ -1641,71 +1608,6 @@ mod tests {
         assert!(d.call_initial_split_brain);
     }
 
-    /// Rule 40 under protocol C: the peer of the crashed Primary is the source of its
-    /// activity-log extents (urbd's departure from DRBD); under A and B, and when the
-    /// survivor's disk is worse or both crashed as Primary, DRBD's direction stays.
-    #[test]
-    fn rule_40_under_protocol_c_takes_the_survivors_extents() {
-        let crashed = Side {
-            uuids: u(A, 0, 0, 0),
-            crashed_primary: true,
-            role: Role::Secondary,
-        };
-        let survivor = Side {
-            crashed_primary: false,
-            ..crashed
-        };
-        let input = |local: Side, peer: Side, synchronous: bool| HandshakeInput {
-            local,
-            peer,
-            link: LINK,
-            local_disk: DiskState::UpToDate,
-            local_disk_after: DiskState::UpToDate,
-            peer_disk: DiskState::UpToDate,
-            local_changes: 0,
-            peer_changes: 0,
-            local_discard_my_data: false,
-            peer_discard_my_data: false,
-            policies: Policies::default(),
-            synchronous,
-        };
-        // Protocol C: both sides agree that the survivor is the source.
-        let at_crashed = sync_handshake(&input(crashed, survivor, true));
-        let at_survivor = sync_handshake(&input(survivor, crashed, true));
-        assert_eq!(at_crashed.comparison.rule, 40);
-        assert_eq!(
-            at_crashed.comparison.decision,
-            Decision::SyncSourceAfterCrash
-        );
-        assert_eq!(at_crashed.outcome, Handshake::SyncTarget { full: false });
-        assert_eq!(at_survivor.outcome, Handshake::SyncSource { full: false });
-        assert!(at_crashed.survivor_source && at_survivor.survivor_source);
-        // Protocols A and B: DRBD's rule 40, the crashed Primary is the source.
-        let at_crashed = sync_handshake(&input(crashed, survivor, false));
-        let at_survivor = sync_handshake(&input(survivor, crashed, false));
-        assert_eq!(at_crashed.outcome, Handshake::SyncSource { full: false });
-        assert_eq!(at_survivor.outcome, Handshake::SyncTarget { full: false });
-        assert!(!at_crashed.survivor_source);
-        // A survivor whose disk is worse than the crashed Primary's keeps DRBD's choice.
-        let mut i = input(survivor, crashed, true);
-        i.local_disk = DiskState::Consistent;
-        i.local_disk_after = DiskState::Consistent;
-        assert_eq!(
-            sync_handshake(&i).outcome,
-            Handshake::SyncTarget { full: false }
-        );
-        let mut i = input(crashed, survivor, true);
-        i.peer_disk = DiskState::Outdated;
-        assert_eq!(
-            sync_handshake(&i).outcome,
-            Handshake::SyncSource { full: false }
-        );
-        // Both crashed as Primary: the tie-break of rule 40, as DRBD.
-        let both = sync_handshake(&input(crashed, crashed, true));
-        assert!(!both.survivor_source);
-        assert_eq!(both.outcome, Handshake::SyncSource { full: false });
-    }
-
     /// The checks after the verdict: disk states override, an Inconsistent source and a
     /// Primary target are refused.
     #[test]
@@ -1730,7 +1632,6 @@ mod tests {
             local_discard_my_data: false,
             peer_discard_my_data: false,
             policies: Policies::default(),
-            synchronous: false,
         };
         assert_eq!(
             sync_handshake(&inp).outcome,

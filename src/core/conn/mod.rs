@@ -627,7 +627,6 @@ impl Connection {
                     .peer_params
                     .is_some_and(|(f, _)| f & conn_flags::DISCARD_MY_DATA != 0),
             policies: self.config.policies,
-            synchronous: self.config.protocol == crate::wire::WireProtocol::C,
         };
         let mut decision = sync_handshake(&input);
         if l.disk <= DiskState::Failed || peer_disk <= DiskState::Failed {

@@ -371,10 +371,6 @@ impl Session {
             } => {
                 tracing::info!(resource = %res, %peer, local = ?local, peer_uuids = ?peer_uuids,
                     "{}", decision.comparison);
-                if decision.survivor_source {
-                    tracing::info!(resource = %res, %peer,
-                        "the crashed Primary's activity-log extents come from the node that did not crash (protocol C: it wrote every answered write; DRBD would copy the crashed Primary's)");
-                }
                 self.on_decision_handlers(&decision);
                 // A split brain reported earlier is over once a handshake decides anything
                 // else (the Refused event that follows sets it again if not).
