@@ -329,7 +329,8 @@ impl Replicator {
             return;
         };
         self.apply.completed += 1;
-        self.apply.early_due |= !f.rs;
+        // (A write that completes after the link went is nobody's epoch any more.)
+        self.apply.early_due |= !f.rs && self.is_linked();
         if let Some(k) = f.key {
             self.push(ReplAction::Release(Payload::Peer(k)));
         }
