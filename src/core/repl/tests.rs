@@ -481,13 +481,11 @@ fn a_failed_barrier_flush_is_not_acknowledged_but_retried() {
     );
 }
 
-#[test]
-fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
-    let mut p = Pair::new(ReplConfig::default());
+/// Write 1 (4 KiB at 0): the Primary's local half done, its DATA delivered to the
+/// Secondary and written there; the WRITE_ACK waits in `b_to_a`.
+fn write_one_through_b(p: &mut Pair) {
     p.a.write(1, 0, block(1, 4096));
     p.drain();
-    // The local write, then the peer's: the epoch closes with the completion and its
-    // barrier goes out at once (not with the next write).
     assert!(p.a.complete_one(p.now), "local write");
     p.drain();
     let data = p.a_to_b.pop_front().expect("DATA");
@@ -495,6 +493,14 @@ fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
     p.drain();
     assert!(p.b.complete_one(p.now), "peer write");
     p.drain();
+}
+
+#[test]
+fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
+    let mut p = Pair::new(ReplConfig::default());
+    // The local write, then the peer's: the epoch closes with the completion and its
+    // barrier goes out at once (not with the next write).
+    write_one_through_b(&mut p);
     let ack = p.b_to_a.pop_front().expect("WRITE_ACK");
     p.a.receive(p.now, &ack);
     p.drain();
@@ -523,15 +529,7 @@ fn a_completed_write_closes_the_epoch_and_the_peer_flushes_at_the_barrier() {
 #[test]
 fn an_idle_secondary_flushes_before_the_barrier_arrives_and_the_barrier_uses_it() {
     let mut p = Pair::new(ReplConfig::default());
-    p.a.write(1, 0, block(1, 4096));
-    p.drain();
-    assert!(p.a.complete_one(p.now), "local write");
-    p.drain();
-    let data = p.a_to_b.pop_front().expect("DATA");
-    p.b.receive(p.now, &data);
-    p.drain();
-    assert!(p.b.complete_one(p.now), "peer write");
-    p.drain();
+    write_one_through_b(&mut p);
     // Nothing else to apply: the flush starts now, before the BARRIER is even sent.
     assert!(
         matches!(p.b.pending_io.front(), Some((_, LocalIo::Flush))),
