@@ -8,11 +8,13 @@
 #           latency);
 #   phys2f - the physical limit for two replicas on one disk under DRBD's write ordering
 #           `flush` (the default, DESIGN.md rule 3), write jobs only (examples/epoch_flush.rs,
-#           io_uring, O_DIRECT, the same two files as phys2): the Primary's copy writes
-#           freely at QD; the Secondary's copy works in epochs of QD writes (submit them,
-#           wait for all, fdatasync, wait), as DRBD's receive_Barrier does, an epoch holding
-#           at most the writes in flight. Its figure is the Secondary's: replicated writes go
-#           no faster than the Secondary takes them. (fio's --fdatasync cannot stand in: at
+#           io_uring, O_DIRECT, the same two files as phys2): the Secondary's copy works in
+#           epochs of QD writes (submit them, wait for all, fdatasync, wait), as DRBD's
+#           receive_Barrier does, an epoch holding at most the writes in flight; the
+#           Primary's copy writes the next epoch's QD writes during that fdatasync (when the
+#           Secondary's writes completed, as its WRITE_ACKs release the application's next
+#           writes), and the next epoch waits for both. Its figure is the Secondary's:
+#           replicated writes go no faster than it takes them. (fio's --fdatasync cannot stand in: at
 #           QD > 1 it issues a sync for every free slot while the write count sits on a
 #           multiple, about one per four writes at QD32.)
 #   qsd   - qemu-storage-daemon exporting over NBD (unix socket) a quorum (vote-threshold=2) of
@@ -314,10 +316,12 @@ print("Which physical figure a ratio uses: every write through urbd is written t
       "IOPS are compared with phys2 per job. Reads are served by alpha's disk alone, so the read ratio "
       "uses raw1. QD1 latency is compared with raw1's (one replica), as the target asks. phys2f is the "
       "same disk and files under DRBD's write ordering `flush` (urbd's default, DESIGN.md rule 3; "
-      "`examples/epoch_flush.rs`, io_uring, O_DIRECT): the Primary's copy writes freely at QD while "
-      "the Secondary's works in epochs of QD writes (submit, wait for all, fdatasync, wait), as DRBD's "
-      "receive_Barrier does (an epoch holds at most the writes in flight); its figure is the "
-      "Secondary's, whose writes bound the replicated ones (latency: QD / IOPS).\n")
+      "`examples/epoch_flush.rs`, io_uring, O_DIRECT): the Secondary's copy works in epochs of QD "
+      "writes (submit, wait for all, fdatasync, wait), as DRBD's receive_Barrier does (an epoch holds "
+      "at most the writes in flight), while the Primary's copy writes the next epoch's QD writes during "
+      "each fdatasync (the Secondary's WRITE_ACKs, sent when its writes complete, release the "
+      "application's next writes) and the next epoch waits for both; its figure is the Secondary's, "
+      "whose writes bound the replicated ones (latency: QD / IOPS).\n")
 hdr = "| job | urbd IOPS | urbd MiB/s | phys2 aggregate IOPS | phys2 per job IOPS | phys2f IOPS | raw1 IOPS | qsd IOPS | urbd/physical | urbd/phys2f | urbd/qsd |"
 sep = "|---|---|---|---|---|---|---|---|---|---|---|"
 if nf:

@@ -2,11 +2,15 @@
 //! ordering `flush` (urbd's default): what `benches/repl_compare.sh` reports as `phys2f`.
 //!
 //! Two threads, one file each (O_DIRECT, io_uring), random aligned writes of `--bs` bytes:
-//! - the Primary's copy writes freely, `--qd` writes in flight;
 //! - the Secondary's copy works in epochs: it submits `--qd` writes, waits until all have
 //!   completed, issues an fdatasync, waits for it, and only then starts the next epoch
 //!   (DRBD's `receive_Barrier` with `WO_bdev_flush`: an epoch holds at most the writes in
-//!   flight, because the Primary closes it when one of them completes).
+//!   flight, because the Primary closes it when one of them completes);
+//! - the Primary's copy writes each epoch's `--qd` writes while the Secondary flushes the
+//!   one before: the Secondary's WRITE_ACKs come when its writes complete, before its
+//!   flush, so the application's next writes, and the Primary's local copies of them, start
+//!   then. The next epoch waits for both the flush and those writes (the application's
+//!   writes complete when both copies have them).
 //!
 //! It prints one line of JSON: the Secondary's writes per second and the mean time of an
 //! epoch's write including its share of the flush (replicated writes complete no faster than
@@ -18,6 +22,7 @@
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, types};
@@ -77,7 +82,16 @@ fn next(state: &mut u64) -> u64 {
 
 /// Runs one copy for `seconds`; `epochs`: drain and fdatasync after every `qd` writes.
 /// Returns the writes completed.
-fn run(path: &str, a: &Args, epochs: bool, seed: u64) -> Result<u64, String> {
+/// Which copy a thread writes, and how the two keep step.
+enum Copy {
+    /// Writes one epoch each time the Secondary says its writes completed, and says when.
+    Primary(Receiver<()>, SyncSender<()>),
+    /// Works in epochs; tells the Primary when an epoch's writes completed, and starts the
+    /// next one when its flush and the Primary's writes are done.
+    Secondary(SyncSender<()>, Receiver<()>),
+}
+
+fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
@@ -119,37 +133,42 @@ fn run(path: &str, a: &Args, epochs: bool, seed: u64) -> Result<u64, String> {
         }
         Ok(slots)
     };
-    if epochs {
-        while Instant::now() < end {
-            for slot in 0..a.qd {
-                submit(&mut ring, slot, &mut state)?;
-            }
-            let mut left = a.qd;
-            while left > 0 {
-                left -= wait(&mut ring, 1)?.len();
-            }
-            done += a.qd as u64;
-            let f = opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(u64::MAX);
-            // SAFETY: no buffer.
-            unsafe { ring.submission().push(&f) }.map_err(|_| "submission queue full")?;
-            while wait(&mut ring, 1)?.is_empty() {}
-        }
-    } else {
+    let mut epoch = |ring: &mut IoUring, state: &mut u64| -> Result<(), String> {
         for slot in 0..a.qd {
-            submit(&mut ring, slot, &mut state)?;
+            submit(ring, slot, state)?;
         }
-        let mut inflight = a.qd;
-        while inflight > 0 {
-            for slot in wait(&mut ring, 1)? {
-                inflight -= 1;
-                done += 1;
-                if Instant::now() < end {
-                    submit(&mut ring, slot as usize, &mut state)?;
-                    inflight += 1;
+        let mut left = a.qd;
+        while left > 0 {
+            left -= wait(ring, 1)?.len();
+        }
+        done += a.qd as u64;
+        Ok(())
+    };
+    match copy {
+        Copy::Primary(go, written) => {
+            // Until the Secondary stops (its sender is dropped).
+            while go.recv().is_ok() {
+                epoch(&mut ring, &mut state)?;
+                if written.send(()).is_err() {
+                    break;
                 }
+            }
+        }
+        Copy::Secondary(go, written) => {
+            let mut primary_busy = false;
+            while Instant::now() < end {
+                if primary_busy && written.recv().is_err() {
+                    return Err("the Primary's copy stopped".into());
+                }
+                epoch(&mut ring, &mut state)?;
+                primary_busy = go.send(()).is_ok();
+                let f = opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(u64::MAX);
+                // SAFETY: no buffer.
+                unsafe { ring.submission().push(&f) }.map_err(|_| "submission queue full")?;
+                while wait(&mut ring, 1)?.is_empty() {}
             }
         }
     }
@@ -165,8 +184,22 @@ fn main() {
         }
     };
     let result = std::thread::scope(|s| {
-        let p = s.spawn(|| run(&a.primary, &a, false, 0x9e37_79b9_7f4a_7c15));
-        let sec = run(&a.secondary, &a, true, 0x2545_f491_4f6c_dd1d);
+        let (go_tx, go_rx) = sync_channel(1);
+        let (written_tx, written_rx) = sync_channel(1);
+        let p = s.spawn(|| {
+            run(
+                &a.primary,
+                &a,
+                Copy::Primary(go_rx, written_tx),
+                0x9e37_79b9_7f4a_7c15,
+            )
+        });
+        let sec = run(
+            &a.secondary,
+            &a,
+            Copy::Secondary(go_tx, written_rx),
+            0x2545_f491_4f6c_dd1d,
+        );
         let pri = p
             .join()
             .map_err(|_| "the primary thread panicked".to_string())?;
