@@ -127,6 +127,52 @@ fn attach_disk_state_from_flags() {
     }
 }
 
+/// A crashed Primary keeps its flag until both disks are UpToDate, then drops it and says
+/// so in the superblock (DRBD's `after_state_ch` clears `CRASHED_PRIMARY` there).
+#[test]
+fn the_crashed_primary_flag_goes_once_both_disks_are_up_to_date() {
+    let (c, w, p, x) = (
+        MdFlags::CONSISTENT,
+        MdFlags::WAS_UP_TO_DATE,
+        MdFlags::PRIMARY_IND,
+        MdFlags::CRASHED_PRIMARY,
+    );
+    let mut v = Volume::new(config(Fencing::DontCare));
+    v.handle_attach(attach_info(
+        Uuids {
+            current: 0x10,
+            ..Uuids::default()
+        },
+        c | w | p,
+    ))
+    .unwrap();
+    assert!(v.crashed_primary());
+    drain(&mut v);
+    // Connected, the peer still resyncing: the flag stays.
+    v.handle_peer(
+        ConnState::SyncSource,
+        Role::Secondary,
+        DiskState::Inconsistent,
+        RANDOM,
+    );
+    drain(&mut v);
+    assert!(v.crashed_primary());
+    assert_eq!(v.md_flags().map(|f| f.0 & x), Some(x));
+    // Both UpToDate: gone, and the superblock written without it.
+    v.handle_peer(
+        ConnState::Connected,
+        Role::Secondary,
+        DiskState::UpToDate,
+        RANDOM,
+    );
+    assert!(!v.crashed_primary());
+    assert_eq!(v.md_flags().map(|f| f.0 & x), Some(0));
+    let persisted = drain(&mut v)
+        .into_iter()
+        .any(|a| matches!(a, Action::PersistSuperblock { update, .. } if update.flags.0 & x == 0));
+    assert!(persisted, "the superblock is written without the flag");
+}
+
 /// Size settled at attach (drbd_new_dev_size without a peer).
 #[test]
 fn attach_size() {

@@ -824,6 +824,12 @@ impl Volume {
             self.failed_io = false;
         }
         if let Some(md) = self.md.as_mut() {
+            // after_state_ch: once both disks are UpToDate, nothing of a crash is left to
+            // repair, so the crashed-Primary flag goes (else every later connect with equal
+            // UUIDs would take rule 40 again, and a stale flag could pick the source).
+            if s.disk == DiskState::UpToDate && s.pdsk == DiskState::UpToDate {
+                md.crashed_primary = false;
+            }
             md.flags = flags_for(md.flags, &s, md.crashed_primary);
             let update = MdUpdate {
                 uuids: md.uuids,

@@ -61,11 +61,12 @@ const CI_SEEDS: u64 = 2_000;
 /// as Primary and has not reconnected since: the cluster promoted the survivor while the
 /// crashed node was down, which the simulation's millisecond reboots skip (seed
 /// 0xfaa8b8feff2802fd). The Secondary's early barrier flush changed every schedule; surveys
-/// after it (`admin` off, seeds 0..24,000: 4 failures, all the first open item; before: 1;
-/// full mix, seeds 0..4,000: 1, the second; before: 1, 0x860ca7a52c48e365, which passes now).
+/// after it and after the crashed-Primary flag is cleared once both disks are UpToDate
+/// (`admin` off, seeds 0..24,000: 5 failures, all the first open item; before: 1; full
+/// mix, seeds 0..4,000: 1, the second; before: 1, 0x860ca7a52c48e365, which passes now).
 /// Open:
-/// - 0x45d2adfff7ecafa3, 0x7616902d825cb2c, 0x41173a4812fb701e, 0x48a2323ebb4ea777
-///   (`admin` off, seeds 2,000..24,000): a Primary crashes while Connected, its volatile
+/// - 0x45d2adfff7ecafa3, 0x7616902d825cb2c, 0x41173a4812fb701e, 0x48a2323ebb4ea777,
+///   0xdfb7968b68bce02a (`admin` off, seeds 2,000..24,000): a Primary crashes while Connected, its volatile
 ///   cache loses a write it had answered (the peer has it), and on reconnect it is the
 ///   SyncSource of its activity-log extents by rule 40, as DRBD 8.4 decides, so the loss
 ///   reaches the peer. Under protocol C the peer would be the better source, but only once
