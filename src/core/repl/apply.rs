@@ -108,7 +108,7 @@ impl Apply {
         self.completed += 1;
     }
 
-    /// The newest flush in flight covers every completed write.
+    /// A flush in flight covers every completed write.
     fn flush_covers_all(&self) -> bool {
         self.flushes.iter().any(|&(_, c)| c >= self.completed)
     }
