@@ -14,9 +14,9 @@
 #           Primary's copy writes the next epoch's QD writes during that fdatasync (when the
 #           Secondary's writes completed, as its WRITE_ACKs release the application's next
 #           writes), and the next epoch waits for both. Its figure is the Secondary's:
-#           replicated writes go no faster than it takes them. (fio's --fdatasync cannot stand in: at
-#           QD > 1 it issues a sync for every free slot while the write count sits on a
-#           multiple, about one per four writes at QD32.)
+#           replicated writes go no faster than it takes them. (fio's --fdatasync cannot
+#           stand in: at QD > 1 it issues a sync for every free slot while the write count
+#           sits on a multiple, about one per four writes at QD32.)
 #   qsd   - qemu-storage-daemon exporting over NBD (unix socket) a quorum (vote-threshold=2) of
 #           a local file (O_DIRECT, io_uring) and an NBD client to a peer `nbdkit file` on
 #           127.0.0.1 TCP: the userspace synchronous replication one would otherwise pick.

@@ -80,10 +80,8 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// Runs one copy for `seconds`; `epochs`: drain and fdatasync after every `qd` writes.
-/// Returns the writes completed.
 /// Which copy a thread writes, and how the two keep step.
-enum Copy {
+enum Side {
     /// Writes one epoch each time the Secondary says its writes completed, and says when.
     Primary(Receiver<()>, SyncSender<()>),
     /// Works in epochs; tells the Primary when an epoch's writes completed, and starts the
@@ -91,7 +89,12 @@ enum Copy {
     Secondary(SyncSender<()>, Receiver<()>),
 }
 
-fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
+/// Writes one copy (the Secondary's for `seconds`, the Primary's as long as the Secondary
+/// asks); returns the writes completed.
+fn run(path: &str, a: &Args, side: Side, seed: u64) -> Result<u64, String> {
+    // Declared before the ring, so dropped after it: on an error return the ring goes
+    // first, with whatever it still has in flight.
+    let mut backing = Vec::new();
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
@@ -103,7 +106,6 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
     }
     let fd = types::Fd(file.as_raw_fd());
     let mut ring = IoUring::new(a.qd as u32 * 2).map_err(|e| format!("io_uring: {e}"))?;
-    let mut backing = Vec::new();
     let bufs = aligned(&mut backing, a.qd, a.bs);
     let mut state = seed | 1;
     let end = Instant::now() + Duration::from_secs_f64(a.seconds);
@@ -114,14 +116,15 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
             .offset(off)
             .build()
             .user_data(slot as u64);
-        // SAFETY: the buffer (in `backing`) outlives the operation: it is dropped only
-        // after the loop, which waits for every submitted operation.
+        // SAFETY: the buffer (in `backing`) outlives the operation: every epoch waits for
+        // its writes, and `backing` is dropped after the ring.
         unsafe { ring.submission().push(&e) }.map_err(|_| "submission queue full".to_string())
     };
-    let wait = |ring: &mut IoUring, n: usize| -> Result<Vec<u64>, String> {
+    // Submits what is queued, waits for at least `n` completions; returns how many came.
+    let wait = |ring: &mut IoUring, n: usize| -> Result<usize, String> {
         ring.submit_and_wait(n)
             .map_err(|e| format!("io_uring_enter: {e}"))?;
-        let mut slots = Vec::new();
+        let mut count = 0;
         for c in ring.completion() {
             if c.result() < 0 {
                 return Err(format!(
@@ -129,9 +132,9 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
                     std::io::Error::from_raw_os_error(-c.result())
                 ));
             }
-            slots.push(c.user_data());
+            count += 1;
         }
-        Ok(slots)
+        Ok(count)
     };
     let mut epoch = |ring: &mut IoUring, state: &mut u64| -> Result<(), String> {
         for slot in 0..a.qd {
@@ -139,13 +142,13 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
         }
         let mut left = a.qd;
         while left > 0 {
-            left -= wait(ring, 1)?.len();
+            left -= wait(ring, 1)?;
         }
         done += a.qd as u64;
         Ok(())
     };
-    match copy {
-        Copy::Primary(go, written) => {
+    match side {
+        Side::Primary(go, written) => {
             // Until the Secondary stops (its sender is dropped).
             while go.recv().is_ok() {
                 epoch(&mut ring, &mut state)?;
@@ -154,7 +157,7 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
                 }
             }
         }
-        Copy::Secondary(go, written) => {
+        Side::Secondary(go, written) => {
             let mut primary_busy = false;
             while Instant::now() < end {
                 if primary_busy && written.recv().is_err() {
@@ -168,7 +171,7 @@ fn run(path: &str, a: &Args, copy: Copy, seed: u64) -> Result<u64, String> {
                     .user_data(u64::MAX);
                 // SAFETY: no buffer.
                 unsafe { ring.submission().push(&f) }.map_err(|_| "submission queue full")?;
-                while wait(&mut ring, 1)?.is_empty() {}
+                while wait(&mut ring, 1)? == 0 {}
             }
         }
     }
@@ -190,14 +193,14 @@ fn main() {
             run(
                 &a.primary,
                 &a,
-                Copy::Primary(go_rx, written_tx),
+                Side::Primary(go_rx, written_tx),
                 0x9e37_79b9_7f4a_7c15,
             )
         });
         let sec = run(
             &a.secondary,
             &a,
-            Copy::Secondary(go_tx, written_rx),
+            Side::Secondary(go_tx, written_rx),
             0x2545_f491_4f6c_dd1d,
         );
         let pri = p
